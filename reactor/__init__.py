@@ -1,0 +1,1 @@
+"""reactor: a background-job worker for Supabase."""

@@ -1,0 +1,44 @@
+"""The `reactor` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import anyio
+
+from reactor import migrations
+
+
+def _sql(_: argparse.Namespace) -> int:
+    sys.stdout.write(migrations.script())
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    try:
+        applied = anyio.run(migrations.apply, args.database_url)
+    except (OSError, ValueError) as exc:
+        print(f"reactor migrate: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # asyncpg's errors carry the server's message
+        print(f"reactor migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"applied {', '.join(applied)}" if applied else "already up to date")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="reactor", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    sql = sub.add_parser("sql", help="print the database migrations as one script")
+    sql.set_defaults(run=_sql)
+    migrate = sub.add_parser("migrate", help="apply the database migrations")
+    migrate.add_argument("--database-url", required=True, help="postgresql://… of the project")
+    migrate.set_defaults(run=_migrate)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)

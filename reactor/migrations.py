@@ -1,0 +1,61 @@
+"""The database contract in `sql/migrations/`: list it, print it as one script, apply it.
+
+Each migration is idempotent and records its own version as its last statement, so applying the
+set again, or pasting `reactor sql` into the Supabase SQL editor twice, changes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+
+_PACKAGE = Path(__file__).resolve().parent
+# Inside a wheel the migrations ship as reactor/sql; in a source checkout they sit beside reactor/.
+_CANDIDATES = (_PACKAGE / "sql" / "migrations", _PACKAGE.parent / "sql" / "migrations")
+
+_LOCK = "select pg_advisory_xact_lock(hashtext('reactor.migrations'))"
+_APPLIED = "select version from reactor.schema_migrations"
+
+
+def migrations_dir() -> Path:
+    for candidate in _CANDIDATES:
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("reactor's sql/migrations directory is missing from this installation")
+
+
+def migration_files() -> list[Path]:
+    return sorted(migrations_dir().glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+def script() -> str:
+    """Every migration, in order, as one script for the SQL editor or supabase/migrations/."""
+    parts = ["-- reactor: the whole database contract. Safe to run again.\n"]
+    for path in migration_files():
+        parts.append(f"\n-- ==== {path.name} ====\n\n{path.read_text()}")
+    return "".join(parts)
+
+
+async def applied_versions(conn: asyncpg.Connection) -> set[str]:
+    exists = await conn.fetchval("select to_regclass('reactor.schema_migrations') is not null")
+    if not exists:
+        return set()
+    return {row["version"] for row in await conn.fetch(_APPLIED)}
+
+
+async def apply(database_url: str) -> list[str]:
+    """Apply the migrations not yet recorded; return the versions applied by this call."""
+    conn = await asyncpg.connect(database_url)
+    done: list[str] = []
+    try:
+        for path in migration_files():
+            async with conn.transaction():
+                await conn.execute(_LOCK)
+                if path.stem in await applied_versions(conn):
+                    continue
+                await conn.execute(path.read_text())
+                done.append(path.stem)
+    finally:
+        await conn.close()
+    return done
