@@ -1,0 +1,60 @@
+"""Fault injection for the local stack: what tests and chaos runs can make go wrong on purpose.
+
+One `Faults` object is shared by the REST and Realtime halves of a running stack. Timed faults
+end by themselves: each holds the monotonic time it lasts until.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Faults:
+    rest_status: int = 0  # 502 or 503: REST answers this status while rest_until is in the future
+    rest_hang: bool = False  # REST requests hang (no answer) while rest_until is in the future
+    rest_until: float = 0.0
+    ws_refuse_until: float = 0.0  # websocket upgrades are refused (HTTP 503) until then
+    silent_until: float = 0.0  # sockets and heartbeats stay up, no postgres_changes are sent
+    drop_fraction: float = 0.0  # fraction of change events silently dropped, 0.0 to 1.0
+
+    def fail_rest(self, status: int, seconds: float) -> None:
+        if status not in (502, 503):
+            raise ValueError(f"REST fault status must be 502 or 503, got {status}")
+        self.rest_status, self.rest_hang = status, False
+        self.rest_until = time.monotonic() + seconds
+
+    def hang_rest(self, seconds: float) -> None:
+        self.rest_status, self.rest_hang = 0, True
+        self.rest_until = time.monotonic() + seconds
+
+    def refuse_websockets(self, seconds: float) -> None:
+        self.ws_refuse_until = time.monotonic() + seconds
+
+    def go_silent(self, seconds: float) -> None:
+        self.silent_until = time.monotonic() + seconds
+
+    def drop_events(self, fraction: float) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"drop fraction must be between 0 and 1, got {fraction}")
+        self.drop_fraction = fraction
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def rest_fault(self) -> tuple[int, bool]:
+        """(status, hang) to apply to a REST request now; (0, False) when REST is healthy."""
+        if time.monotonic() >= self.rest_until:
+            return 0, False
+        return self.rest_status, self.rest_hang
+
+    def websockets_refused(self) -> bool:
+        return time.monotonic() < self.ws_refuse_until
+
+    def event_suppressed(self) -> bool:
+        """Whether the next change event is withheld (silent feed or a dropped event)."""
+        if time.monotonic() < self.silent_until:
+            return True
+        return self.drop_fraction > 0 and random.random() < self.drop_fraction
