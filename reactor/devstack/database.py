@@ -36,9 +36,12 @@ def embedded(data_dir: Path) -> Iterator[str]:
         server.cleanup()
 
 
-def with_database(url: str, name: str) -> str:
-    """The same server URL pointing at another database."""
+def with_database(url: str, name: str, user: str | None = None) -> str:
+    """The same server URL pointing at another database (and, if given, as another user)."""
     parts = urlsplit(url)
+    if user is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{user}@{host}")
     return urlunsplit(parts._replace(path="/" + name))
 
 

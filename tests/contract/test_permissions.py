@@ -1,0 +1,115 @@
+"""The permission matrix, acting as PostgREST does for each role (see tests/contract/jobs.py)."""
+
+import json
+import uuid
+
+import asyncpg
+import pytest
+
+from tests.contract.jobs import acting_as, claim, enqueue, leases
+
+pytestmark = pytest.mark.anyio
+
+ALICE = str(uuid.uuid4())
+BOB = str(uuid.uuid4())
+DENIED = asyncpg.InsufficientPrivilegeError
+
+WORKER_CALLS = [
+    "select * from public.reactor_claim('jobs', 'w', array['t'], 10, 60)",
+    "select public.reactor_heartbeat('jobs', '[]', 60)",
+    "select public.reactor_complete('jobs', '[]')",
+    "select public.reactor_fail('jobs', '[]')",
+    "select public.reactor_release('jobs', '[]')",
+    "select public.reactor_progress('jobs', 1, gen_random_uuid(), 1, null)",
+    "select public.reactor_reap('jobs', 10)",
+    "select public.reactor_stats('jobs')",
+    "select public.reactor_retry('jobs', null, null, 10)",
+    "select public.reactor_cancel('jobs', array[1::bigint])",
+    "select public.reactor_prune('jobs', 0, 10)",
+    "select reactor.create_job_table('x')",
+    "select * from reactor.job_tables",
+]
+
+
+@pytest.fixture
+async def owned_jobs(db: asyncpg.Connection) -> dict[str, int]:
+    [alice_job] = await enqueue(db, "t", user_id=ALICE)
+    [bob_job] = await enqueue(db, "t", user_id=BOB)
+    return {"alice": alice_job, "bob": bob_job}
+
+
+@pytest.mark.parametrize("role,sub", [("anon", None), ("authenticated", ALICE)])
+@pytest.mark.parametrize("sql", WORKER_CALLS)
+async def test_api_roles_cannot_run_worker_functions(db, role, sub, sql):
+    with pytest.raises(DENIED):
+        async with acting_as(db, role, sub):
+            await db.execute(sql)
+
+
+async def test_service_role_runs_every_worker_function(db, owned_jobs):
+    async with acting_as(db, "service_role"):
+        for sql in WORKER_CALLS[:-2]:
+            await db.execute(sql)
+
+
+async def test_anon_can_neither_read_nor_insert_jobs(db, owned_jobs):
+    with pytest.raises(DENIED):
+        async with acting_as(db, "anon"):
+            await db.fetch("select * from public.jobs")
+    with pytest.raises(DENIED):
+        async with acting_as(db, "anon"):
+            await db.execute("insert into public.jobs (job_type) values ('t')")
+
+
+async def test_a_user_reads_only_their_own_jobs(db, owned_jobs):
+    async with acting_as(db, "authenticated", ALICE):
+        rows = await db.fetch("select id, status, progress from public.jobs")
+    assert [r["id"] for r in rows] == [owned_jobs["alice"]]
+    async with acting_as(db, "authenticated", BOB):
+        rows = await db.fetch("select id from public.jobs")
+    assert [r["id"] for r in rows] == [owned_jobs["bob"]]
+
+
+async def test_a_user_inserts_a_job_owned_by_them(db):
+    async with acting_as(db, "authenticated", ALICE):
+        job = await db.fetchrow(
+            "insert into public.jobs (job_type, payload, priority) values ('t', $1, 5) "
+            "returning id, user_id, status", json.dumps({"k": 1}))
+    assert (str(job["user_id"]), job["status"]) == (ALICE, "pending")
+
+
+async def test_a_user_cannot_insert_a_job_for_someone_else(db):
+    with pytest.raises(DENIED, match="row-level security"):
+        async with acting_as(db, "authenticated", ALICE):
+            await db.execute("insert into public.jobs (job_type, user_id) values ('t', $1)",
+                             uuid.UUID(BOB))
+
+
+@pytest.mark.parametrize("column,value", [
+    ("status", "'completed'"), ("attempts", "0"), ("result", "'{}'::jsonb"),
+    ("lease_token", "gen_random_uuid()"), ("locked_by", "'me'"),
+])
+async def test_a_user_cannot_write_worker_owned_columns(db, column, value):
+    with pytest.raises(DENIED):
+        async with acting_as(db, "authenticated", ALICE):
+            await db.execute(f"insert into public.jobs (job_type, {column}) values ('t', {value})")
+
+
+@pytest.mark.parametrize("sql", [
+    "update public.jobs set status = 'completed'",
+    "update public.jobs set priority = 100",
+    "delete from public.jobs",
+])
+async def test_a_user_can_neither_update_nor_delete_jobs(db, owned_jobs, sql):
+    with pytest.raises(DENIED):
+        async with acting_as(db, "authenticated", ALICE):
+            await db.execute(sql)
+
+
+async def test_service_role_sees_and_works_every_job(db, owned_jobs):
+    async with acting_as(db, "service_role"):
+        assert await db.fetchval("select count(*) from public.jobs") == 2
+        jobs = await claim(db, ["t"], limit=5)
+        report = await db.fetchval("select public.reactor_complete('jobs', $1)",
+                                   json.dumps(leases(jobs, result=None)))
+    assert sorted(json.loads(report)["completed"]) == sorted(owned_jobs.values())

@@ -1,0 +1,92 @@
+import datetime as dt
+
+import asyncpg
+import pytest
+
+from tests.contract.jobs import claim, enqueue, leases, row, rpc
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_backoff_is_full_jitter_under_an_exponential_ceiling(db: asyncpg.Connection):
+    rows = await db.fetch(
+        "select n, extract(epoch from reactor.backoff(n)) s from generate_series(1, 14) n, "
+        "generate_series(1, 300)"
+    )
+    for n in range(1, 15):
+        ceiling = min(3600, 2 * 2 ** (n - 1))
+        samples = [float(r["s"]) for r in rows if r["n"] == n]
+        assert all(0 <= s <= ceiling for s in samples)
+        assert max(samples) > 0.8 * ceiling and min(samples) < 0.2 * ceiling
+
+
+async def test_failed_attempt_is_retried_after_backoff(db: asyncpg.Connection):
+    await enqueue(db, "t")
+    [job] = await claim(db, ["t"])
+    report = await rpc(db, "reactor_fail", p_table="jobs", p_jobs=leases([job], error="boom"))
+    assert report == {"retried": [job["id"]], "failed": [], "stale": []}
+    stored = await row(db, job["id"])
+    assert (stored["status"], stored["attempts"], stored["last_error"]) == ("pending", 1, "boom")
+    assert 0 <= (stored["run_at"] - stored["updated_at"]).total_seconds() <= 2
+
+
+async def test_failed_attempt_is_retried_at_the_time_asked(db: asyncpg.Connection):
+    await enqueue(db, "t")
+    [job] = await claim(db, ["t"])
+    at = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    await rpc(db, "reactor_fail", p_table="jobs",
+              p_jobs=leases([job], error="later", retry_at=at.isoformat()))
+    assert (await row(db, job["id"]))["run_at"] == at
+
+
+async def test_permanent_failure_dead_letters_at_once(db: asyncpg.Connection):
+    await enqueue(db, "t", max_attempts=5)
+    [job] = await claim(db, ["t"])
+    report = await rpc(db, "reactor_fail", p_table="jobs",
+                       p_jobs=leases([job], error="bad payload", permanent=True))
+    assert report == {"retried": [], "failed": [job["id"]], "stale": []}
+    stored = await row(db, job["id"])
+    assert (stored["status"], stored["last_error"]) == ("failed", "bad payload")
+
+
+async def test_last_attempt_failing_dead_letters_even_with_a_retry_time(db: asyncpg.Connection):
+    await enqueue(db, "t", max_attempts=1)
+    [job] = await claim(db, ["t"])
+    report = await rpc(db, "reactor_fail", p_table="jobs",
+                       p_jobs=leases([job], error="e", retry_at="2030-01-01T00:00:00Z"))
+    assert report["failed"] == [job["id"]]
+
+
+async def test_retry_failed_puts_dead_letters_back_with_fresh_attempts(db: asyncpg.Connection):
+    a = await enqueue(db, "a", 2, max_attempts=1)
+    b = await enqueue(db, "b", 1, max_attempts=1)
+    jobs = await claim(db, ["a", "b"], limit=3)
+    await rpc(db, "reactor_fail", p_table="jobs", p_jobs=leases(jobs, error="e"))
+    assert await rpc(db, "reactor_retry", p_table="jobs", p_ids=[a[0]]) == {"retried": [a[0]]}
+    assert await rpc(db, "reactor_retry", p_table="jobs", p_job_type="b") == {"retried": b}
+    assert await rpc(db, "reactor_retry", p_table="jobs") == {"retried": [a[1]]}
+    stored = await row(db, a[0])
+    assert (stored["status"], stored["attempts"], stored["completed_at"]) == ("pending", 0, None)
+    assert len(await claim(db, ["a", "b"], limit=10)) == 3
+
+
+async def test_cancel_stops_pending_jobs_only(db: asyncpg.Connection):
+    pending, running = await enqueue(db, "t", 2)
+    await db.execute("update public.jobs set priority = 1 where id = $1", running)
+    await claim(db, ["t"])
+    report = await rpc(db, "reactor_cancel", p_table="jobs", p_ids=[pending, running, 999])
+    assert report == {"cancelled": [pending], "not_cancelled": [running, 999]}
+    assert (await row(db, pending))["status"] == "cancelled"
+    assert (await row(db, running))["status"] == "processing"
+    assert await claim(db, ["t"]) == []
+
+
+async def test_prune_deletes_only_old_finished_jobs(db: asyncpg.Connection):
+    old_done, new_done, waiting = await enqueue(db, "t", 3)
+    jobs = await claim(db, ["t"], limit=2)
+    await rpc(db, "reactor_complete", p_table="jobs", p_jobs=leases(jobs, result=None))
+    await db.execute("update public.jobs set completed_at = now() - interval '2 days' where id = $1",
+                     old_done)
+    assert await rpc(db, "reactor_prune", p_table="jobs", p_older_than_seconds=86400) == {"pruned": 1}
+    remaining = [r["id"] for r in await db.fetch("select id from public.jobs order by id")]
+    assert remaining == [new_done, waiting]
