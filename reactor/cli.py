@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import anyio
 
@@ -28,6 +29,16 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _devstack(args: argparse.Namespace) -> int:
+    from reactor.devstack import foreground
+
+    try:
+        return foreground.run(args.database_url, args.port, Path(args.home), args.fresh, migrations.apply)
+    except OSError as exc:
+        print(f"reactor devstack: {exc}", file=sys.stderr)
+        return 1
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="reactor", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -36,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply the database migrations")
     migrate.add_argument("--database-url", required=True, help="postgresql://… of the project")
     migrate.set_defaults(run=_migrate)
+    devstack = sub.add_parser("devstack", help="run the local Supabase-compatible stack")
+    devstack.add_argument("--database-url", help="use this Postgres instead of an embedded one")
+    devstack.add_argument("--port", type=int, default=54321, help="0 picks a free port")
+    devstack.add_argument("--home", default=".devstack", help="where data and keys are kept")
+    devstack.add_argument("--fresh", action="store_true", help="delete the kept data first")
+    devstack.set_defaults(run=_devstack)
     return top
 
 

@@ -1,0 +1,197 @@
+-- The local stack's change capture for Realtime. Supabase reads changes from a logical replication
+-- slot (wal2json); the local Postgres runs with wal_level=replica and the embedded one cannot
+-- decode either, so a row trigger on every table of the `supabase_realtime` publication sends each
+-- change with pg_notify instead. Notifications reach listeners only when the transaction commits,
+-- in commit order, and never for a rollback: the same guarantees the slot gives.
+-- Safe to run again. Everything lives in `_realtime`, which the API roles cannot use.
+
+create schema if not exists _realtime;
+revoke all on schema _realtime from public;
+
+-- Changes too large for a notification (NOTIFY payloads stop at 8000 bytes): the notification
+-- carries only the id. Unlogged, since a change is worth nothing after a crash; the listener
+-- deletes each row as it reads it and sweeps up rows it never heard about.
+create unlogged table if not exists _realtime.big_changes (
+  id bigint generated always as identity primary key,
+  change text not null,
+  created_at timestamptz not null default now()
+);
+
+-- One change as JSON: schema, table, relid, type, commit_timestamp, record and old_record (whole
+-- rows; the gateway trims them per subscriber). Runs as the owner (the bootstrap superuser) so
+-- that writes by anon, authenticated or service_role never fail here, with an empty search_path
+-- so no caller can redirect a name. TimeZone is pinned to UTC so timestamps read the same
+-- whoever writes, as they do from Realtime's own connection.
+create or replace function _realtime.capture() returns trigger
+language plpgsql security definer set search_path = '' set timezone = 'UTC' as $$
+declare
+  change text;
+  big_id bigint;
+begin
+  change := pg_catalog.json_build_object(
+    'schema', tg_table_schema,
+    'table', tg_table_name,
+    'relid', tg_relid::bigint,
+    'type', tg_op,
+    -- The commit time is not visible to a trigger; the time the row changed is the closest
+    -- stand-in (Supabase's own value is the WAL commit record's time).
+    'commit_timestamp', pg_catalog.to_char(
+      pg_catalog.clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+    'record', case when tg_op <> 'DELETE' then pg_catalog.to_jsonb(new) end,
+    'old_record', case when tg_op <> 'INSERT' then pg_catalog.to_jsonb(old) end
+  )::text;
+  if pg_catalog.octet_length(change) > 7900 then
+    insert into _realtime.big_changes (change) values (change) returning id into big_id;
+    change := pg_catalog.json_build_object('big', big_id)::text;
+  end if;
+  perform pg_catalog.pg_notify('reactor_realtime', change);
+  return null;
+end
+$$;
+
+-- Puts the capture trigger on every table of the publication and takes it off tables that left
+-- it. Cheap when nothing changed: two catalog reads.
+create or replace function _realtime.sync_triggers() returns void
+language plpgsql set search_path = '' as $$
+declare
+  rel regclass;
+begin
+  for rel in
+    select pg_catalog.format('%I.%I', p.schemaname, p.tablename)::regclass
+    from pg_catalog.pg_publication_tables p
+    where p.pubname = 'supabase_realtime'
+      and not exists (
+        select 1 from pg_catalog.pg_trigger t
+        where t.tgrelid = pg_catalog.format('%I.%I', p.schemaname, p.tablename)::regclass
+          and t.tgname = '_realtime_capture')
+  loop
+    execute pg_catalog.format(
+      'create trigger _realtime_capture after insert or update or delete on %s '
+      'for each row execute function _realtime.capture()', rel);
+  end loop;
+  for rel in
+    select t.tgrelid::regclass
+    from pg_catalog.pg_trigger t
+    join pg_catalog.pg_class c on c.oid = t.tgrelid
+    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    where t.tgname = '_realtime_capture'
+      and not exists (
+        select 1 from pg_catalog.pg_publication_tables p
+        where p.pubname = 'supabase_realtime' and p.schemaname = n.nspname and p.tablename = c.relname)
+  loop
+    execute pg_catalog.format('drop trigger if exists _realtime_capture on %s', rel);
+  end loop;
+end
+$$;
+
+-- Whether `value` (a column's value as text, from the change) passes one filter condition. Both
+-- sides are cast to the column's type and compared in SQL, as Realtime's check_equality_op does;
+-- a NULL value never passes except with `is`. The operator comes from a fixed list and the values
+-- only ever enter the statement as literals.
+create or replace function _realtime.filter_holds(
+  rel regclass, col text, op text, filter_value text, negate boolean, value text
+) returns boolean
+language plpgsql stable set search_path = '' as $$
+declare
+  typ text;
+  res boolean;
+begin
+  select a.atttypid::pg_catalog.regtype::text into typ
+  from pg_catalog.pg_attribute a
+  where a.attrelid = rel and a.attname = col and a.attnum > 0 and not a.attisdropped;
+  if typ is null then
+    return false;
+  end if;
+  if op = 'isdistinct' then
+    execute pg_catalog.format('select %L::%s %s %L::%s', value, typ,
+      case when negate then 'is not distinct from' else 'is distinct from' end, filter_value, typ) into res;
+    return res;
+  end if;
+  if op = 'is' then
+    execute pg_catalog.format('select %L::%s %s %s', value, typ,
+      case when negate then 'is not' else 'is' end, pg_catalog.upper(filter_value)) into res;
+    return res;
+  end if;
+  execute pg_catalog.format('select %L::%s %s (%L::%s)', value, typ,
+    case op
+      when 'eq' then '=' when 'neq' then '!=' when 'lt' then '<' when 'lte' then '<='
+      when 'gt' then '>' when 'gte' then '>=' when 'in' then '= any'
+      when 'like' then 'like' when 'ilike' then 'ilike' when 'match' then '~' when 'imatch' then '~*'
+    end,
+    filter_value, case when op = 'in' then typ || '[]' else typ end) into res;
+  return case when negate then not res else res end;
+end
+$$;
+
+-- The publication's tables matching a subscription (`*` matches any name), after checking its
+-- filters the way Realtime's subscription_check_filters does: the column must exist and be
+-- selectable by the subscriber's role, and the value must cast to the column's type. Raises with
+-- Realtime's messages.
+create or replace function _realtime.subscribe_tables(
+  p_schema text, p_table text, p_role text, p_cols text[], p_ops text[], p_values text[]
+) returns setof regclass
+language plpgsql stable set search_path = '' as $$
+declare
+  rel regclass;
+  typ text;
+  in_count integer;
+  i integer;
+begin
+  for rel in
+    select pg_catalog.format('%I.%I', p.schemaname, p.tablename)::regclass
+    from pg_catalog.pg_publication_tables p
+    where p.pubname = 'supabase_realtime'
+      and p.schemaname like (case p_schema when '*' then '%' else p_schema end) escape ''
+      and p.tablename like (case p_table when '*' then '%' else p_table end) escape ''
+  loop
+    for i in 1 .. coalesce(pg_catalog.array_length(p_cols, 1), 0) loop
+      select a.atttypid::pg_catalog.regtype::text into typ
+      from pg_catalog.pg_attribute a
+      where a.attrelid = rel and a.attname = p_cols[i] and a.attnum > 0 and not a.attisdropped
+        and pg_catalog.has_column_privilege(p_role, a.attrelid, a.attnum, 'SELECT');
+      if typ is null then
+        raise exception 'invalid column for filter %', p_cols[i];
+      end if;
+      if p_ops[i] = 'in' then
+        execute pg_catalog.format('select pg_catalog.cardinality(%L::%s[])', p_values[i], typ) into in_count;
+        if in_count > 100 then
+          raise exception 'too many values for `in` filter. Maximum 100';
+        end if;
+      elsif p_ops[i] = 'is' then
+        if p_values[i] not in ('null', 'true', 'false', 'unknown') then
+          raise exception 'invalid value for is filter: must be null, true, false, or unknown';
+        end if;
+      elsif p_ops[i] in ('match', 'imatch') then
+        perform '' ~ p_values[i];
+      elsif p_ops[i] not in ('like', 'ilike') then
+        execute pg_catalog.format('select %L::%s', p_values[i], typ);
+      end if;
+    end loop;
+    return next rel;
+  end loop;
+end
+$$;
+
+-- Whether the subscriber with role `p_role` and JWT claims `p_claims` may select the row whose
+-- primary key is in `p_key`, checked now, as that role (Realtime's apply_rls does the same). The
+-- role and claims are transaction-local and end with the caller's single-statement transaction.
+create or replace function _realtime.visible(p_rel regclass, p_role text, p_claims text, p_key jsonb)
+returns boolean
+language plpgsql volatile as $$
+declare
+  keys text;
+  res boolean;
+begin
+  select pg_catalog.string_agg(pg_catalog.format('t.%1$I = r.%1$I', a.attname), ' and ')
+  into keys
+  from pg_catalog.pg_index i
+  join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+  where i.indrelid = p_rel and i.indisprimary;
+  perform pg_catalog.set_config('role', p_role, true);
+  perform pg_catalog.set_config('request.jwt.claims', p_claims, true);
+  execute pg_catalog.format(
+    'select exists(select 1 from %1$s t, pg_catalog.jsonb_populate_record(null::%1$s, $1) r where %2$s)',
+    p_rel, keys) using p_key into res;
+  return res;
+end
+$$;

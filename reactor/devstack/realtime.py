@@ -1,0 +1,173 @@
+"""The local stack's Realtime: `/realtime/v1/websocket` with postgres_changes.
+
+The gateway hands websocket requests to `Realtime.handle`. Changes come from changes.py as they
+commit; each goes straight to every live channel whose bindings match it (schema, table, event,
+filters), trimmed to what the subscriber's role and claims may select, in the exact payload
+shape of Supabase Realtime (see shared/reference/supabase-wire.md, part A).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from loguru import logger
+
+from reactor.devstack import changes, phoenix
+from reactor.devstack.changes import Change, ChangeFeed
+from reactor.devstack.faults import Faults
+from reactor.devstack.keys import Keys, TokenError
+from reactor.devstack.realtime_access import Access, Table, change_data, filter_values
+from reactor.devstack.realtime_filters import Binding
+from reactor.devstack.realtime_socket import Channel, Socket
+
+MAX_FRAME_BYTES = 5_000_000  # Realtime's inbound websocket max_frame_size
+
+Push = tuple[Socket, Channel, dict[str, Any]]
+
+
+class Realtime:
+    def __init__(self, pool: asyncpg.Pool, database_url: str, keys: Keys, faults: Faults) -> None:
+        self._pool = pool
+        self._keys = keys
+        self._faults = faults
+        self._access = Access(pool)
+        self._feed = ChangeFeed(pool, database_url, self._changed, self._access.forget)
+        # Each change is prepared (filters, RLS checks) as soon as it arrives, concurrently with
+        # the ones before it; the dispatcher sends the results strictly in commit order.
+        self._prepared: asyncio.Queue[asyncio.Task[list[Push]]] = asyncio.Queue()
+        self._sockets: set[Socket] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._feed.start()
+        self._dispatcher = asyncio.create_task(self._dispatch())
+
+    async def stop(self) -> None:
+        await self.close_sockets(1001)
+        await self._feed.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        while not self._prepared.empty():
+            self._prepared.get_nowait().cancel()
+
+    async def close_sockets(self, code: int) -> None:
+        """Close every socket: cleanly with `code`, or with 1006 abort the TCP connection."""
+        for socket in list(self._sockets):
+            if code == 1006:
+                if socket.request.transport is not None:
+                    socket.request.transport.abort()
+            else:
+                await socket.ws.close(code=code)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self._faults.websockets_refused():
+            return web.Response(status=503)
+        vsn = request.query.get("vsn", "1.0.0")
+        if vsn not in phoenix.VERSIONS:
+            return web.Response(status=403)  # Phoenix: no serializer for the requested version
+        token = request.headers.get("x-api-key") or request.query.get("apikey")
+        if not token:
+            return web.json_response({"error": "API key is missing"}, status=401)
+        try:
+            self._keys.claims(token)
+        except TokenError as exc:
+            return web.json_response({"error": str(exc)}, status=exc.status)
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES)
+        await ws.prepare(request)
+        socket = Socket(ws, request, vsn, token, self._keys, self._access, self._resync)
+        self._sockets.add(socket)
+        try:
+            await socket.run()
+        finally:
+            self._sockets.discard(socket)
+        return ws
+
+    async def _resync(self) -> None:
+        """Before a join goes live: capture any table newly added to the publication."""
+        await changes.sync(self._pool)
+        self._access.forget()
+
+    def _changed(self, change: Change) -> None:
+        self._prepared.put_nowait(asyncio.create_task(self._prepare(change)))
+
+    async def _dispatch(self) -> None:
+        while True:
+            prepared = await self._prepared.get()
+            try:
+                pushes = await prepared
+            except Exception:
+                # One bad change must not stop the feed for every later one.
+                logger.exception("realtime: a change could not be delivered")
+                continue
+            for socket, channel, payload in pushes:
+                left = socket.channels.get(channel.topic) is not channel  # while it was prepared
+                if not left and not self._faults.event_suppressed():
+                    socket.send(phoenix.Frame(channel.topic, "postgres_changes", payload))
+
+    async def _prepare(self, change: Change) -> list[Push]:
+        """The pushes a change makes: one per live channel with a matching, visible binding."""
+        targets = [
+            (socket, channel, matched)
+            for socket in self._sockets
+            for channel in socket.channels.values()
+            if channel.active and (matched := _matching(channel, change))
+        ]
+        table = await self._access.table(change.relid) if targets else None
+        if table is None:
+            return []
+        passed = await self._filters_pass(table, change, [b for _, _, m in targets for _, b in m])
+        delivered = [(s, c, ids) for s, c, m in targets if (ids := sorted({i for i, b in m if passed[b]}))]
+        # One visibility check per distinct set of claims, run side by side.
+        claims = {_claims_key(c): c.claims for _, c, _ in delivered}
+        found = await asyncio.gather(*(self._data_for(table, change, c) for c in claims.values()))
+        payloads = dict(zip(claims, found, strict=True))
+        return [
+            (socket, channel, {"ids": ids, "data": data})
+            for socket, channel, ids in delivered
+            if (data := payloads[_claims_key(channel)]) is not None
+        ]
+
+    async def _filters_pass(
+        self, table: Table, change: Change, bindings: list[Binding]
+    ) -> dict[Binding, bool]:
+        conds = list(dict.fromkeys(c for b in bindings for c in b.conditions))
+        held = dict(
+            zip(
+                conds,
+                await self._access.conditions_hold(change.relid, filter_values(table, change), conds)
+                if conds
+                else [],
+                strict=True,
+            )
+        )
+        return {b: all(held[c] for c in b.conditions) for b in bindings}
+
+    async def _data_for(self, table: Table, change: Change, claims: dict[str, Any]) -> dict[str, Any] | None:
+        """What a subscriber with `claims` receives, or None when RLS hides the row from it."""
+        view = await self._access.role_view(change.relid, str(claims.get("role", "")))
+        # Rows Realtime answers with an error (no primary key, or one the role may not select)
+        # skip the RLS check, as in apply_rls.
+        readable = bool(table.pkey) and set(table.pkey) <= view.selectable
+        checked = readable and table.rls and not view.bypass_rls and change.type != "DELETE"
+        if checked and not await self._access.visible(change.relid, table, claims, change.record or {}):
+            return None
+        return change_data(table, view, change)
+
+
+def _matching(channel: Channel, change: Change) -> list[tuple[int, Binding]]:
+    return [
+        (binding_id, binding)
+        for binding_id, binding, relids in channel.bindings
+        if change.relid in relids and binding.event in ("*", change.type)
+    ]
+
+
+def _claims_key(channel: Channel) -> str:
+    return json.dumps(channel.claims, sort_keys=True)

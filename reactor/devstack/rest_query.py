@@ -1,0 +1,193 @@
+"""PostgREST's URL grammar turned into SQL: filters, `select`, `order`, `limit` and `offset`.
+
+Names reach SQL only after they are found in the schema cache, and then quoted; values reach it
+only as bind parameters, cast to the column's type in SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_OPERATORS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_PATTERN_OPERATORS = {"like": "like", "ilike": "ilike", "match": "~", "imatch": "~*"}
+_IS_VALUES = {"null": "null", "true": "true", "false": "false", "unknown": "unknown"}
+RESERVED = {"select", "order", "limit", "offset", "columns", "on_conflict", "or", "and", "not.or",
+            "not.and"}
+
+
+class QueryError(Exception):
+    """A request PostgREST refuses; `code`, `message`, `details`, `hint` and `status` as it sends them."""
+
+    def __init__(self, code: str, message: str, status: int = 400, details: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+        self.details, self.hint = details, hint
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class Params:
+    """Bind parameters collected while building one statement."""
+
+    values: list[object] = field(default_factory=list)
+
+    def add(self, value: object) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+@dataclass
+class Source:
+    """Where rows come from: a table, or the rows of a set-returning function."""
+
+    name: str  # for messages, e.g. "jobs"
+    columns: dict[str, str]  # column -> SQL type
+
+    def column(self, name: str) -> str:
+        if name not in self.columns:
+            raise QueryError("42703", f"column {self.name}.{name} does not exist")
+        return ident(name)
+
+
+def split_top(text: str) -> list[str]:
+    """Split on commas outside parentheses and double quotes."""
+    parts, depth, quoted, current = [], 0, False, []
+    chars = iter(text)
+    for ch in chars:
+        if quoted and ch == "\\":
+            current += [ch, next(chars, "")]
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0 and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def condition(source: Source, column: str, expr: str, params: Params) -> str:
+    """SQL for one `column=[not.]op.value` filter."""
+    negate = expr.startswith("not.")
+    if negate:
+        expr = expr[4:]
+    op, dot, value = expr.partition(".")
+    if not dot:
+        raise QueryError("PGRST100", f'"failed to parse filter ({expr})" (line 1, column 1)',
+                         details="unexpected end of input")
+    col = source.column(column)
+    kind = source.columns[column]
+    if op in _OPERATORS:
+        sql = f"{col} {_OPERATORS[op]} cast({params.add(value)}::text as {kind})"
+    elif op in _PATTERN_OPERATORS:
+        pattern = value.replace("*", "%") if op in ("like", "ilike") else value
+        sql = f"{col}::text {_PATTERN_OPERATORS[op]} {params.add(pattern)}::text"
+    elif op == "is":
+        if value.lower() not in _IS_VALUES:
+            raise QueryError("PGRST100", f'"failed to parse filter (is.{value})" (line 1, column 4)',
+                             details="unexpected \"" + value[:1] + "\" expecting null or trilean value")
+        sql = f"{col} is {_IS_VALUES[value.lower()]}"
+    elif op == "in":
+        if not (value.startswith("(") and value.endswith(")")):
+            raise QueryError("PGRST100", f'"failed to parse filter (in.{value})" (line 1, column 4)',
+                             details='unexpected end of input expecting "("')
+        items = [unquote(v.strip()) for v in split_top(value[1:-1])] if value[1:-1] else []
+        sql = f"{col} = any(cast({params.add(items)}::text[] as {kind}[]))"
+    else:
+        raise QueryError("PGRST100", f'"failed to parse filter ({op}.{value})" (line 1, column 1)',
+                         details=f"unknown operator {op!r}")
+    return f"not ({sql})" if negate else sql
+
+
+def logic(source: Source, key: str, value: str, params: Params) -> str:
+    """SQL for `or=(…)` / `and=(…)`, nested as PostgREST allows."""
+    negate = key.startswith("not.")
+    joiner = " or " if key.removeprefix("not.") == "or" else " and "
+    if not (value.startswith("(") and value.endswith(")")):
+        raise QueryError("PGRST100", f'"failed to parse logic tree ({value})" (line 1, column 1)')
+    parts = []
+    for item in split_top(value[1:-1]):
+        head, _, rest = item.partition(".")
+        if head in ("or", "and", "not") and (rest.startswith("(") or rest[:3] in ("or(", "and")):
+            inner_key = item.split("(", 1)[0]
+            parts.append(logic(source, inner_key, item[len(inner_key):], params))
+        else:
+            parts.append(condition(source, head, rest, params))
+    sql = "(" + joiner.join(parts) + ")"
+    return f"not {sql}" if negate else sql
+
+
+def where(source: Source, query: list[tuple[str, str]], params: Params,
+          skip: frozenset[str] = frozenset()) -> str:
+    clauses = []
+    for key, value in query:
+        if key in skip or key in RESERVED - {"or", "and", "not.or", "not.and"}:
+            continue
+        if key in ("or", "and", "not.or", "not.and"):
+            clauses.append(logic(source, key, value, params))
+        else:
+            clauses.append(condition(source, key, value, params))
+    return " where " + " and ".join(clauses) if clauses else ""
+
+
+def select_list(source: Source, select: str | None) -> str:
+    if not select or select == "*":
+        return "*"
+    out = []
+    for item in split_top(select):
+        item = item.strip()
+        if item == "*":
+            out.append("*")
+            continue
+        alias, _, name = item.rpartition(":")
+        if "(" in name or "->" in name or "::" in item:
+            raise QueryError("PGRST100", f'"failed to parse select parameter ({select})"',
+                             details="only plain columns, `*` and `alias:column` are supported here")
+        col = source.column(name)
+        out.append(f"{col} as {ident(alias)}" if alias else col)
+    return ", ".join(out)
+
+
+def order_by(source: Source, order: str | None) -> str:
+    if not order:
+        return ""
+    terms = []
+    for term in split_top(order):
+        name, *modifiers = term.split(".")
+        sql = source.column(name)
+        for mod in modifiers:
+            if mod not in ("asc", "desc", "nullsfirst", "nullslast"):
+                raise QueryError("PGRST100", f'"failed to parse order ({order})" (line 1, column 1)',
+                                 details=f"unexpected {mod!r}")
+            sql += {"asc": " asc", "desc": " desc", "nullsfirst": " nulls first",
+                    "nullslast": " nulls last"}[mod]
+        terms.append(sql)
+    return " order by " + ", ".join(terms)
+
+
+def paging(limit: str | None, offset: str | None, params: Params) -> str:
+    sql = ""
+    for word, value in (("limit", limit), ("offset", offset)):
+        if value is None:
+            continue
+        if not value.isdigit():
+            raise QueryError("PGRST100", f'"failed to parse {word} parameter ({value})"')
+        sql += f" {word} {params.add(int(value))}::bigint"
+    return sql

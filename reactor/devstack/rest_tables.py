@@ -1,0 +1,202 @@
+"""Table requests of the local stack's `/rest/v1`: select, insert (and upsert), update, delete."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from reactor.devstack.rest_catalog import SCHEMA
+from reactor.devstack.rest_query import (
+    Params,
+    QueryError,
+    Source,
+    ident,
+    order_by,
+    paging,
+    select_list,
+    split_top,
+    where,
+)
+
+if TYPE_CHECKING:
+    from reactor.devstack.rest import Rest
+
+OBJECT_MEDIA = "application/vnd.pgrst.object+json"
+
+
+def _prefer(request: web.Request) -> dict[str, str]:
+    prefs: dict[str, str] = {}
+    for header in request.headers.getall("Prefer", []):
+        for item in header.split(","):
+            key, _, value = item.strip().partition("=")
+            prefs[key] = value
+    return prefs
+
+
+async def _source(rest: Rest, name: str) -> Source:
+    for reload in (False, True):
+        columns = (await rest.catalog(reload)).columns.get(name)
+        if columns is not None:
+            return Source(name, columns)
+    raise QueryError("PGRST205", f"Could not find the table '{SCHEMA}.{name}' in the schema cache", 404)
+
+
+async def table_request(rest: Rest, request: web.Request, claims: dict[str, Any]) -> web.Response:
+    source = await _source(rest, request.match_info["table"])
+    method = request.method
+    if method in ("GET", "HEAD"):
+        return await _select(rest, request, claims, source)
+    if method == "POST":
+        return await _insert(rest, request, claims, source)
+    if method == "PATCH":
+        return await _update(rest, request, claims, source)
+    if method == "DELETE":
+        return await _delete(rest, request, claims, source)
+    raise QueryError("PGRST117", f"Unsupported HTTP method: {method}", 405)
+
+
+async def _select(rest: Rest, request: web.Request, claims, source: Source) -> web.Response:
+    params = Params()
+    query = list(request.query.items())
+    filters = where(source, query, params)
+    table = f"{ident(SCHEMA)}.{ident(source.name)}"
+    sql = (f"select coalesce(json_agg(_r), '[]')::text from (select "
+           f"{select_list(source, request.query.get('select'))} from {table}{filters}"
+           f"{order_by(source, request.query.get('order'))}"
+           f"{paging(request.query.get('limit'), request.query.get('offset'), params)}) _r")
+    prefs = _prefer(request)
+    async with rest.transaction(request, claims, readonly=True) as conn:
+        body = await conn.fetchval(sql, *params.values)
+        total = None
+        if prefs.get("count") in ("exact", "planned", "estimated"):
+            count_params = Params()
+            total = await conn.fetchval(
+                f"select count(*) from {table}{where(source, query, count_params)}",
+                *count_params.values)
+    rows = json.loads(body)
+    offset = int(request.query.get("offset", "0") or 0)
+    status = 206 if total is not None and len(rows) < total and (offset or len(rows)) else 200
+    headers = {"Content-Range": _range(offset, len(rows), total)}
+    return _respond(request, rows, status, headers)
+
+
+async def _insert(rest: Rest, request: web.Request, claims, source: Source) -> web.Response:
+    payload = await _body(request)
+    rows = payload if isinstance(payload, list) else [payload]
+    if not all(isinstance(r, dict) for r in rows):
+        raise QueryError("PGRST102", "All object keys must match", 400)
+    names = _insert_columns(request, rows)
+    for name in names:
+        if name not in source.columns:
+            raise QueryError("PGRST204", f"Could not find the '{name}' column of '{source.name}' "
+                                         "in the schema cache", 400)
+    prefs = _prefer(request)
+    params = Params()
+    table = f"{ident(SCHEMA)}.{ident(source.name)}"
+    cols = ", ".join(ident(n) for n in names)
+    sql = (f"insert into {table} ({cols}) select {cols} from jsonb_populate_recordset("
+           f"null::{table}, {params.add(json.dumps(rows))}::jsonb)")
+    if "resolution" in prefs:
+        sql += _on_conflict(rest, request, source, names, prefs["resolution"])
+    return await _write(rest, request, claims, sql, params, prefs, created=True)
+
+
+def _insert_columns(request: web.Request, rows: list[dict]) -> list[str]:
+    if "columns" in request.query:
+        return [c.strip().strip('"') for c in split_top(request.query["columns"])]
+    names: list[str] = []
+    for r in rows:
+        names += [k for k in r if k not in names]
+    return names
+
+
+def _on_conflict(rest: Rest, request: web.Request, source: Source, names: list[str],
+                 resolution: str) -> str:
+    keys = request.query.get("on_conflict")
+    target = [k.strip() for k in keys.split(",")] if keys else \
+        rest.catalog_now().primary_keys.get(source.name, [])
+    conflict = ", ".join(source.column(k) for k in target)
+    if resolution == "ignore-duplicates":
+        return f" on conflict ({conflict}) do nothing"
+    updates = ", ".join(f"{ident(n)} = excluded.{ident(n)}" for n in names)
+    return f" on conflict ({conflict}) do update set {updates}"
+
+
+async def _update(rest: Rest, request: web.Request, claims, source: Source) -> web.Response:
+    payload = await _body(request)
+    if not isinstance(payload, dict):
+        raise QueryError("PGRST102", "Empty or invalid json", 400)
+    for name in payload:
+        if name not in source.columns:
+            raise QueryError("PGRST204", f"Could not find the '{name}' column of '{source.name}' "
+                                         "in the schema cache", 400)
+    params = Params()
+    table = f"{ident(SCHEMA)}.{ident(source.name)}"
+    if not payload:
+        return _respond(request, [], 200 if _returns(request) else 204, {"Content-Range": "*/*"})
+    cols = ", ".join(ident(n) for n in payload)
+    source_row = f"jsonb_populate_record(null::{table}, {params.add(json.dumps(payload))}::jsonb)"
+    sql = (f"update {table} set ({cols}) = (select {cols} from {source_row} _p)"
+           f"{where(source, list(request.query.items()), params)}")
+    return await _write(rest, request, claims, sql, params, _prefer(request), created=False)
+
+
+async def _delete(rest: Rest, request: web.Request, claims, source: Source) -> web.Response:
+    params = Params()
+    table = f"{ident(SCHEMA)}.{ident(source.name)}"
+    sql = f"delete from {table}{where(source, list(request.query.items()), params)}"
+    return await _write(rest, request, claims, sql, params, _prefer(request), created=False)
+
+
+async def _write(rest: Rest, request: web.Request, claims, sql: str, params: Params,
+                 prefs: dict[str, str], created: bool) -> web.Response:
+    representation = prefs.get("return") == "representation"
+    if representation:
+        source = Source(request.match_info["table"], (await rest.catalog()).columns[
+            request.match_info["table"]])
+        select = select_list(source, request.query.get("select"))
+        sql = (f"with _w as ({sql} returning *) select coalesce(json_agg(_r), '[]')::text, "
+               f"count(*) from (select {select} from _w) _r")
+    async with rest.transaction(request, claims, readonly=False) as conn:
+        if representation:
+            body, count = await conn.fetchrow(sql, *params.values)
+            rows = json.loads(body)
+        else:
+            status_line = await conn.execute(sql, *params.values)
+            count, rows = int(status_line.rsplit(" ", 1)[-1]), None
+    status = 201 if created and count else 200
+    headers = {"Content-Range": f"*/{count}" if not created else "*/*"}
+    if rows is None:
+        return web.Response(status=201 if created else 204, headers=headers)
+    headers["Preference-Applied"] = "return=representation"
+    return _respond(request, rows, status, headers)
+
+
+def _returns(request: web.Request) -> bool:
+    return _prefer(request).get("return") == "representation"
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.text())
+    except json.JSONDecodeError as exc:
+        raise QueryError("PGRST102", "Empty or invalid json", 400, str(exc)) from exc
+
+
+def _range(offset: int, n: int, total: int | None) -> str:
+    span = f"{offset}-{offset + n - 1}" if n else "*"
+    return f"{span}/{'*' if total is None else total}"
+
+
+def _respond(request: web.Request, rows: list, status: int, headers: dict[str, str]) -> web.Response:
+    if request.headers.get("Accept", "").startswith(OBJECT_MEDIA):
+        if len(rows) != 1:
+            raise QueryError("PGRST116", "Cannot coerce the result to a single JSON object", 406,
+                             f"The result contains {len(rows)} rows")
+        return web.json_response(rows[0], status=status, headers=headers)
+    if request.method == "HEAD":
+        return web.Response(status=status, headers=headers)
+    return web.Response(text=json.dumps(rows), status=status, headers=headers,
+                        content_type="application/json", charset="utf-8")

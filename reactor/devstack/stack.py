@@ -1,0 +1,99 @@
+"""The local stack's one gateway process: REST, Realtime and the fault admin on one port.
+
+`serve()` runs it inside the caller's event loop (tests use it that way); `reactor devstack`
+runs it in the foreground.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from reactor.devstack.faults import Faults
+from reactor.devstack.keys import Keys
+from reactor.devstack.realtime import Realtime
+from reactor.devstack.rest import Rest
+
+
+@dataclass
+class Stack:
+    url: str  # SUPABASE_URL
+    port: int
+    database_url: str
+    keys: Keys
+    faults: Faults
+    realtime: Realtime
+    rest: Rest
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    database_url: str, *, port: int = 54321, host: str = "127.0.0.1", keys: Keys | None = None
+) -> AsyncIterator[Stack]:
+    keys = keys or Keys.generate()
+    faults = Faults()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    realtime = Realtime(pool, database_url, keys, faults)
+    rest = Rest(pool, keys, faults)
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_get("/realtime/v1/websocket", realtime.handle)
+    rest.add_routes(app.router, "/rest/v1")
+    app.router.add_post("/_devstack/faults", _fault_admin(keys, faults, realtime))
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    try:
+        await realtime.start()
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        actual = runner.addresses[0][1]
+        stack = Stack(f"http://{host}:{actual}", actual, database_url, keys, faults, realtime, rest)
+        yield stack
+    finally:
+        await realtime.stop()
+        await runner.cleanup()
+        await pool.close()
+
+
+def _fault_admin(keys: Keys, faults: Faults, realtime: Realtime):
+    """POST /_devstack/faults with the service_role key and one fault as JSON, for example
+    {"close": 1006}, {"silent": 20}, {"refuse_websockets": 60}, {"rest_status": 503, "seconds": 5},
+    {"rest_hang": 5}, {"drop_fraction": 0.5} or {"clear": true}."""
+
+    async def handle(request: web.Request) -> web.Response:
+        key = request.headers.get("apikey", "")
+        if not (hmac.compare_digest(key, keys.service_role) or hmac.compare_digest(key, keys.secret)):
+            return web.json_response({"error": "the service_role key is required"}, status=401)
+        try:
+            body = await request.json()
+            await _apply(faults, realtime, body)
+        except (ValueError, TypeError, KeyError) as exc:
+            return web.json_response({"error": f"bad fault request: {exc}"}, status=400)
+        return web.json_response({"ok": True})
+
+    return handle
+
+
+async def _apply(faults: Faults, realtime: Realtime, body: dict) -> None:
+    if not isinstance(body, dict) or len(body) == 0:
+        raise ValueError("expected a JSON object naming one fault")
+    if "close" in body:
+        await realtime.close_sockets(int(body["close"]))
+    elif "silent" in body:
+        faults.go_silent(float(body["silent"]))
+    elif "refuse_websockets" in body:
+        faults.refuse_websockets(float(body["refuse_websockets"]))
+    elif "rest_status" in body:
+        faults.fail_rest(int(body["rest_status"]), float(body["seconds"]))
+    elif "rest_hang" in body:
+        faults.hang_rest(float(body["rest_hang"]))
+    elif "drop_fraction" in body:
+        faults.drop_events(float(body["drop_fraction"]))
+    elif body.get("clear"):
+        faults.clear()
+    else:
+        raise ValueError(f"unknown fault {sorted(body)}")

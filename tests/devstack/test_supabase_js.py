@@ -1,0 +1,81 @@
+"""supabase-js from npm, under Node 22, against the local stack: realtime-js over the V2
+serializer and postgrest-js, in one subscribe, insert, select round trip.
+
+npm installs supabase-js and a Node 22 binary (the `node` package) into a cache directory outside
+the repository, keyed by js/package.json, so later runs reuse it. Without npm or the registry the
+test is skipped, saying so loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+JS_DIR = Path(__file__).parent / "js"
+CACHE = Path(os.environ.get("REACTOR_JS_CACHE", Path.home() / ".cache" / "reactor-js"))
+NO_JS = "SUPABASE-JS NOT CHECKED: "
+
+
+@pytest.fixture(scope="session")
+def js_dir() -> Path:
+    """A directory with supabase-js and Node 22 installed, the round-trip script beside them."""
+    package = (JS_DIR / "package.json").read_bytes()
+    target = CACHE / hashlib.sha256(package).hexdigest()[:16]
+    node = target / "node_modules" / ".bin" / "node"
+    if not node.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip(NO_JS + "npm is not on PATH, so supabase-js and Node 22 cannot be installed")
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(JS_DIR / "package.json", target / "package.json")
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund"],
+            cwd=target,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0 or not node.exists():
+            pytest.skip(NO_JS + f"npm install failed (offline?): {done.stderr[-1500:]}")
+    shutil.copy(JS_DIR / "roundtrip.mjs", target / "roundtrip.mjs")
+    return target
+
+
+async def test_supabase_js_subscribe_insert_select_round_trip(devstack, js_dir: Path) -> None:
+    job_type = f"js-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "SUPABASE_URL": devstack.url,
+        "SUPABASE_SERVICE_ROLE_KEY": devstack.keys.service_role,
+        "JOB_TYPE": job_type,
+    }
+    node = js_dir / "node_modules" / ".bin" / "node"
+    proc = await asyncio.create_subprocess_exec(
+        str(node), "roundtrip.mjs", cwd=js_dir, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+
+    seen = json.loads(out.decode().strip().splitlines()[-1])
+    assert seen["vsn"] == "2.0.0" and "SUBSCRIBED" in seen["statuses"]
+    assert seen["system"]["status"] == "ok" and seen["system"]["extension"] == "postgres_changes"
+    [inserted] = seen["inserted"]
+    change = seen["change"]
+    assert (change["schema"], change["table"], change["eventType"]) == ("public", "jobs", "INSERT")
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", change["commit_timestamp"])
+    assert change["new"]["id"] == inserted["id"] == seen["selected"]["id"]
+    assert change["new"]["job_type"] == seen["selected"]["job_type"] == job_type
+    assert change["new"]["payload"] == seen["selected"]["payload"] == {"from": "js"}
+    assert change["old"] == {} and change["errors"] is None
