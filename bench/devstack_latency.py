@@ -31,7 +31,9 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def latency(stack: Stack, db: asyncpg.Connection, rate: int, seconds: float) -> tuple[float, float, int, int]:
+async def latency(
+    stack: Stack, db: asyncpg.Connection, rate: int, seconds: float
+) -> tuple[float, float, int, int]:
     sb = await acreate_client(stack.url, stack.keys.service_role)
     arrived: dict[int, float] = {}
     live = asyncio.Event()
