@@ -59,28 +59,40 @@ async def test_rpc_by_get_with_filters_on_a_set(service: AsyncClient, shapes):
 
 async def test_void_rpc_answers_204_without_a_body(devstack, shapes):
     async with httpx.AsyncClient(base_url=devstack.url) as http:
-        r = await http.post("/rest/v1/rpc/noop", json={}, headers={"apikey": devstack.keys.service_role,
-                            "Authorization": f"Bearer {devstack.keys.service_role}"})
+        r = await http.post(
+            "/rest/v1/rpc/noop",
+            json={},
+            headers={
+                "apikey": devstack.keys.service_role,
+                "Authorization": f"Bearer {devstack.keys.service_role}",
+            },
+        )
     assert (r.status_code, r.content) == (204, b"")
 
 
-@pytest.mark.parametrize("call,code,status", [
-    (lambda s: s.rpc("refuse", {}), "P0001", 400),
-    (lambda s: s.rpc("nofn", {"a": 1}), "PGRST202", 404),
-    (lambda s: s.table("items").insert({"id": 1, "name": "dup"}), "23505", 409),
-    (lambda s: s.table("items").select("*").eq("id", 99).single(), "PGRST116", 406),
-    (lambda s: s.table("nope").select("*"), "PGRST205", 404),
-    (lambda s: s.table("items").insert({"nope": 1}), "PGRST204", 400),
-    (lambda s: s.table("items").select("*").eq("id", "not-a-number"), "22P02", 400),
-    (lambda s: s.table("items").select("*").eq("no_such_column", 1), "42703", 400),
-])
+@pytest.mark.parametrize(
+    "call,code,status",
+    [
+        (lambda s: s.rpc("refuse", {}), "P0001", 400),
+        (lambda s: s.rpc("nofn", {"a": 1}), "PGRST202", 404),
+        (lambda s: s.table("items").insert({"id": 1, "name": "dup"}), "23505", 409),
+        (lambda s: s.table("items").select("*").eq("id", 99).single(), "PGRST116", 406),
+        (lambda s: s.table("nope").select("*"), "PGRST205", 404),
+        (lambda s: s.table("items").insert({"nope": 1}), "PGRST204", 400),
+        (lambda s: s.table("items").select("*").eq("id", "not-a-number"), "22P02", 400),
+        (lambda s: s.table("items").select("*").eq("no_such_column", 1), "42703", 400),
+    ],
+)
 async def test_errors_carry_postgrest_codes(service: AsyncClient, shapes, call, code, status):
     with pytest.raises(APIError) as caught:
         await call(service).execute()
     assert caught.value.code == code
     if code == "P0001":
         assert (caught.value.message, caught.value.details, caught.value.hint) == (
-            "I refuse!", "Pretty simple", "There is nothing you can do.")
+            "I refuse!",
+            "Pretty simple",
+            "There is nothing you can do.",
+        )
 
 
 async def test_permission_errors_are_401_for_anon_and_403_for_a_user(devstack):
@@ -91,8 +103,11 @@ async def test_permission_errors_are_401_for_anon_and_403_for_a_user(devstack):
     async with httpx.AsyncClient(base_url=devstack.url) as http:
         statuses = {}
         for who, token in headers_for.items():
-            r = await http.post("/rest/v1/rpc/reactor_stats", json={"p_table": "jobs"},
-                                headers={"apikey": devstack.keys.anon, "Authorization": f"Bearer {token}"})
+            r = await http.post(
+                "/rest/v1/rpc/reactor_stats",
+                json={"p_table": "jobs"},
+                headers={"apikey": devstack.keys.anon, "Authorization": f"Bearer {token}"},
+            )
             statuses[who] = (r.status_code, r.json()["code"])
     assert statuses == {"anon": (401, "42501"), "user": (403, "42501")}
 
@@ -100,10 +115,16 @@ async def test_permission_errors_are_401_for_anon_and_403_for_a_user(devstack):
 async def test_select_filters_order_paging_and_count(service: AsyncClient, shapes):
     items = service.table("items")
     assert [r["id"] for r in (await items.select("id").neq("name", "b").order("id").execute()).data] == [1, 3]
-    assert (await items.select("name").in_("id", [2, 3]).order("id").execute()).data == [{"name": "b"}, {"name": "c"}]
+    assert (await items.select("name").in_("id", [2, 3]).order("id").execute()).data == [
+        {"name": "b"},
+        {"name": "c"},
+    ]
     assert (await items.select("id").is_("tag", "null").execute()).data == [{"id": 3}]
     assert (await items.select("id").like("name", "*b*").execute()).data == [{"id": 2}]
-    assert (await items.select("id").or_("id.eq.1,tag.eq.y").order("id").execute()).data == [{"id": 1}, {"id": 2}]
+    assert (await items.select("id").or_("id.eq.1,tag.eq.y").order("id").execute()).data == [
+        {"id": 1},
+        {"id": 2},
+    ]
     page = await items.select("*", count="exact").order("id").range(1, 1).execute()
     assert (page.data, page.count) == ([{"id": 2, "name": "b", "tag": "y"}], 3)
     assert (await items.select("*").eq("id", 2).single().execute()).data["name"] == "b"
@@ -112,8 +133,13 @@ async def test_select_filters_order_paging_and_count(service: AsyncClient, shape
 
 async def test_insert_upsert_update_delete(service: AsyncClient, shapes, db: asyncpg.Connection):
     items = service.table("items")
-    assert (await items.insert({"id": 4, "name": "d"}).execute()).data == [{"id": 4, "name": "d", "tag": None}]
-    assert len((await items.insert([{"id": 5, "name": "e"}, {"id": 6, "name": "f", "tag": "z"}]).execute()).data) == 2
+    assert (await items.insert({"id": 4, "name": "d"}).execute()).data == [
+        {"id": 4, "name": "d", "tag": None}
+    ]
+    assert (
+        len((await items.insert([{"id": 5, "name": "e"}, {"id": 6, "name": "f", "tag": "z"}]).execute()).data)
+        == 2
+    )
     await items.upsert({"id": 4, "name": "d2"}).execute()
     await items.upsert({"id": 5, "name": "ignored"}, ignore_duplicates=True).execute()
     assert (await items.update({"tag": "t"}).eq("id", 4).execute()).data[0]["tag"] == "t"
@@ -148,10 +174,16 @@ async def test_opaque_keys_map_like_the_gateway(devstack, shapes):
     assert caught.value.code == "42501"
 
 
-@pytest.mark.parametrize("token,code", [
-    ("not.a.jwt", "PGRST301"), ("garbage", "PGRST301"), ("expired", "PGRST303"), ("wrong", "PGRST301"),
-    ("norole", "PGRST301"),
-])
+@pytest.mark.parametrize(
+    "token,code",
+    [
+        ("not.a.jwt", "PGRST301"),
+        ("garbage", "PGRST301"),
+        ("expired", "PGRST303"),
+        ("wrong", "PGRST301"),
+        ("norole", "PGRST301"),
+    ],
+)
 async def test_bad_tokens_are_refused_with_401(devstack, token, code):
     import jwt as pyjwt
 
@@ -161,20 +193,33 @@ async def test_bad_tokens_are_refused_with_401(devstack, token, code):
         "norole": devstack.keys.sign({"exp": 4102444800}),
     }.get(token, token)
     async with httpx.AsyncClient(base_url=devstack.url) as http:
-        r = await http.get("/rest/v1/jobs", headers={"apikey": devstack.keys.anon,
-                                                     "Authorization": f"Bearer {forged}"})
+        r = await http.get(
+            "/rest/v1/jobs", headers={"apikey": devstack.keys.anon, "Authorization": f"Bearer {forged}"}
+        )
     assert (r.status_code, r.json()["code"]) == (401, code)
     assert "Bearer" in r.headers["WWW-Authenticate"]
 
 
-@pytest.mark.parametrize("query", [
-    'select=id,"; drop table public.items; --"', "id=eq.1;drop table public.items",
-    'or=(id.eq.1,name.eq.a"))', "order=id;drop", "limit=1;drop", 'name=in.("a","b\\")',
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        'select=id,"; drop table public.items; --"',
+        "id=eq.1;drop table public.items",
+        'or=(id.eq.1,name.eq.a"))',
+        "order=id;drop",
+        "limit=1;drop",
+        'name=in.("a","b\\")',
+    ],
+)
 async def test_injection_shaped_queries_get_clean_errors(devstack, shapes, db, query):
     async with httpx.AsyncClient(base_url=devstack.url) as http:
-        r = await http.get(f"/rest/v1/items?{query}", headers={
-            "apikey": devstack.keys.service_role, "Authorization": f"Bearer {devstack.keys.service_role}"})
+        r = await http.get(
+            f"/rest/v1/items?{query}",
+            headers={
+                "apikey": devstack.keys.service_role,
+                "Authorization": f"Bearer {devstack.keys.service_role}",
+            },
+        )
     assert r.status_code in (200, 400), r.text
     assert await db.fetchval("select count(*) from public.items") == 3
 
@@ -195,6 +240,24 @@ async def test_rest_faults_answer_503_502_or_hang_then_recover(devstack, service
 
 async def test_only_the_public_schema_is_exposed(devstack):
     async with httpx.AsyncClient(base_url=devstack.url) as http:
-        r = await http.get("/rest/v1/job_tables", headers={
-            "apikey": devstack.keys.service_role, "Accept-Profile": "reactor"})
+        r = await http.get(
+            "/rest/v1/job_tables", headers={"apikey": devstack.keys.service_role, "Accept-Profile": "reactor"}
+        )
     assert (r.status_code, r.json()["code"]) == (406, "PGRST106")
+
+
+async def test_fault_admin_endpoint_needs_the_service_key_and_applies_one_fault(devstack):
+    async with httpx.AsyncClient(base_url=devstack.url) as http:
+        admin = {"apikey": devstack.keys.service_role}
+        denied = await http.post("/_devstack/faults", json={"rest_status": 503, "seconds": 5},
+                                 headers={"apikey": devstack.keys.anon})
+        assert denied.status_code == 401
+        for bad in ({}, {"rest_status": 418, "seconds": 5}, {"explode": True}, []):
+            assert (await http.post("/_devstack/faults", json=bad, headers=admin)).status_code == 400
+        assert (await http.post("/_devstack/faults", json={"rest_status": 503, "seconds": 30},
+                                headers=admin)).status_code == 200
+        assert (await http.post("/rest/v1/rpc/reactor_stats", json={"p_table": "jobs"},
+                                headers=admin)).status_code == 503
+        assert (await http.post("/_devstack/faults", json={"clear": True}, headers=admin)).status_code == 200
+        ok = await http.post("/rest/v1/rpc/reactor_stats", json={"p_table": "jobs"}, headers=admin)
+        assert ok.status_code == 200
