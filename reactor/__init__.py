@@ -1,1 +1,6 @@
 """reactor: a background-job worker for Supabase."""
+
+from reactor.app import Reactor
+from reactor.job import Job, PermanentError, RetryLater
+
+__all__ = ["Job", "PermanentError", "Reactor", "RetryLater"]

@@ -29,6 +29,27 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from reactor.app import load_app
+
+    try:
+        app = load_app(args.app)
+    except (ImportError, AttributeError, TypeError) as exc:
+        print(f"reactor run: {exc}", file=sys.stderr)
+        return 2
+    return app.run()
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from reactor import dev
+
+    try:
+        return dev.run(args.database_url, args.port, Path(args.home))
+    except OSError as exc:
+        print(f"reactor dev: {exc}", file=sys.stderr)
+        return 1
+
+
 def _devstack(args: argparse.Namespace) -> int:
     from reactor.devstack import foreground
 
@@ -47,6 +68,14 @@ def parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply the database migrations")
     migrate.add_argument("--database-url", required=True, help="postgresql://… of the project")
     migrate.set_defaults(run=_migrate)
+    run = sub.add_parser("run", help="run a worker: reactor run module:app")
+    run.add_argument("app", help="import string of the Reactor, as module:attribute")
+    run.set_defaults(run=_run)
+    dev = sub.add_parser("dev", help="the local stack with a demo worker and demo jobs")
+    dev.add_argument("--database-url", help="use this Postgres instead of an embedded one")
+    dev.add_argument("--port", type=int, default=54321, help="0 picks a free port")
+    dev.add_argument("--home", default=".devstack", help="where data and keys are kept")
+    dev.set_defaults(run=_dev)
     devstack = sub.add_parser("devstack", help="run the local Supabase-compatible stack")
     devstack.add_argument("--database-url", help="use this Postgres instead of an embedded one")
     devstack.add_argument("--port", type=int, default=54321, help="0 picks a free port")

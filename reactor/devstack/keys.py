@@ -7,6 +7,7 @@ gateway translates them. Errors carry the messages of Realtime's socket handshak
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
@@ -74,18 +75,25 @@ class Keys:
             return {"role": "service_role", "iss": "supabase", "exp": int(time.time()) + 3600}
         if token == self.publishable:
             return {"role": "anon", "iss": "supabase", "exp": int(time.time()) + 3600}
-        try:
-            claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"],
-                                options={"verify_exp": False, "verify_aud": False})
-        except jwt.InvalidSignatureError as exc:
-            raise TokenError("Failed to validate JWT signature") from exc
-        except jwt.PyJWTError as exc:
-            raise TokenError("The token provided is not a valid JWT") from exc
+        claims = dict(_verified(token, self.jwt_secret))
         if not isinstance(claims.get("role"), str) or not isinstance(claims.get("exp"), int | float):
             raise TokenError("Fields `role` and `exp` are required in JWT")
         if claims["exp"] <= time.time():
             raise TokenError("Token has expired")
         return claims
+
+
+@functools.lru_cache(maxsize=1024)
+def _verified(token: str, secret: str) -> dict[str, Any]:
+    """The claims of a token signed with `secret`. Cached: the same few keys and user tokens come
+    with every request, and expiry is checked by the caller on each use."""
+    try:
+        return jwt.decode(token, secret, algorithms=["HS256"],
+                          options={"verify_exp": False, "verify_aud": False})
+    except jwt.InvalidSignatureError as exc:
+        raise TokenError("Failed to validate JWT signature") from exc
+    except jwt.PyJWTError as exc:
+        raise TokenError("The token provided is not a valid JWT") from exc
 
 
 def load_or_create(path: Path) -> Keys:

@@ -31,6 +31,8 @@ Push = tuple[Socket, Channel, dict[str, Any]]
 
 
 class Realtime:
+    """Realtime's websocket endpoint and change fan-out, for the gateway to mount."""
+
     def __init__(self, pool: asyncpg.Pool, database_url: str, keys: Keys, faults: Faults) -> None:
         self._pool = pool
         self._keys = keys
@@ -73,12 +75,12 @@ class Realtime:
         if vsn not in phoenix.VERSIONS:
             return web.Response(status=403)  # Phoenix: no serializer for the requested version
         token = request.headers.get("x-api-key") or request.query.get("apikey")
-        if not token:
-            return web.json_response({"error": "API key is missing"}, status=401)
         try:
             self._keys.claims(token)
         except TokenError as exc:
-            return web.json_response({"error": str(exc)}, status=exc.status)
+            # As Realtime's socket error handler answers: compact JSON, {"error": message}.
+            body = json.dumps({"error": str(exc)}, separators=(",", ":"))
+            return web.Response(status=exc.status, text=body, content_type="application/json")
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES)
         await ws.prepare(request)
         socket = Socket(ws, request, vsn, token, self._keys, self._access, self._resync)

@@ -15,8 +15,9 @@ import contextlib
 import json
 import time
 import zlib
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from loguru import logger
@@ -28,10 +29,6 @@ from reactor.devstack.realtime_access import Access, SubscribeError
 from reactor.devstack.realtime_filters import Binding, BindingError, parse_binding
 
 IDLE_TIMEOUT_SECONDS = 60  # Phoenix drops a socket that sent nothing for this long
-
-
-class Resync(Protocol):
-    async def __call__(self) -> None: ...
 
 
 @dataclass
@@ -97,7 +94,7 @@ class Socket:
         token: str,
         keys: Keys,
         access: Access,
-        resync: Resync,
+        resync: Callable[[], Awaitable[None]],
     ) -> None:
         self.ws = ws
         self.request = request
@@ -222,7 +219,7 @@ class Socket:
             self._spawn(channel, self._subscribe(channel, bindings))
         return None
 
-    def _spawn(self, channel: Channel, coro: Any) -> None:
+    def _spawn(self, channel: Channel, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         channel.tasks.add(task)
         task.add_done_callback(channel.tasks.discard)
@@ -285,6 +282,8 @@ class Socket:
             channel.claims = self._keys.claims(channel.token)
         except TokenError as exc:
             self._shutdown(channel, token_message(channel.token, exc))
+            return
+        self._watch_expiry(channel)  # an opaque key's claims come with a fresh `exp`
 
     def _shutdown(self, channel: Channel, message: str) -> None:
         """Realtime's `shutdown_response`: a system error, then the channel stops."""

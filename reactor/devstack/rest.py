@@ -17,25 +17,17 @@ from aiohttp import web
 
 from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys, TokenError
-from reactor.devstack.rest_catalog import SCHEMA, Catalog, Function
-from reactor.devstack.rest_query import (
-    Params,
-    QueryError,
-    Source,
-    ident,
-    order_by,
-    paging,
-    select_list,
-    where,
-)
+from reactor.devstack.rest_catalog import SCHEMA, Catalog
+from reactor.devstack.rest_query import QueryError
+from reactor.devstack.rest_rpc import call_function
 from reactor.devstack.rest_tables import table_request
 
+_HANG_POLL_SECONDS = 0.05
 _SQLSTATE_STATUS = {
     "23503": 409, "23505": 409, "P0001": 400, "42883": 404, "42P01": 404, "25006": 405,
     "22023": 401, "21000": 500, "57P01": 503, "53400": 500,
 }
 _SQLSTATE_PREFIX_STATUS = {"08": 503, "53": 503, "28": 403, "0L": 403, "0P": 403, "P0": 500}
-OBJECT_MEDIA = "application/vnd.pgrst.object+json"
 
 
 def error_response(code: str, message: str, status: int, details: str | None = None,
@@ -64,6 +56,7 @@ class Rest:
         self._keys = keys
         self._faults = faults
         self._catalog: Catalog | None = None
+        self._closing = False
 
     def add_routes(self, router: web.UrlDispatcher, prefix: str) -> None:
         router.add_route("*", prefix + "/rpc/{function}", self._rpc)
@@ -82,7 +75,7 @@ class Rest:
     # -- request plumbing -------------------------------------------------------------------
 
     async def _rpc(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, self._call_function)
+        return await self._serve(request, functools.partial(call_function, self))
 
     async def _table(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, functools.partial(table_request, self))
@@ -90,7 +83,7 @@ class Rest:
     async def _serve(self, request: web.Request, handler) -> web.StreamResponse:
         status, hang = self._faults.rest_fault()
         if hang:
-            await asyncio.sleep(max(0.0, self._faults.rest_until - asyncio.get_running_loop().time()))
+            await self._hang()
         elif status:
             return web.Response(status=status, text=f"<html><body>{status}</body></html>",
                                 content_type="text/html")
@@ -114,6 +107,15 @@ class Rest:
         except asyncpg.PostgresError as exc:
             return database_error(exc, role)
 
+    async def _hang(self) -> None:
+        """Hold the request while the hang fault lasts; it ends early when the fault is cleared or
+        the stack stops, so a stopping stack never waits out a long hang."""
+        while self._faults.rest_fault()[1] and not self._closing:
+            await asyncio.sleep(_HANG_POLL_SECONDS)
+
+    def close(self) -> None:
+        self._closing = True
+
     def _claims(self, request: web.Request) -> dict[str, Any]:
         """The bearer token's claims; an `sb_…` or missing bearer falls back to the apikey, as
         Supabase's gateway translates it."""
@@ -128,91 +130,6 @@ class Rest:
                     ) -> _RequestTransaction:
         """A connection in a transaction set up as PostgREST sets up each request."""
         return _RequestTransaction(self._pool, request, claims, readonly)
-
-    # -- RPC --------------------------------------------------------------------------------
-
-    async def _call_function(self, request: web.Request, claims: dict[str, Any]) -> web.Response:
-        name = request.match_info["function"]
-        if request.method in ("GET", "HEAD"):
-            args: Any = {k: v for k, v in request.query.items()}
-        elif request.method == "POST":
-            args = await _json_body(request)
-        else:
-            return error_response("PGRST117", f"Unsupported HTTP method: {request.method}", 405)
-        fn = await self._resolve(name, args)
-        readonly = request.method in ("GET", "HEAD") or not fn.volatile
-        params = Params()
-        call = _call_sql(fn, args, params, from_query=request.method != "POST")
-        if fn.returns_set and fn.returns_rows:
-            source = Source(name, fn.result_columns)
-            rest = [(k, v) for k, v in request.query.items() if k not in fn.arg_names or
-                    request.method == "POST"]
-            sql = (f"select coalesce(json_agg(_r), '[]')::text from (select "
-                   f"{select_list(source, request.query.get('select'))} from {call} _s"
-                   f"{where(source, rest, params)}{order_by(source, request.query.get('order'))}"
-                   f"{paging(request.query.get('limit'), request.query.get('offset'), params)}) _r")
-        elif fn.returns_set:
-            sql = f"select coalesce(json_agg(_s), '[]')::text from {call} _s"
-        elif fn.returns_rows:
-            sql = f"select case when _s is null then 'null' else row_to_json(_s)::text end from {call} _s"
-        elif fn.is_void:
-            sql = f"select 1 from {call} _s"
-        else:
-            sql = f"select to_json(_s)::text from {call} _s"
-        async with self.transaction(request, claims, readonly) as conn:
-            body = await conn.fetchval(sql, *params.values)
-        if fn.is_void:
-            return web.Response(status=204)
-        if request.headers.get("Accept", "").startswith(OBJECT_MEDIA) and fn.returns_set:
-            rows = json.loads(body)
-            if len(rows) != 1:
-                raise QueryError("PGRST116", "Cannot coerce the result to a single JSON object",
-                                 406, f"The result contains {len(rows)} rows")
-            body = json.dumps(rows[0])
-        return web.Response(text=body or "null", content_type="application/json", charset="utf-8")
-
-    async def _resolve(self, name: str, args: Any) -> Function:
-        for reload in (False, True):
-            for fn in (await self.catalog(reload)).functions.get(name, []):
-                if fn.single_json_arg or (isinstance(args, dict) and fn.accepts(set(args))):
-                    return fn
-        names = sorted(args) if isinstance(args, dict) else []
-        described = f"{SCHEMA}.{name}(" + ", ".join(names) + ")" if names else \
-            f"{SCHEMA}.{name} without parameters"
-        details = (f"Searched for the function {SCHEMA}.{name} with parameters {', '.join(names)} "
-                   "or with a single unnamed json/jsonb parameter, but no matches were found in "
-                   "the schema cache.") if names else (
-            f"Searched for the function {SCHEMA}.{name} without parameters or with a single "
-            "unnamed json/jsonb parameter, but no matches were found in the schema cache.")
-        raise QueryError("PGRST202", f"Could not find the function {described} in the schema cache",
-                         404, details)
-
-
-def _call_sql(fn: Function, args: Any, params: Params, from_query: bool) -> str:
-    target = f"{ident(SCHEMA)}.{ident(fn.name)}"
-    if fn.single_json_arg:
-        return f"{target}({params.add(json.dumps(args))}::{fn.arg_types[0]})"
-    parts = []
-    for name, kind in zip(fn.arg_names, fn.arg_types, strict=True):
-        if name not in args:
-            continue
-        value = args[name]
-        if from_query:
-            parts.append(f"{ident(name)} => cast({params.add(value)}::text as {kind})")
-        else:
-            parts.append(f"{ident(name)} => (select _a.{ident(name)} from jsonb_to_record("
-                         f"{params.add(json.dumps({name: value}))}::jsonb) as _a({ident(name)} {kind}))")
-    return f"{target}({', '.join(parts)})"
-
-
-async def _json_body(request: web.Request) -> Any:
-    text = await request.text()
-    if not text.strip():
-        return {}
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise QueryError("PGRST102", "Empty or invalid json", 400, str(exc)) from exc
 
 
 class _RequestTransaction:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+_ARROW = re.compile(r"(->>?)")
 _OPERATORS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _PATTERN_OPERATORS = {"like": "like", "ilike": "ilike", "match": "~", "imatch": "~*"}
 _IS_VALUES = {"null": "null", "true": "true", "false": "false", "unknown": "unknown"}
@@ -53,6 +54,21 @@ class Source:
             raise QueryError("42703", f"column {self.name}.{name} does not exist")
         return ident(name)
 
+    def path(self, name: str, params: Params) -> tuple[str, str, str]:
+        """SQL, type and output name of a column or of a JSON path into one (`payload->>kind`,
+        `payload->items->0`); the keys travel as bind parameters."""
+        column, *steps = _ARROW.split(name)
+        sql, kind, output = self.column(column), self.columns[column], column
+        for arrow, key in zip(steps[::2], steps[1::2], strict=True):
+            if not key or kind not in ("json", "jsonb"):
+                raise QueryError("PGRST100", f'"failed to parse json path ({name})"',
+                                 details="a JSON path needs a json or jsonb column and non-empty keys")
+            index = key.lstrip("-").isdigit()
+            bound = f"{params.add(int(key))}::int" if index else f"{params.add(key)}::text"
+            sql = f"({sql}::jsonb {arrow} {bound})"
+            kind, output = ("text" if arrow == "->>" else "jsonb"), key
+        return sql, kind, output
+
 
 def split_top(text: str) -> list[str]:
     """Split on commas outside parentheses and double quotes."""
@@ -73,6 +89,9 @@ def split_top(text: str) -> list[str]:
             current = []
         else:
             current.append(ch)
+    if quoted or depth:
+        raise QueryError("PGRST100", f'"failed to parse ({text})" (line 1, column {len(text)})',
+                         details="unbalanced quotes or parentheses")
     parts.append("".join(current))
     return parts
 
@@ -92,8 +111,7 @@ def condition(source: Source, column: str, expr: str, params: Params) -> str:
     if not dot:
         raise QueryError("PGRST100", f'"failed to parse filter ({expr})" (line 1, column 1)',
                          details="unexpected end of input")
-    col = source.column(column)
-    kind = source.columns[column]
+    col, kind, _ = source.path(column, params)
     if op in _OPERATORS:
         sql = f"{col} {_OPERATORS[op]} cast({params.add(value)}::text as {kind})"
     elif op in _PATTERN_OPERATORS:
@@ -125,13 +143,23 @@ def logic(source: Source, key: str, value: str, params: Params) -> str:
     parts = []
     for item in split_top(value[1:-1]):
         head, _, rest = item.partition(".")
-        if head in ("or", "and", "not") and (rest.startswith("(") or rest[:3] in ("or(", "and")):
-            inner_key = item.split("(", 1)[0]
+        inner_key = item.split("(", 1)[0]
+        if inner_key in ("or", "and", "not.or", "not.and"):
             parts.append(logic(source, inner_key, item[len(inner_key):], params))
         else:
             parts.append(condition(source, head, rest, params))
     sql = "(" + joiner.join(parts) + ")"
     return f"not {sql}" if negate else sql
+
+
+_FILTER_OPERATORS = {*_OPERATORS, *_PATTERN_OPERATORS, "is", "in", "not", "cs", "cd", "ov", "sl", "sr",
+                     "nxr", "nxl", "adj", "fts", "plfts", "phfts", "wfts", "isdistinct"}
+
+
+def looks_like_filter(value: str) -> bool:
+    """Whether a query value reads as `op.value` (a filter) rather than a plain function argument."""
+    op, dot, _ = value.partition(".")
+    return bool(dot) and op in _FILTER_OPERATORS
 
 
 def where(source: Source, query: list[tuple[str, str]], params: Params,
@@ -143,11 +171,11 @@ def where(source: Source, query: list[tuple[str, str]], params: Params,
         if key in ("or", "and", "not.or", "not.and"):
             clauses.append(logic(source, key, value, params))
         else:
-            clauses.append(condition(source, key, value, params))
+            clauses.append(condition(source, unquote(key), value, params))
     return " where " + " and ".join(clauses) if clauses else ""
 
 
-def select_list(source: Source, select: str | None) -> str:
+def select_list(source: Source, select: str | None, params: Params) -> str:
     if not select or select == "*":
         return "*"
     out = []
@@ -157,21 +185,21 @@ def select_list(source: Source, select: str | None) -> str:
             out.append("*")
             continue
         alias, _, name = item.rpartition(":")
-        if "(" in name or "->" in name or "::" in item:
+        if "(" in name or "::" in item:
             raise QueryError("PGRST100", f'"failed to parse select parameter ({select})"',
-                             details="only plain columns, `*` and `alias:column` are supported here")
-        col = source.column(name)
-        out.append(f"{col} as {ident(alias)}" if alias else col)
+                             details="only columns, JSON paths, `*` and `alias:column` are supported here")
+        sql, _, output = source.path(name, params)
+        out.append(f"{sql} as {ident(alias or output)}")
     return ", ".join(out)
 
 
-def order_by(source: Source, order: str | None) -> str:
+def order_by(source: Source, order: str | None, params: Params) -> str:
     if not order:
         return ""
     terms = []
     for term in split_top(order):
         name, *modifiers = term.split(".")
-        sql = source.column(name)
+        sql = source.path(name, params)[0]
         for mod in modifiers:
             if mod not in ("asc", "desc", "nullsfirst", "nullslast"):
                 raise QueryError("PGRST100", f'"failed to parse order ({order})" (line 1, column 1)',

@@ -63,8 +63,8 @@ async def _select(rest: Rest, request: web.Request, claims, source: Source) -> w
     filters = where(source, query, params)
     table = f"{ident(SCHEMA)}.{ident(source.name)}"
     sql = (f"select coalesce(json_agg(_r), '[]')::text from (select "
-           f"{select_list(source, request.query.get('select'))} from {table}{filters}"
-           f"{order_by(source, request.query.get('order'))}"
+           f"{select_list(source, request.query.get('select'), params)} from {table}{filters}"
+           f"{order_by(source, request.query.get('order'), params)}"
            f"{paging(request.query.get('limit'), request.query.get('offset'), params)}) _r")
     prefs = _prefer(request)
     async with rest.transaction(request, claims, readonly=True) as conn:
@@ -95,10 +95,16 @@ async def _insert(rest: Rest, request: web.Request, claims, source: Source) -> w
     prefs = _prefer(request)
     params = Params()
     table = f"{ident(SCHEMA)}.{ident(source.name)}"
-    cols = ", ".join(ident(n) for n in names)
-    sql = (f"insert into {table} ({cols}) select {cols} from jsonb_populate_recordset("
-           f"null::{table}, {params.add(json.dumps(rows))}::jsonb)")
-    if "resolution" in prefs:
+    if not names:
+        # Rows with no keys at all: every column takes its default.
+        sql = f"insert into {table} select from jsonb_array_elements({params.add(json.dumps(rows))}::jsonb)"
+    elif prefs.get("missing") == "default":
+        sql = f"insert into {table} {_values_with_defaults(table, names, rows, params)}"
+    else:
+        cols = ", ".join(ident(n) for n in names)
+        sql = (f"insert into {table} ({cols}) select {cols} from jsonb_populate_recordset("
+               f"null::{table}, {params.add(json.dumps(rows))}::jsonb)")
+    if "resolution" in prefs and names:
         sql += _on_conflict(rest, request, source, names, prefs["resolution"])
     return await _write(rest, request, claims, sql, params, prefs, created=True)
 
@@ -110,6 +116,16 @@ def _insert_columns(request: web.Request, rows: list[dict]) -> list[str]:
     for r in rows:
         names += [k for k in r if k not in names]
     return names
+
+
+def _values_with_defaults(table: str, names: list[str], rows: list[dict], params: Params) -> str:
+    """`(cols) values …` where a key a row lacks is DEFAULT, not null (`Prefer: missing=default`)."""
+    tuples = []
+    for row in rows:
+        record = f"jsonb_populate_record(null::{table}, {params.add(json.dumps(row))}::jsonb)"
+        tuples.append("(" + ", ".join(
+            f"({record}).{ident(n)}" if n in row else "default" for n in names) + ")")
+    return f"({', '.join(ident(n) for n in names)}) values {', '.join(tuples)}"
 
 
 def _on_conflict(rest: Rest, request: web.Request, source: Source, names: list[str],
@@ -156,7 +172,7 @@ async def _write(rest: Rest, request: web.Request, claims, sql: str, params: Par
     if representation:
         source = Source(request.match_info["table"], (await rest.catalog()).columns[
             request.match_info["table"]])
-        select = select_list(source, request.query.get("select"))
+        select = select_list(source, request.query.get("select"), params)
         sql = (f"with _w as ({sql} returning *) select coalesce(json_agg(_r), '[]')::text, "
                f"count(*) from (select {select} from _w) _r")
     async with rest.transaction(request, claims, readonly=False) as conn:
@@ -167,7 +183,7 @@ async def _write(rest: Rest, request: web.Request, claims, sql: str, params: Par
             status_line = await conn.execute(sql, *params.values)
             count, rows = int(status_line.rsplit(" ", 1)[-1]), None
     status = 201 if created and count else 200
-    headers = {"Content-Range": f"*/{count}" if not created else "*/*"}
+    headers = {"Content-Range": f"*/{count}" if "count" in prefs else "*/*"}
     if rows is None:
         return web.Response(status=201 if created else 204, headers=headers)
     headers["Preference-Applied"] = "return=representation"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -59,12 +60,17 @@ async def refused(url: str, **kwargs: Any) -> tuple[int, Any]:
 @pytest.mark.parametrize("kind", list(HANDSHAKE_ERRORS))
 async def test_handshake_with_a_bad_token_is_refused_with_401_and_realtimes_message(devstack, kind) -> None:
     status, body = await refused(websocket_url(devstack.url, bad_tokens(devstack)[kind]))
-    assert (status, body) == (401, f'{{"error": "{HANDSHAKE_ERRORS[kind]}"}}'.encode())
+    assert (status, json.loads(body)) == (401, {"error": HANDSHAKE_ERRORS[kind]})
 
 
 async def test_handshake_without_a_key_is_refused(devstack) -> None:
     url = websocket_url(devstack.url, "").replace("apikey=&", "")
-    assert await refused(url) == (401, b'{"error": "API key is missing"}')
+    assert await refused(url) == (401, b'{"error":"API key is missing"}')
+
+
+async def test_unknown_serializer_version_is_refused_with_403(devstack) -> None:
+    status, _ = await refused(websocket_url(devstack.url, devstack.keys.service_role, vsn="3.0.0"))
+    assert status == 403
 
 
 async def test_x_api_key_header_takes_precedence_over_the_query_parameter(devstack) -> None:

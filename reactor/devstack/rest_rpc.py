@@ -1,0 +1,141 @@
+"""Function calls of the local stack's `/rest/v1/rpc/<fn>`, with PostgREST's response shapes.
+
+A scalar comes back bare, a composite as one object, a set as an array (rows of a set can be
+filtered, selected, ordered and paged like a table's), and `void` as 204 with no body.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from reactor.devstack.rest_catalog import SCHEMA, Function
+from reactor.devstack.rest_query import (
+    RESERVED,
+    Params,
+    QueryError,
+    Source,
+    ident,
+    looks_like_filter,
+    order_by,
+    paging,
+    select_list,
+    where,
+)
+
+if TYPE_CHECKING:
+    from reactor.devstack.rest import Rest
+
+OBJECT_MEDIA = "application/vnd.pgrst.object+json"
+
+
+async def call_function(rest: Rest, request: web.Request, claims: dict[str, Any]) -> web.Response:
+    name = request.match_info["function"]
+    query = list(request.query.items())
+    if request.method in ("GET", "HEAD"):
+        # As in PostgREST, a query parameter whose value reads as `op.value` filters the result;
+        # any other non-reserved one is an argument.
+        args: Any = {k: v for k, v in query if k not in RESERVED and not looks_like_filter(v)}
+        filters = [(k, v) for k, v in query if k not in args]
+    elif request.method == "POST":
+        args, filters = await _json_body(request), query
+    else:
+        raise QueryError("PGRST117", f"Unsupported HTTP method: {request.method}", 405)
+    fn = await _resolve(rest, name, args)
+    params = Params()
+    call = _call_sql(fn, args, params, from_query=request.method != "POST")
+    sql = _result_sql(fn, call, filters, request.query, params)
+    readonly = request.method in ("GET", "HEAD") or not fn.volatile
+    async with rest.transaction(request, claims, readonly) as conn:
+        total, body = await conn.fetchrow(sql, *params.values)
+    if fn.is_void:
+        return web.Response(status=204)
+    headers = {}
+    if fn.returns_set:
+        headers["Content-Range"] = _content_range(request, total, body)
+        if request.headers.get("Accept", "").startswith(OBJECT_MEDIA):
+            body = _single(body)
+    return web.Response(text=body or "null", content_type="application/json", charset="utf-8",
+                        headers=headers)
+
+
+def _result_sql(fn: Function, call: str, filters: list[tuple[str, str]], query, params: Params) -> str:
+    """One statement giving (row count, JSON body) for the function's return shape."""
+    if fn.returns_set and fn.returns_rows:
+        source = Source(fn.name, fn.result_columns)
+        # The function runs once, in the CTE; the count sees every matching row, the body one page.
+        return (f"with _s as (select * from {call} _s{where(source, filters, params)}) "
+                f"select (select count(*) from _s), coalesce(json_agg(_r), '[]')::text from ("
+                f"select {select_list(source, query.get('select'), params)} from _s"
+                f"{order_by(source, query.get('order'), params)}"
+                f"{paging(query.get('limit'), query.get('offset'), params)}) _r")
+    if fn.returns_set:
+        return f"select count(*), coalesce(json_agg(_s), '[]')::text from {call} _s"
+    if fn.returns_rows:
+        return f"select 1, case when _s is null then 'null' else row_to_json(_s)::text end from {call} _s"
+    if fn.is_void:
+        return f"select 1, null::text from {call} _s"
+    return f"select 1, to_json(_s)::text from {call} _s"
+
+
+def _content_range(request: web.Request, total: int, body: str) -> str:
+    offset = int(request.query.get("offset", "0") or 0)
+    shown = len(json.loads(body))
+    span = f"{offset}-{offset + shown - 1}" if shown else "*"
+    counted = any("count=" in p for p in request.headers.getall("Prefer", []))
+    return f"{span}/{total if counted else '*'}"
+
+
+def _single(body: str) -> str:
+    rows = json.loads(body)
+    if len(rows) != 1:
+        raise QueryError("PGRST116", "Cannot coerce the result to a single JSON object", 406,
+                         f"The result contains {len(rows)} rows")
+    return json.dumps(rows[0])
+
+
+async def _resolve(rest: Rest, name: str, args: Any) -> Function:
+    for reload in (False, True):
+        for fn in (await rest.catalog(reload)).functions.get(name, []):
+            if fn.single_json_arg or (isinstance(args, dict) and fn.accepts(set(args))):
+                return fn
+    names = sorted(args) if isinstance(args, dict) else []
+    if names:
+        described = f"{SCHEMA}.{name}({', '.join(names)})"
+        searched = f"with parameters {', '.join(names)}"
+    else:
+        described, searched = f"{SCHEMA}.{name} without parameters", "without parameters"
+    raise QueryError(
+        "PGRST202", f"Could not find the function {described} in the schema cache", 404,
+        f"Searched for the function {SCHEMA}.{name} {searched} or with a single unnamed json/jsonb "
+        "parameter, but no matches were found in the schema cache.")
+
+
+def _call_sql(fn: Function, args: Any, params: Params, from_query: bool) -> str:
+    target = f"{ident(SCHEMA)}.{ident(fn.name)}"
+    if fn.single_json_arg:
+        return f"{target}({params.add(json.dumps(args))}::{fn.arg_types[0]})"
+    parts = []
+    for name, kind in zip(fn.arg_names, fn.arg_types, strict=True):
+        if name not in args:
+            continue
+        if from_query:
+            parts.append(f"{ident(name)} => cast({params.add(args[name])}::text as {kind})")
+        else:
+            # jsonb_to_record turns a JSON value into the argument's type as PostgREST does:
+            # arrays, objects and numbers included.
+            parts.append(f"{ident(name)} => (select _a.{ident(name)} from jsonb_to_record("
+                         f"{params.add(json.dumps({name: args[name]}))}::jsonb) as _a({ident(name)} {kind}))")
+    return f"{target}({', '.join(parts)})"
+
+
+async def _json_body(request: web.Request) -> Any:
+    text = await request.text()
+    if not text.strip():
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise QueryError("PGRST102", "Empty or invalid json", 400, str(exc)) from exc

@@ -1,0 +1,283 @@
+"""The claim loop and the jobs it runs.
+
+Wake-ups (Realtime events, poller sweeps, timers, freed capacity) only mark tables as worth a
+look and set one event; the loop claims once per event, so a burst of a thousand inserts costs a
+handful of claims. A claim never asks for more jobs than there are free slots, and one claim runs
+at a time, so the worker never holds a job it cannot start at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from loguru import logger
+
+from reactor.config import Config
+from reactor.handlers import Handler, Registry
+from reactor.job import Job, PermanentError, RetryLater
+from reactor.metrics import Metrics
+from reactor.reporter import Report, Reporter
+from reactor.retry import RetryPolicy
+from reactor.store import Rejected, Store, StoreError
+
+
+@dataclass
+class Running:
+    job: Job
+    handler: Handler
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    started: float = field(default_factory=time.monotonic)
+    lost: bool = False  # the lease went to someone else: never report
+    released: bool = False  # cancelled by shutdown: hand back without spending the attempt
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        registry: Registry,
+        reporter: Reporter,
+        metrics: Metrics,
+        schedule: Any,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._registry = registry
+        self._reporter = reporter
+        self._metrics = metrics
+        self._schedule = schedule  # callable(table, datetime): wake again when a retry falls due
+        self._policy = RetryPolicy(
+            config.retry_base_seconds, max(config.retry_cap_seconds, config.retry_base_seconds)
+        )
+        self.running: dict[tuple[str, int], Running] = {}
+        self._due: set[str] = set()
+        self._wake = anyio.Event()
+        self._claiming = True
+        self._drained = anyio.Event()
+        self.to_release: dict[str, list[dict[str, Any]]] = {}  # cancelled by shutdown, not yet handed back
+        self.api_ok = False  # the last claim reached the API (readiness)
+        self._api_complaint = ""
+
+    @property
+    def claiming(self) -> bool:
+        return self._claiming
+
+    def store_calls(self) -> Counter[tuple[str, str]]:
+        return self._store.calls
+
+    def free(self) -> int:
+        return self._config.concurrency - len(self.running)
+
+    def wake(self, table: str | None = None) -> None:
+        self._due.update([table] if table else self._registry.tables())
+        self._wake.set()
+
+    def stop_claiming(self) -> None:
+        self._claiming = False
+        self._wake.set()
+        if not self.running:
+            self._drained.set()
+
+    async def drained(self) -> None:
+        await self._drained.wait()
+
+    def release_all(self) -> None:
+        """Cancel every running job; each is handed back to pending without spending an attempt."""
+        for running in self.running.values():
+            running.released = True
+            running.scope.cancel()
+
+    def lease_lost(self, table: str, job_id: int) -> None:
+        running = self.running.get((table, job_id))
+        if running is not None and not running.lost:
+            running.lost = True
+            running.scope.cancel()
+            running.job.logger.bind(outcome="lost").warning(
+                "lease lost: cancelling the job, it has a new owner"
+            )
+
+    def leases(self) -> dict[str, list[dict[str, Any]]]:
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for (table, job_id), running in self.running.items():
+            if not running.lost:
+                by_table.setdefault(table, []).append({"id": job_id, "lease_token": running.job.lease_token})
+        return by_table
+
+    async def run(self, task_group: TaskGroup) -> None:
+        while self._claiming:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            tables, self._due = self._due, set()
+            for table in tables:
+                if not self._claiming:
+                    break
+                if self.free() <= 0:
+                    self._due.add(table)  # claimed again when a slot frees
+                    continue
+                await self._claim(table, task_group)
+
+    async def _claim(self, table: str, task_group: TaskGroup) -> None:
+        limit = self.free()
+        try:
+            rows = await self._store.claim(
+                table,
+                self._config.worker_id,
+                self._registry.job_types(table),
+                limit,
+                self._config.lease_seconds,
+            )
+        except StoreError as exc:
+            self._complain(exc)
+            return
+        if not self.api_ok:
+            logger.info(f"claiming from table {table}")
+        self.api_ok, self._api_complaint = True, ""
+        for row in rows:
+            self._start(table, row, task_group)
+        if len(rows) == limit:
+            self._due.add(table)  # a full batch: more are probably waiting
+
+    def _complain(self, exc: StoreError) -> None:
+        self.api_ok = False
+        message = str(exc)
+        if message != self._api_complaint:
+            hint = (
+                " (check SUPABASE_SERVICE_ROLE_KEY)"
+                if isinstance(exc, Rejected) and exc.status in (401, 403)
+                else ""
+            )
+            logger.error(f"cannot claim jobs: {message}{hint}; retrying on the next sweep")
+            self._api_complaint = message
+
+    def _start(self, table: str, row: dict[str, Any], task_group: TaskGroup) -> None:
+        handler = self._registry.get(table, row["job_type"])
+        if handler is None:
+            return  # cannot happen: the claim names only registered types
+        job = Job(
+            id=row["id"],
+            table=table,
+            job_type=row["job_type"],
+            payload=row["payload"],
+            attempt=row["attempt"],
+            max_attempts=_max_attempts(handler, row),
+            lease_token=row["lease_token"],
+            priority=row.get("priority", 0),
+            run_at=_time(row.get("run_at")),
+            created_at=_time(row.get("created_at")),
+        )
+        job.logger = logger.bind(
+            job_id=job.id,
+            table=table,
+            job_type=job.job_type,
+            attempt=job.attempt,
+            worker_id=self._config.worker_id,
+        )
+        job._progress = self._progress_writer(job)
+        running = Running(job, handler)
+        self.running[(table, job.id)] = running
+        if job.run_at is not None:
+            pickup = (datetime.now(UTC) - job.run_at).total_seconds()
+            self._metrics.pickup_seconds.observe((table,), max(pickup, 0.0))
+        task_group.start_soon(self._execute, running, name=f"job {table}/{job.id}")
+
+    def _progress_writer(self, job: Job) -> Any:
+        async def write(percent: int, message: str | None) -> bool:
+            try:
+                held = await self._store.progress(job.table, job.id, job.lease_token, percent, message)
+            except StoreError as exc:
+                job.logger.warning(f"could not write progress: {exc}")
+                return True
+            if not held:
+                self.lease_lost(job.table, job.id)
+            return held
+
+        return write
+
+    async def _execute(self, running: Running) -> None:
+        job, handler = running.job, running.handler
+        outcome: tuple[str, dict[str, Any]] | None = None
+        with running.scope:
+            with anyio.move_on_after(handler.timeout if handler.timeout else float("inf")) as timer:
+                outcome = await self._call(job, handler)
+            if timer.cancelled_caught:
+                outcome = self._failure(job, handler, f"timed out after {handler.timeout} s", permanent=False)
+        try:
+            self._finish(running, outcome)
+        finally:
+            del self.running[(job.table, job.id)]
+            if self._due or not self._claiming:
+                self._wake.set()
+            if not self._claiming and not self.running:
+                self._drained.set()
+
+    async def _call(self, job: Job, handler: Handler) -> tuple[str, dict[str, Any]]:
+        if job.attempt > job.max_attempts:
+            # A reaped job counts its attempts against the row's limit; the handler's may be lower.
+            error = f"attempts exhausted: attempt {job.attempt} of at most {job.max_attempts}"
+            return "failed", {"error": error, "permanent": True}
+        try:
+            result = await handler.function(job)
+        except RetryLater as exc:
+            return self._failure(job, handler, str(exc), permanent=False, retry_at=exc.retry_at())
+        except PermanentError as exc:
+            return self._failure(job, handler, f"PermanentError: {exc}", permanent=True)
+        except Exception as exc:
+            job.logger.opt(exception=exc).debug("handler raised")
+            return self._failure(job, handler, f"{type(exc).__name__}: {exc}", permanent=False)
+        try:
+            json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            return self._failure(job, handler, f"the handler's result is not JSON: {exc}", permanent=True)
+        return "completed", {"result": result}
+
+    def _failure(
+        self, job: Job, handler: Handler, error: str, *, permanent: bool, retry_at: datetime | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        if permanent or job.attempt >= job.max_attempts:
+            return "failed", {"error": error, "permanent": True}
+        if retry_at is None:
+            policy = handler.retry or self._policy
+            retry_at = datetime.now(UTC) + timedelta(seconds=policy.delay(job.attempt))
+        return "retried", {"error": error, "retry_at": retry_at.isoformat()}
+
+    def _finish(self, running: Running, outcome: tuple[str, dict[str, Any]] | None) -> None:
+        job = running.job
+        duration = time.monotonic() - running.started
+        if running.lost:
+            self._metrics.jobs[(job.table, job.job_type, "lost")] += 1
+            return
+        if running.released or outcome is None:
+            self._metrics.jobs[(job.table, job.job_type, "released")] += 1
+            self.to_release.setdefault(job.table, []).append({"id": job.id, "lease_token": job.lease_token})
+            job.logger.bind(outcome="released").info("job cancelled by shutdown; handing it back")
+            return
+        kind, item = outcome
+        self._metrics.jobs[(job.table, job.job_type, kind)] += 1
+        self._metrics.handler_seconds.observe((job.table, job.job_type), duration)
+        fields = {"outcome": kind, "duration_ms": round(duration * 1000, 1)}
+        item = {"id": job.id, "lease_token": job.lease_token, **item}
+        self._reporter.submit(
+            Report("complete" if kind == "completed" else "fail", job.table, item, job.logger, fields)
+        )
+        if kind == "retried":
+            self._schedule(job.table, datetime.fromisoformat(item["retry_at"]))
+
+
+def _max_attempts(handler: Handler, row: dict[str, Any]) -> int:
+    limit = row["max_attempts"]
+    return min(limit, handler.max_attempts) if handler.max_attempts else limit
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,69 @@
+"""What a handler receives (`Job`) and the two ways it can steer a retry (`RetryLater`, `PermanentError`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from loguru import logger as _root_logger
+
+
+class RetryLater(Exception):
+    """Raise from a handler to run the job again after `delay` (seconds or a timedelta) or at `at`.
+
+    The attempt counts; when it was the last one the job fails for good.
+    """
+
+    def __init__(self, delay: float | timedelta | None = None, *, at: datetime | None = None) -> None:
+        if (delay is None) == (at is None):
+            raise ValueError("RetryLater takes a delay or an `at` time, exactly one of them")
+        if at is not None and at.tzinfo is None:
+            raise ValueError("RetryLater(at=...) needs a timezone-aware datetime")
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        if seconds is not None and seconds < 0:
+            raise ValueError("RetryLater delay must not be negative")
+        self.delay = seconds
+        self.at = at
+        super().__init__(f"retry requested {'at ' + at.isoformat() if at else f'in {seconds} s'}")
+
+    def retry_at(self) -> datetime:
+        return self.at if self.at is not None else datetime.now(UTC) + timedelta(seconds=self.delay or 0)
+
+
+class PermanentError(Exception):
+    """Raise from a handler when retrying cannot help: the job goes straight to `failed`."""
+
+
+ProgressWriter = Callable[[int, str | None], Awaitable[bool]]
+
+
+@dataclass
+class Job:
+    """One claimed job, as its handler sees it.
+
+    `attempt` counts from 1 and `lease_token` changes with every claim, so a handler can make its
+    side effects idempotent: delivery is at least once.
+    """
+
+    id: int
+    table: str
+    job_type: str
+    payload: Any
+    attempt: int
+    max_attempts: int
+    lease_token: str
+    priority: int = 0
+    run_at: datetime | None = None
+    created_at: datetime | None = None
+    logger: Any = field(default=_root_logger, repr=False)
+    _progress: ProgressWriter | None = field(default=None, repr=False)
+
+    async def set_progress(self, percent: int, message: str | None = None) -> bool:
+        """Write progress (0-100) and a short message to the row; False once the lease is lost."""
+        if not 0 <= percent <= 100:
+            raise ValueError(f"progress must be between 0 and 100, got {percent}")
+        if self._progress is None:
+            return False
+        return await self._progress(percent, message)

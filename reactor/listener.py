@@ -1,0 +1,227 @@
+"""The Realtime listener: hears new and re-pending jobs and wakes the dispatcher.
+
+Realtime is a hint, never the source of truth (see DESIGN.md and supabase-wire.md A3, A5, A7.3,
+A8). The official client reports SUBSCRIBED before changes flow, never reads heartbeat replies and
+gives up after five failed reconnects, so this module keeps its own supervisor: it runs the client
+with its reconnect switched off, builds a fresh connection after any failure with backoff and full
+jitter, forever, and sweeps (claims) after every subscribe and after "Subscribed to PostgreSQL",
+since changes committed before that message are never delivered. A probe checks end to end that
+events still flow: when nothing has arrived for a while it inserts a row that only its own
+subscription hears, and a feed that stays silent is treated as down.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from loguru import logger
+from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
+
+from reactor.store import Store, StoreError
+
+PROBE_JOB_TYPE = "reactor.probe"
+_PLAIN_VALUE = re.compile(r"^[^,()\"\\\s]+$")  # usable unquoted in a classic `in.(...)` filter
+_SUBSCRIBE_TIMEOUT = 15.0
+
+
+class Listener:
+    def __init__(
+        self,
+        supabase_url: str,
+        service_key: str,
+        store: Store,
+        job_types: dict[str, list[str]],
+        worker_id: str,
+        wake: Callable[[str | None], None],
+        schedule: Callable[[str, datetime], None],
+        health_changed: Callable[[], None],
+        probe_seconds: float,
+    ) -> None:
+        self._url = re.sub(r"^http", "ws", supabase_url) + "/realtime/v1"
+        self._key = service_key
+        self._store = store
+        self._job_types = job_types  # table -> the job types this worker handles there
+        self._worker_id = worker_id
+        self._wake = wake
+        self._schedule = schedule
+        self._health_changed = health_changed
+        self._probe_seconds = probe_seconds
+        self.state = "connecting"  # connecting, subscribed, down
+        self.last_event = time.monotonic()
+        self.went_down_at: float | None = None
+        self.subscriptions = 0  # successful (re)subscribes, for tests and metrics
+        self.probes_heard = 0  # probes that came back: the feed was checked end to end
+        self.live = 0  # "Subscribed to PostgreSQL" messages: from then on changes are delivered
+        self._broken = anyio.Event()
+        self._probe_seen = anyio.Event()
+
+    def healthy(self) -> bool:
+        return self.state == "subscribed"
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            started = time.monotonic()
+            await self._connection()
+            if time.monotonic() - started > 60:
+                failures = 0  # a connection that lived a minute was not part of an outage
+            failures += 1
+            delay = random.uniform(0, min(10.0, 0.5 * 2 ** min(failures, 10)))
+            logger.info(f"Realtime reconnecting in {delay:.1f} s")
+            await anyio.sleep(delay)
+
+    async def _connection(self) -> None:
+        self._broken = anyio.Event()
+        client = AsyncRealtimeClient(self._url, token=self._key, auto_reconnect=False, max_retries=1)
+        try:
+            await client.connect()
+            await self._subscribe_all(client)
+            self._set_state("subscribed")
+            self.subscriptions += 1
+            self.last_event = time.monotonic()
+            self._wake(None)  # changes committed before the subscription were never sent
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._probe)
+                await self._watch(client)
+                group.cancel_scope.cancel()
+        except Exception as exc:
+            logger.warning(f"Realtime unavailable: {type(exc).__name__}: {exc}; polling every sweep")
+        finally:
+            self._set_state("down")
+            self._wake(None)
+            with anyio.move_on_after(2, shield=True):
+                await client.close()
+
+    async def _watch(self, client: AsyncRealtimeClient) -> None:
+        """Return when the connection fails: a channel error, a closed socket or a silent feed."""
+        while not self._broken.is_set():
+            with anyio.move_on_after(0.25):
+                await self._broken.wait()
+            if not client.is_connected:
+                logger.warning("Realtime socket closed")
+                return
+
+    async def _subscribe_all(self, client: AsyncRealtimeClient) -> None:
+        subscribed: list[str] = []
+        done = anyio.Event()
+        tables = list(self._job_types)
+
+        def on_state(table: str) -> Callable[[RealtimeSubscribeStates, Exception | None], None]:
+            def changed(state: RealtimeSubscribeStates, error: Exception | None) -> None:
+                if state == RealtimeSubscribeStates.SUBSCRIBED:
+                    subscribed.append(table)
+                    if len(subscribed) == len(tables):
+                        done.set()
+                    return
+                logger.warning(f"Realtime channel for {table}: {state.value} {error or ''}")
+                self._broken.set()
+                done.set()
+
+            return changed
+
+        for table in tables:
+            channel = client.channel(f"reactor:{table}:{self._worker_id}")
+            channel.on_postgres_changes(
+                "INSERT", self._on_change, table=table, schema="public", **self._insert_filter(table)
+            )
+            channel.on_postgres_changes(
+                "UPDATE", self._on_change, table=table, schema="public", filter="status=eq.pending"
+            )
+            channel.on_system(self._on_system(table))
+            await channel.subscribe(on_state(table))
+        with anyio.fail_after(_SUBSCRIBE_TIMEOUT):
+            await done.wait()
+        if self._broken.is_set():
+            raise ConnectionError("a channel failed to subscribe")
+
+    def _insert_filter(self, table: str) -> dict[str, str]:
+        """Narrow inserts to our job types on the server, when the classic `in` filter can say so."""
+        types = [*self._job_types[table], PROBE_JOB_TYPE]
+        if len(types) > 100 or not all(_PLAIN_VALUE.match(t) for t in types):
+            return {}
+        return {"filter": f"job_type=in.({','.join(types)})"}
+
+    def _on_system(self, table: str) -> Callable[[Any], None]:
+        def system(message: Any) -> None:
+            if getattr(message, "message", "") == "Subscribed to PostgreSQL":
+                logger.info(f"Realtime live for table {table}")
+                self.live += 1
+                self._wake(table)
+
+        return system
+
+    def _on_change(self, payload: dict[str, Any]) -> None:
+        self.last_event = time.monotonic()
+        data = payload.get("data", {})
+        record, table = data.get("record") or {}, data.get("table")
+        if record.get("job_type") == PROBE_JOB_TYPE:
+            if (record.get("payload") or {}).get("worker") == self._worker_id:
+                self._probe_seen.set()
+            return
+        if record.get("status") != "pending" or record.get("job_type") not in self._job_types.get(table, ()):
+            return
+        run_at = _parse_time(record.get("run_at"))
+        if run_at is not None and run_at > datetime.now(UTC):
+            self._schedule(table, run_at)
+        else:
+            self._wake(table)
+
+    async def _probe(self) -> None:
+        """After two thirds of the probe period without events, send one through the feed and expect
+        it within the last third: a silent feed is found within one probe period."""
+        table = next(iter(self._job_types))
+        idle = self._probe_seconds * 2 / 3
+        while True:
+            await anyio.sleep(max(0.0, self.last_event + idle - time.monotonic()))
+            if time.monotonic() - self.last_event < idle:
+                continue
+            self._probe_seen = anyio.Event()
+            try:
+                probe_id = await self._store.insert_probe(table, PROBE_JOB_TYPE, self._worker_id)
+            except StoreError as exc:
+                logger.warning(f"Realtime probe could not be sent: {exc}")
+                self.last_event = time.monotonic()
+                continue
+            try:
+                with anyio.move_on_after(self._probe_seconds / 3):
+                    await self._probe_seen.wait()
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await self._delete_probe(table, probe_id)
+            if self._probe_seen.is_set():
+                self.probes_heard += 1
+            else:
+                logger.warning("Realtime feed is silent: the probe event never arrived; reconnecting")
+                self._broken.set()
+                return
+
+    async def _delete_probe(self, table: str, probe_id: int) -> None:
+        try:
+            await self._store.delete_probe(table, probe_id)
+        except StoreError as exc:
+            logger.warning(f"Realtime probe row {probe_id} not removed: {exc}")
+
+    def _set_state(self, state: str) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        if state == "down":
+            self.went_down_at = time.monotonic()
+        logger.info(f"Realtime {state}")
+        self._health_changed()
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,32 @@
+"""Worker apps that the process tests run with `reactor run tests.worker.apps:app`."""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+
+from reactor import Job, PermanentError, Reactor
+
+app = Reactor()
+
+
+@app.handler("sleep", timeout=120)
+async def sleep(job: Job) -> dict:
+    """Sleeps payload["seconds"] on its first attempt only, and says which worker finished it."""
+    if job.attempt == 1:
+        await anyio.sleep(float(job.payload.get("seconds", 0)))
+    return {"pid": os.getpid(), "attempt": job.attempt}
+
+
+@app.handler("echo")
+async def echo(job: Job) -> dict:
+    return {"echo": job.payload}
+
+
+@app.handler("leaky")
+async def leaky(job: Job) -> None:
+    """A careless handler that puts the service key in a log line and in an error."""
+    key = os.environ["SUPABASE_SERVICE_ROLE_KEY"]
+    job.logger.info(f"calling out with {key}")
+    raise PermanentError(f"request with key {key} refused")

@@ -1,0 +1,61 @@
+"""The HTTP endpoint an orchestrator and Prometheus read: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from reactor import Job, Reactor
+from reactor.config import load
+from tests.worker.conftest import FAST, insert, running, status_is, wait_until, worker_config
+
+pytestmark = pytest.mark.anyio
+
+
+def app_with_echo() -> Reactor:
+    app = Reactor()
+
+    @app.handler("echo")
+    async def echo(job: Job) -> object:
+        return job.payload
+
+    return app
+
+
+async def get(app: Reactor, path: str) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        return await client.get(f"http://127.0.0.1:{app.health_port}{path}")
+
+
+async def test_ready_worker_reports_health_and_job_metrics(stack, db) -> None:
+    app = app_with_echo()
+    async with running(app, worker_config(stack, health_port=0)):
+        job_id = await insert(db, "echo", {"x": 1})
+        await status_is(db, job_id, "completed")
+        assert (await get(app, "/healthz")).status_code == 200
+        ready = await get(app, "/readyz")
+        metrics = (await get(app, "/metrics")).text
+        missing = await get(app, "/nothing")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "api": "reachable", "realtime": "off", "polling_seconds": 0.2}
+    assert 'reactor_jobs_total{table="jobs",job_type="echo",outcome="completed"} 1' in metrics
+    assert 'reactor_rpc_calls_total{function="reactor_claim",outcome="ok"}' in metrics
+    assert 'reactor_handler_duration_seconds_count{table="jobs",job_type="echo"} 1' in metrics
+    assert 'reactor_pickup_latency_seconds_count{table="jobs"} 1' in metrics
+    assert 'reactor_realtime_state{state="off"} 1' in metrics
+    assert missing.status_code == 404
+
+
+async def test_worker_that_cannot_reach_the_api_is_live_but_not_ready() -> None:
+    app = app_with_echo()
+    env = {"SUPABASE_URL": "http://127.0.0.1:9", "SUPABASE_SERVICE_ROLE_KEY": "key"}
+    async with running(app, load(env, **{**FAST, "health_port": 0})):
+
+        async def port_open() -> bool:
+            return app.health_port is not None
+
+        await wait_until(port_open)
+        assert (await get(app, "/healthz")).status_code == 200
+        ready = await get(app, "/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["api"] == "unreachable"

@@ -1,0 +1,149 @@
+"""Pickup through Realtime, and staying correct when Realtime closes, goes silent or goes away."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import asyncpg
+import pytest
+
+from reactor import Job, Reactor
+from tests.worker.conftest import insert, running, status_is, wait_until, worker_config
+
+pytestmark = pytest.mark.anyio
+
+NO_POLLING = {"realtime": True, "poll_fast_seconds": 600.0, "poll_slow_seconds": 600.0}
+
+
+def echo_app() -> Reactor:
+    app = Reactor()
+
+    @app.handler("echo")
+    async def echo(job: Job) -> object:
+        return job.payload
+
+    return app
+
+
+async def subscribed(app: Reactor, times: int = 1) -> None:
+    """Wait for the `times`-th subscription to be live: its "Subscribed to PostgreSQL" arrived."""
+
+    async def check() -> bool:
+        listener = app.listener
+        return (
+            listener is not None
+            and listener.healthy()
+            and min(listener.subscriptions, listener.live) >= times
+        )
+
+    await wait_until(check, timeout=30)
+
+
+async def test_jobs_are_picked_up_through_realtime_alone(stack, db: asyncpg.Connection) -> None:
+    app = echo_app()
+    async with running(app, worker_config(stack, **NO_POLLING)):
+        await subscribed(app)
+        for n in range(3):
+            job_id = await insert(db, "echo", {"n": n})
+            await status_is(db, job_id, "completed")
+        sweeps, subscriptions = app.poller.sweeps, app.listener.subscriptions
+    assert (sweeps, subscriptions) == (1, 1)  # only the start-up sweep: events did the rest
+
+
+async def test_closed_socket_switches_to_fast_polling_within_a_second(stack, db: asyncpg.Connection) -> None:
+    app = echo_app()
+    config = worker_config(stack, realtime=True, poll_fast_seconds=0.2, poll_slow_seconds=600.0)
+    async with running(app, config):
+        await subscribed(app)
+        assert app.poller.interval() == 600.0
+        stack.faults.refuse_websockets(600)
+        closed_at = time.monotonic()
+        await stack.realtime.close_sockets(1006)
+        await wait_until(lambda: _true(app.listener.went_down_at is not None))
+        assert app.listener.went_down_at - closed_at < 1.0
+        assert app.poller.interval() == 0.2
+        job_id = await insert(db, "echo", {"while": "down"})
+        await status_is(db, job_id, "completed")
+        stack.faults.clear()
+        await subscribed(app, times=2)
+        assert app.poller.interval() == 600.0
+
+
+async def test_silent_feed_is_found_by_the_probe_and_polling_takes_over(
+    stack, db: asyncpg.Connection
+) -> None:
+    app = echo_app()
+    config = worker_config(
+        stack, realtime=True, poll_fast_seconds=0.2, poll_slow_seconds=600.0, probe_seconds=3.0
+    )
+    async with running(app, config):
+        await subscribed(app)
+        stack.faults.go_silent(600)
+        silent_at = time.monotonic()
+        await wait_until(lambda: _true(app.listener.went_down_at is not None), timeout=30)
+        assert app.listener.went_down_at - silent_at <= 3.0 + 1.0
+        job_id = await insert(db, "echo", {"while": "silent"})
+        await status_is(db, job_id, "completed")
+        stack.faults.clear()
+        await subscribed(app, times=2)
+    assert await db.fetchval("select count(*) from public.jobs where job_type = 'reactor.probe'") == 0
+
+
+async def test_probe_of_a_healthy_feed_comes_back_and_keeps_the_subscription(
+    stack, db: asyncpg.Connection
+) -> None:
+    app = echo_app()
+    async with running(app, worker_config(stack, **{**NO_POLLING, "probe_seconds": 1.5})):
+        await subscribed(app)
+
+        async def probed_twice() -> bool:
+            return app.listener.probes_heard >= 2
+
+        await wait_until(probed_twice)
+        assert (app.listener.subscriptions, app.listener.state) == (1, "subscribed")
+    assert await db.fetchval("select count(*) from public.jobs") == 0  # probe rows are removed
+
+
+@pytest.mark.parametrize("outage_seconds", [20.0, pytest.param(60.0, marks=pytest.mark.slow)])
+async def test_realtime_recovers_after_an_outage_longer_than_the_client_retries(
+    stack, db: asyncpg.Connection, outage_seconds: float
+) -> None:
+    app = echo_app()
+    config = worker_config(stack, realtime=True, poll_fast_seconds=0.5, poll_slow_seconds=600.0)
+    async with running(app, config):
+        await subscribed(app)
+        stack.faults.refuse_websockets(outage_seconds)
+        await stack.realtime.close_sockets(1006)
+        ids = []
+        deadline = time.monotonic() + outage_seconds
+        while time.monotonic() < deadline:
+            ids.append(await insert(db, "echo", {"n": len(ids)}))
+            await anyio.sleep(outage_seconds / 10)
+        await subscribed(app, times=2)
+        for job_id in ids:
+            await status_is(db, job_id, "completed")
+        after = await insert(db, "echo", {"after": "outage"})
+        await status_is(db, after, "completed")
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_scheduled_job_heard_over_realtime_starts_on_time(stack, db: asyncpg.Connection) -> None:
+    app = Reactor()
+    started: list[datetime] = []
+
+    @app.handler("later")
+    async def later(job: Job) -> None:
+        started.append(datetime.now(UTC))
+
+    async with running(app, worker_config(stack, **NO_POLLING)):
+        await subscribed(app)
+        run_at = datetime.now(UTC) + timedelta(seconds=1.5)
+        job_id = await insert(db, "later", run_at=run_at)
+        await status_is(db, job_id, "completed")
+    assert app.poller.sweeps == 1
+    assert 0 <= (started[0] - run_at).total_seconds() < 1.0
