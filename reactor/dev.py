@@ -6,11 +6,9 @@ that starts the local stack.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,22 +21,14 @@ from reactor import log, migrations
 from reactor.config import ConfigError
 from reactor.demo import DEMO_JOBS, app
 from reactor.devstack import database
+from reactor.devstack.foreground import postgres
 from reactor.devstack.keys import load_or_create
 from reactor.devstack.stack import serve
 
 
-@contextlib.contextmanager
-def _postgres(database_url: str | None, home: Path) -> Iterator[str]:
-    if database_url:
-        yield database_url
-        return
-    with database.embedded(home / "pgdata") as url:
-        yield url
-
-
 def run(database_url: str | None, port: int, home: Path) -> int:
     home.mkdir(parents=True, exist_ok=True)
-    with _postgres(database_url, home) as url:
+    with postgres(database_url, home) as url:
         try:
             anyio.run(_dev, url, port, home)
         except ConfigError as exc:

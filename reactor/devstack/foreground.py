@@ -18,7 +18,8 @@ Migrate = Callable[[str], Awaitable[object]]
 
 
 @contextlib.contextmanager
-def _postgres(database_url: str | None, home: Path) -> Iterator[str]:
+def postgres(database_url: str | None, home: Path) -> Iterator[str]:
+    """The given Postgres, or an embedded one whose data persists under `home`."""
     if database_url:
         yield database_url
         return
@@ -53,6 +54,6 @@ def run(database_url: str | None, port: int, home: Path, fresh: bool, migrate: M
     if fresh and home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
-    with _postgres(database_url, home) as url:
+    with postgres(database_url, home) as url:
         asyncio.run(_serve_until_signal(url, port, home, migrate))
     return 0
