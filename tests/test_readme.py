@@ -1,15 +1,21 @@
 """Every example in the README runs."""
 
+import json
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import asyncpg
 import pytest
 
+from reactor.devstack.stack import serve
 from tests.contract.jobs import acting_as
+from tests.worker.conftest import WorkerProcess, insert, status_is, worker_env, worker_process
+
+pytestmark = pytest.mark.anyio
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -18,21 +24,39 @@ def blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
 
 
-def test_readme_starts_with_the_install_and_run_and_the_test_commands(tmp_path: Path):
-    """The run command, exactly as written but on a free port, serves until SIGINT."""
+async def test_readme_run_command_shows_demo_jobs_flowing(tmp_path: Path):
+    """The first command, exactly as written but on a free port, in a fresh directory."""
     first = blocks("sh")[0].strip().splitlines()
     assert len(first) == 2
     assert first[1].endswith("pytest")
     run = first[0].rsplit("&& ", 1)[1].split()
-    assert run[0] == "reactor"
-    proc = subprocess.Popen([sys.executable, "-m", "reactor.cli", *run[1:], "--port", "0"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().startswith("export SUPABASE_URL=http://127.0.0.1:")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
-    assert (tmp_path / ".devstack" / "keys.json").exists()
+    assert run == ["reactor", "dev"]
+    command = [sys.executable, "-m", "reactor.cli", *run[1:], "--port", "0"]
+    async with await anyio.open_process(command, cwd=tmp_path) as process:
+        dev = WorkerProcess(process)
+        async with anyio.create_task_group() as group:
+            group.start_soon(dev.collect)
+            try:
+                await dev.wait_for_output("demo jobs done", timeout=90)
+                process.send_signal(signal.SIGINT)
+                assert await dev.wait() == 0
+            finally:
+                if process.returncode is None:
+                    process.kill()
+    assert "send_email: completed" in dev.output
+
+
+async def test_readme_worker_example_runs_a_job(database_url: str, db: asyncpg.Connection, tmp_path: Path):
+    (tmp_path / "worker.py").write_text(blocks("python")[0])
+    [command] = [b.split() for b in blocks("sh") if "reactor run" in b]
+    assert command[-3:] == ["reactor", "run", "worker:app"]
+    async with serve(database_url, port=0) as stack:
+        env = worker_env(stack, PYTHONPATH=str(tmp_path), REACTOR_REALTIME="on")
+        job_id = await insert(db, "send_email", {"to": "ada@example.com"})
+        async with worker_process(env, app="worker:app"):
+            done = await status_is(db, job_id, "completed", "failed", timeout=30)
+    assert json.loads(done["result"]) == {"sent": True, "to": "ada@example.com"}
+    assert done["progress"] == 100
 
 
 def test_reactor_sql_prints_the_contract():
@@ -46,7 +70,6 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert blocks("sh")[0].strip().splitlines()[1] in ci
 
 
-@pytest.mark.anyio
 async def test_readme_sql_examples_run_as_documented(db: asyncpg.Connection):
     create, insert = blocks("sql")
     await db.execute(create)
