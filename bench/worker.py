@@ -135,23 +135,27 @@ def _rpc_total(metrics: str) -> int:
     return sum(int(float(m)) for m in re.findall(r"^reactor_rpc_calls_total\{[^}]*\} (\S+)$", metrics, re.M))
 
 
-async def main(database_url: str | None) -> None:
+async def main(server_url: str | None) -> None:
     with contextlib.ExitStack() as exits:
-        if database_url is None:
+        if server_url is None:
             tmp = exits.enter_context(tempfile.TemporaryDirectory(prefix="reactor-bench-"))
-            database_url = exits.enter_context(database.embedded(Path(tmp) / "data"))
-        await database.bootstrap(database_url)
-        await migrations.apply(database_url)
-        async with serve(database_url, port=0) as stack:
-            db = await asyncpg.connect(database_url)
-            print("pickup through Realtime:", await pickup(stack, db, realtime=True), flush=True)
-            print("pickup through polling (2 s):", await pickup(stack, db, realtime=False), flush=True)
-            print("throughput:", await throughput(stack, db), flush=True)
-            print(await idle_and_memory(stack, db), flush=True)
-            await db.close()
+            server_url = exits.enter_context(database.embedded(Path(tmp) / "data"))
+        database_url = await database.create_database(server_url, "reactor_bench_worker")
+        try:
+            await database.bootstrap(database_url)
+            await migrations.apply(database_url)
+            async with serve(database_url, port=0) as stack:
+                db = await asyncpg.connect(database_url)
+                print("pickup through Realtime:", await pickup(stack, db, realtime=True), flush=True)
+                print("pickup through polling (2 s):", await pickup(stack, db, realtime=False), flush=True)
+                print("throughput:", await throughput(stack, db), flush=True)
+                print(await idle_and_memory(stack, db), flush=True)
+                await db.close()
+        finally:
+            await database.drop_database(server_url, "reactor_bench_worker")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database-url", help="a Postgres to use (its database gets reactor's migrations)")
+    parser.add_argument("--database-url", help="a Postgres server to use; the bench makes its own database")
     asyncio.run(main(parser.parse_args().database_url))
