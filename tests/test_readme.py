@@ -43,7 +43,10 @@ async def test_readme_run_command_shows_demo_jobs_flowing(tmp_path: Path):
             finally:
                 if process.returncode is None:
                     process.kill()
-    assert "send_email: completed" in dev.output
+    for job_type, attempts in (("send_email", 1), ("resize_image", 1), ("flaky_webhook", 2)):
+        assert f"{job_type}: completed after {attempts} attempt(s)" in dev.output
+    assert dev.output.count("send_email: completed") == 2
+    assert "worker stopped" in dev.output
 
 
 async def test_readme_worker_example_runs_a_job(database_url: str, db: asyncpg.Connection, tmp_path: Path):
