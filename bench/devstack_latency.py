@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import asyncpg
 from supabase import acreate_client
@@ -94,11 +91,7 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=os.environ.get("REACTOR_TEST_DATABASE_URL"))
     args = parser.parse_args()
-    with contextlib.ExitStack() as stack:
-        url = args.database_url
-        if not url:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="reactor-bench-"))
-            url = stack.enter_context(database.embedded(Path(tmp) / "data"))
+    with database.server(args.database_url) as url:
         asyncio.run(main(url))
 
 

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import tempfile
 import time
-from pathlib import Path
 
 import asyncpg
 
@@ -82,11 +79,7 @@ def cli() -> None:
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    with contextlib.ExitStack() as stack:
-        url = args.database_url
-        if not url:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="reactor-bench-"))
-            url = stack.enter_context(database.embedded(Path(tmp) / "data"))
+    with database.server(args.database_url) as url:
         asyncio.run(main(args, url))
 
 

@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -136,10 +135,7 @@ def _rpc_total(metrics: str) -> int:
 
 
 async def main(server_url: str | None) -> None:
-    with contextlib.ExitStack() as exits:
-        if server_url is None:
-            tmp = exits.enter_context(tempfile.TemporaryDirectory(prefix="reactor-bench-"))
-            server_url = exits.enter_context(database.embedded(Path(tmp) / "data"))
+    with database.server(server_url) as server_url:
         database_url = await database.create_database(server_url, "reactor_bench_worker")
         try:
             await database.bootstrap(database_url)

@@ -8,10 +8,8 @@ session; each test gets its own clone, so tests are isolated and run in any orde
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import anyio
 import asyncpg
@@ -28,14 +26,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
-    url = os.environ.get("REACTOR_TEST_DATABASE_URL")
-    if url:
+    with database.server(os.environ.get("REACTOR_TEST_DATABASE_URL")) as url:
         yield url
-        return
-    with tempfile.TemporaryDirectory(prefix="reactor-pg-") as tmp, database.embedded(
-        Path(tmp) / "data"
-    ) as embedded_url:
-        yield embedded_url
 
 
 @pytest.fixture(scope="session")

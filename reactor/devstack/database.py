@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import tempfile
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -34,6 +35,16 @@ def embedded(data_dir: Path) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+@contextlib.contextmanager
+def server(url: str | None) -> Iterator[str]:
+    """The Postgres server at `url`, or else a throwaway embedded one, deleted afterwards."""
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="reactor-pg-") as tmp, embedded(Path(tmp) / "data") as started:
+        yield started
 
 
 def with_database(url: str, name: str, user: str | None = None) -> str:
