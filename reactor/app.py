@@ -29,10 +29,10 @@ from reactor.lease_keeper import LeaseKeeper
 from reactor.listener import Listener
 from reactor.metrics import Metrics
 from reactor.poller import Poller
-from reactor.reaper import Reaper
 from reactor.reporter import Reporter
 from reactor.retry import RetryPolicy
 from reactor.store import Store, StoreError
+from reactor.ticker import Ticker
 
 
 class Reactor:
@@ -115,19 +115,34 @@ class Reactor:
         store = Store(config.supabase_url, config.service_key)
         reporter = Reporter(store, give_up_seconds=config.lease_seconds / 2)
         poller_ref: list[Poller] = []
+        ticker = Ticker(
+            store,
+            config.worker_id,
+            config.lease_seconds,
+            config.stats_seconds,
+            lambda table, seconds: poller_ref[0].due_in(table, seconds),
+        )
         dispatcher = Dispatcher(
             config,
             store,
             registry,
             reporter,
             self.metrics,
+            ticker,
             lambda table, at: poller_ref[0].schedule(table, at),
         )
-        listener = (
-            self._listener(config, store, registry, dispatcher, poller_ref) if config.realtime else None
-        )
+        listener = self._listener(config, registry, dispatcher, poller_ref) if config.realtime else None
+        ticker.probe = listener
         healthy = listener.healthy if listener else lambda: False
-        poller = Poller(dispatcher.wake, config.poll_fast_seconds, config.poll_slow_seconds, healthy)
+        # Ticks also reap and log statistics, so they come at least as often as either is asked for.
+        chores = min(config.reap_seconds, config.stats_seconds)
+        poller = Poller(
+            dispatcher.wake,
+            dispatcher.tick,
+            min(config.poll_fast_seconds, chores),
+            min(config.poll_slow_seconds, chores),
+            healthy,
+        )
         poller_ref.append(poller)
         self.listener, self.poller = listener, poller
         if listener is not None:
@@ -146,8 +161,9 @@ class Reactor:
                 )
                 if handle_signals:
                     outer.start_soon(self._watch_signals)
-                await self._work(config, store, registry, dispatcher, poller, listener)
+                await self._work(config, dispatcher, poller, listener)
                 await self._release(store, dispatcher)
+                await ticker.remove_probes()
                 reporter.close()
                 await reporter.drained()
                 keeper.cancel()
@@ -160,7 +176,6 @@ class Reactor:
     def _listener(
         self,
         config: Config,
-        store: Store,
         registry: Registry,
         dispatcher: Dispatcher,
         poller_ref: list[Poller],
@@ -168,20 +183,18 @@ class Reactor:
         return Listener(
             config.supabase_url,
             config.service_key,
-            store,
             {table: registry.job_types(table) for table in registry.tables()},
             config.worker_id,
             wake=dispatcher.wake,
             schedule=lambda table, at: poller_ref[0].schedule(table, at),
             health_changed=lambda: poller_ref[0].health_changed(),
+            tick_now=lambda: poller_ref[0].tick_now(),
             probe_seconds=config.probe_seconds,
         )
 
     async def _work(
         self,
         config: Config,
-        store: Store,
-        registry: Registry,
         dispatcher: Dispatcher,
         poller: Poller,
         listener: Listener | None,
@@ -195,10 +208,6 @@ class Reactor:
                     services.start_soon(listener.run)
                 if config.health_port is not None:
                     await services.start(self.health(dispatcher, poller, listener).serve, config.health_port)
-                services.start_soon(
-                    Reaper(store, registry.tables(), config.reap_seconds, dispatcher.wake).run
-                )
-                services.start_soon(_log_stats, store, registry.tables(), config.stats_seconds)
                 if self._stop_early:
                     self.stop()
             with anyio.move_on_after(config.grace_seconds):
@@ -249,20 +258,6 @@ class Reactor:
 def _exit_now() -> None:
     logger.warning("second signal: exiting at once; the reaper will hand back running jobs")
     os._exit(1)
-
-
-async def _log_stats(store: Store, tables: list[str], interval: float) -> None:
-    while True:
-        await anyio.sleep(interval)
-        for table in tables:
-            try:
-                stats = await store.stats(table)
-            except StoreError as exc:
-                logger.warning(f"queue statistics for {table} unavailable: {exc}")
-                continue
-            logger.bind(table=table, **{k: v for k, v in stats.items() if k != "table"}).info(
-                "queue statistics"
-            )
 
 
 def load_app(spec: str) -> Reactor:

@@ -1,9 +1,10 @@
 """The claim loop and the jobs it runs.
 
-Wake-ups (Realtime events, poller sweeps, timers, freed capacity) only mark tables as worth a
-look and set one event; the loop claims once per event, so a burst of a thousand inserts costs a
-handful of claims. A claim never asks for more jobs than there are free slots, and one claim runs
-at a time, so the worker never holds a job it cannot start at once.
+Wake-ups (Realtime events, timers, freed capacity) only mark tables as worth a look and set one
+event; the loop claims once per event, so a burst of a thousand inserts costs a handful of claims.
+A claim never asks for more jobs than there are free slots, and one claim runs at a time, so the
+worker never holds a job it cannot start at once. The poller's periodic sweeps are ticks (see
+ticker.py): the same claim, with the worker's other chores done in the same request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from reactor.metrics import Metrics
 from reactor.reporter import Report, Reporter
 from reactor.retry import RetryPolicy
 from reactor.store import Rejected, Store, StoreError
+from reactor.ticker import Ticker
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Dispatcher:
         registry: Registry,
         reporter: Reporter,
         metrics: Metrics,
+        ticker: Ticker,
         schedule: Any,
     ) -> None:
         self._config = config
@@ -53,12 +56,14 @@ class Dispatcher:
         self._registry = registry
         self._reporter = reporter
         self._metrics = metrics
+        self._ticker = ticker
         self._schedule = schedule  # callable(table, datetime): wake again when a retry falls due
         self._policy = RetryPolicy(
             config.retry_base_seconds, max(config.retry_cap_seconds, config.retry_base_seconds)
         )
         self.running: dict[tuple[str, int], Running] = {}
         self._due: set[str] = set()
+        self._tick_due: set[str] = set()
         self._wake = anyio.Event()
         self._claiming = True
         self._drained = anyio.Event()
@@ -78,6 +83,11 @@ class Dispatcher:
 
     def wake(self, table: str | None = None) -> None:
         self._due.update([table] if table else self._registry.tables())
+        self._wake.set()
+
+    def tick(self) -> None:
+        """Sweep every table with a tick, which also does the worker's periodic chores."""
+        self._tick_due.update(self._registry.tables())
         self._wake.set()
 
     def stop_claiming(self) -> None:
@@ -116,24 +126,25 @@ class Dispatcher:
             await self._wake.wait()
             self._wake = anyio.Event()
             tables, self._due = self._due, set()
-            for table in tables:
+            ticks, self._tick_due = self._tick_due, set()
+            for table in sorted(tables | ticks):
                 if not self._claiming:
                     break
-                if self.free() <= 0:
+                if table not in ticks and self.free() <= 0:
                     self._due.add(table)  # claimed again when a slot frees
                     continue
-                await self._claim(table, task_group)
+                await self._claim(table, task_group, tick=table in ticks)
 
-    async def _claim(self, table: str, task_group: TaskGroup) -> None:
-        limit = self.free()
+    async def _claim(self, table: str, task_group: TaskGroup, tick: bool) -> None:
+        limit = max(self.free(), 0)
+        job_types = self._registry.job_types(table)
         try:
-            rows = await self._store.claim(
-                table,
-                self._config.worker_id,
-                self._registry.job_types(table),
-                limit,
-                self._config.lease_seconds,
-            )
+            if tick:
+                rows = await self._ticker.tick(table, job_types, limit)
+            else:
+                rows = await self._store.claim(
+                    table, self._config.worker_id, job_types, limit, self._config.lease_seconds
+                )
         except StoreError as exc:
             self._complain(exc)
             return
@@ -142,7 +153,7 @@ class Dispatcher:
         self.api_ok, self._api_complaint = True, ""
         for row in rows:
             self._start(table, row, task_group)
-        if len(rows) == limit:
+        if limit and len(rows) == limit:
             self._due.add(table)  # a full batch: more are probably waiting
 
     def _complain(self, exc: StoreError) -> None:

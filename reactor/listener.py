@@ -6,8 +6,8 @@ gives up after five failed reconnects, so this module keeps its own supervisor: 
 with its reconnect switched off, builds a fresh connection after any failure with backoff and full
 jitter, forever, and sweeps (claims) after every subscribe and after "Subscribed to PostgreSQL",
 since changes committed before that message are never delivered. A probe checks end to end that
-events still flow: when nothing has arrived for a while it inserts a row that only its own
-subscription hears, and a feed that stays silent is treated as down.
+events still flow: when nothing has arrived for a while the next tick inserts a row that only its
+own subscription hears, and a feed that stays silent is treated as down.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import anyio
 from loguru import logger
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 
-from reactor.store import Store, StoreError
-
-PROBE_JOB_TYPE = "reactor.probe"
+PROBE_JOB_TYPE = "reactor.probe"  # reactor.probe_job_type() in sql/migrations/0004_tick.sql
 _PLAIN_VALUE = re.compile(r"^[^,()\"\\\s]+$")  # usable unquoted in a classic `in.(...)` filter
 _SUBSCRIBE_TIMEOUT = 15.0
+_PROBE_WAIT = 5.0  # a probe's event arrives in milliseconds; five seconds is a silent feed
 
 
 class Listener:
@@ -35,22 +34,22 @@ class Listener:
         self,
         supabase_url: str,
         service_key: str,
-        store: Store,
         job_types: dict[str, list[str]],
         worker_id: str,
         wake: Callable[[str | None], None],
         schedule: Callable[[str, datetime], None],
         health_changed: Callable[[], None],
+        tick_now: Callable[[], None],
         probe_seconds: float,
     ) -> None:
         self._url = re.sub(r"^http", "ws", supabase_url) + "/realtime/v1"
         self._key = service_key
-        self._store = store
         self._job_types = job_types  # table -> the job types this worker handles there
         self._worker_id = worker_id
         self._wake = wake
         self._schedule = schedule
         self._health_changed = health_changed
+        self._tick_now = tick_now
         self._probe_seconds = probe_seconds
         self.state = "connecting"  # connecting, subscribed, down
         self.last_event = time.monotonic()
@@ -59,7 +58,10 @@ class Listener:
         self.probes_heard = 0  # probes that came back: the feed was checked end to end
         self.live = 0  # "Subscribed to PostgreSQL" messages: from then on changes are delivered
         self._broken = anyio.Event()
+        self._probe_table = next(iter(job_types))
+        self._probe_wanted = False
         self._probe_seen = anyio.Event()
+        self._probe_sent = anyio.Event()
 
     def healthy(self) -> bool:
         return self.state == "subscribed"
@@ -172,40 +174,41 @@ class Listener:
         else:
             self._wake(table)
 
+    def probe_wanted(self, table: str) -> bool:
+        return self._probe_wanted and table == self._probe_table
+
+    def probe_sent(self) -> None:
+        self._probe_wanted = False
+        self._probe_sent.set()
+
     async def _probe(self) -> None:
-        """After two thirds of the probe period without events, send one through the feed and expect
-        it within the last third: a silent feed is found within one probe period."""
-        table = next(iter(self._job_types))
-        idle = self._probe_seconds * 2 / 3
+        """Once the feed has been quiet for the probe period less a short wait, have the next tick
+        insert a probe row, and expect its event within that wait: a silent feed is found within
+        one probe period, and an idle worker's probes cost no requests of their own."""
+        wait = min(_PROBE_WAIT, self._probe_seconds / 3)
+        idle = self._probe_seconds - wait
         while True:
             await anyio.sleep(max(0.0, self.last_event + idle - time.monotonic()))
             if time.monotonic() - self.last_event < idle:
                 continue
-            self._probe_seen = anyio.Event()
-            try:
-                probe_id = await self._store.insert_probe(table, PROBE_JOB_TYPE, self._worker_id)
-            except StoreError as exc:
-                logger.warning(f"Realtime probe could not be sent: {exc}")
+            self._probe_seen, self._probe_sent = anyio.Event(), anyio.Event()
+            self._probe_wanted = True
+            self._tick_now()
+            with anyio.move_on_after(wait):
+                await self._probe_sent.wait()
+            if not self._probe_sent.is_set():
+                self._probe_wanted = False
+                logger.warning(f"Realtime probe not sent: no tick got through within {wait:g} s")
                 self.last_event = time.monotonic()
                 continue
-            try:
-                with anyio.move_on_after(self._probe_seconds / 3):
-                    await self._probe_seen.wait()
-            finally:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await self._delete_probe(table, probe_id)
+            with anyio.move_on_after(wait):
+                await self._probe_seen.wait()
             if self._probe_seen.is_set():
                 self.probes_heard += 1
             else:
                 logger.warning("Realtime feed is silent: the probe event never arrived; reconnecting")
                 self._broken.set()
                 return
-
-    async def _delete_probe(self, table: str, probe_id: int) -> None:
-        try:
-            await self._store.delete_probe(table, probe_id)
-        except StoreError as exc:
-            logger.warning(f"Realtime probe row {probe_id} not removed: {exc}")
 
     def _set_state(self, state: str) -> None:
         if state == self.state:

@@ -1,9 +1,10 @@
-"""Sweeps that find work Realtime did not announce, and timers for work that falls due later.
+"""When to tick, and timers for work that falls due later.
 
-A sweep is one wake-up of the dispatcher for every table. While Realtime is healthy it is a slow
-safety net (events are at most once); while it is not, it is the pickup path and runs fast. A job
-known to fall due at a given time (a retry, or a scheduled insert seen over Realtime) gets a timer,
-so it starts on time rather than on the next sweep.
+A tick (ticker.py) sweeps every table for claimable jobs and does the worker's periodic chores.
+While Realtime is healthy the sweep is a slow safety net (events are at most once); while it is
+not, it is the pickup path and runs fast. A job known to fall due at a given time (a retry, a
+scheduled insert seen over Realtime, or the next due job a tick reported) gets a timer, so it
+starts on time rather than on the next sweep.
 """
 
 from __future__ import annotations
@@ -15,16 +16,27 @@ from datetime import UTC, datetime
 
 import anyio
 
+# A timer fires this much after the job's run_at, so the database's clock has reached it too.
+_TIMER_MARGIN = 0.005
+
 
 class Poller:
     def __init__(
-        self, wake: Callable[[str | None], None], fast: float, slow: float, healthy: Callable[[], bool]
+        self,
+        wake: Callable[[str | None], None],
+        tick: Callable[[], None],
+        fast: float,
+        slow: float,
+        healthy: Callable[[], bool],
     ) -> None:
         self._wake = wake
+        self._tick = tick
         self._fast = fast
         self._slow = slow
         self._healthy = healthy
         self._timers: list[tuple[float, str]] = []  # (monotonic due time, table)
+        self._next_due: dict[str, float] = {}  # table -> when the next scheduled job falls due
+        self._tick_now = False
         self._changed = anyio.Event()
         self.sweeps = 0
 
@@ -35,9 +47,20 @@ class Poller:
         """Realtime went up or down: start the next sweep on the new schedule at once."""
         self._changed.set()
 
+    def tick_now(self) -> None:
+        """Tick at once, out of schedule (the listener wants its probe sent)."""
+        self._tick_now = True
+        self._changed.set()
+
     def schedule(self, table: str, at: datetime) -> None:
         delay = (at - datetime.now(UTC)).total_seconds()
-        heapq.heappush(self._timers, (time.monotonic() + max(delay, 0.0), table))
+        heapq.heappush(self._timers, (time.monotonic() + max(delay, 0.0) + _TIMER_MARGIN, table))
+        self._changed.set()
+
+    def due_in(self, table: str, seconds: float) -> None:
+        """The next scheduled job in `table` falls due in `seconds`, by the database's clock. Each
+        tick reports it afresh, so one timer a table is enough and they never pile up."""
+        self._next_due[table] = time.monotonic() + max(seconds, 0.0) + _TIMER_MARGIN
         self._changed.set()
 
     async def run(self) -> None:
@@ -46,15 +69,18 @@ class Poller:
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
                 self._wake(heapq.heappop(self._timers)[1])
-            if now >= next_sweep:
+            for table, due in list(self._next_due.items()):
+                if due <= now:
+                    del self._next_due[table]
+                    self._wake(table)
+            if now >= next_sweep or self._tick_now:
                 self.sweeps += 1
-                self._wake(None)
+                self._tick_now = False
+                self._tick()
                 next_sweep = now + self.interval()
-            wait = next_sweep - now
-            if self._timers:
-                wait = min(wait, self._timers[0][0] - now)
+            soonest = min([next_sweep, *self._next_due.values(), *(t[0] for t in self._timers[:1])])
             self._changed = anyio.Event()
-            with anyio.move_on_after(max(wait, 0.0)):
+            with anyio.move_on_after(max(soonest - now, 0.0)):
                 await self._changed.wait()
             if not self._healthy():
                 next_sweep = min(next_sweep, time.monotonic() + self._fast)

@@ -110,22 +110,34 @@ class Store:
             },
         )
 
-    async def reap(self, table: str) -> dict[str, Any]:
-        return await self.call("reactor_reap", {"p_table": table})
+    async def tick(
+        self,
+        table: str,
+        worker: str,
+        job_types: Sequence[str],
+        limit: int,
+        lease_seconds: int,
+        *,
+        stats: bool,
+        probe: bool,
+        old_probe: int | None,
+    ) -> dict[str, Any]:
+        return await self.call(
+            "reactor_tick",
+            {
+                "p_table": table,
+                "p_worker": worker,
+                "p_job_types": list(job_types),
+                "p_limit": min(limit, MAX_BATCH),
+                "p_lease_seconds": lease_seconds,
+                "p_stats": stats,
+                "p_probe": probe,
+                "p_old_probe": old_probe,
+            },
+        )
 
     async def stats(self, table: str) -> dict[str, Any]:
         return await self.call("reactor_stats", {"p_table": table})
-
-    async def insert_probe(self, table: str, job_type: str, worker: str) -> int:
-        """Insert a row that no worker claims (status cancelled), to see it arrive over Realtime."""
-        response = await self._table_call(
-            "post",
-            table,
-            json={"job_type": job_type, "status": "cancelled", "payload": {"worker": worker}},
-            params={"select": "id"},
-            headers={"Prefer": "return=representation"},
-        )
-        return response.json()[0]["id"]
 
     async def delete_probe(self, table: str, probe_id: int) -> None:
         await self._table_call("delete", table, params={"id": f"eq.{probe_id}"})

@@ -26,6 +26,7 @@ WORKER_CALLS = [
     "select public.reactor_retry('jobs', null, null, 10)",
     "select public.reactor_cancel('jobs', array[1::bigint])",
     "select public.reactor_prune('jobs', 0, 10)",
+    "select public.reactor_tick('jobs', 'w', array['t'], 10, 60, true, true, null)",
     "select reactor.create_job_table('x')",
     "select * from reactor.job_tables",
 ]

@@ -39,7 +39,7 @@ async def test_ready_worker_reports_health_and_job_metrics(stack, db) -> None:
     assert ready.status_code == 200
     assert ready.json() == {"ready": True, "api": "reachable", "realtime": "off", "polling_seconds": 0.2}
     assert 'reactor_jobs_total{table="jobs",job_type="echo",outcome="completed"} 1' in metrics
-    assert 'reactor_rpc_calls_total{function="reactor_claim",outcome="ok"}' in metrics
+    assert 'reactor_rpc_calls_total{function="reactor_tick",outcome="ok"}' in metrics
     assert 'reactor_handler_duration_seconds_count{table="jobs",job_type="echo"} 1' in metrics
     assert 'reactor_pickup_latency_seconds_count{table="jobs"} 1' in metrics
     assert 'reactor_realtime_state{state="off"} 1' in metrics

@@ -14,7 +14,13 @@ from tests.worker.conftest import insert, running, status_is, wait_until, worker
 
 pytestmark = pytest.mark.anyio
 
-NO_POLLING = {"realtime": True, "poll_fast_seconds": 600.0, "poll_slow_seconds": 600.0}
+NO_POLLING = {  # no ticks at all: reaping and statistics ride on them too
+    "realtime": True,
+    "poll_fast_seconds": 600.0,
+    "poll_slow_seconds": 600.0,
+    "reap_seconds": 600.0,
+    "stats_seconds": 600.0,
+}
 
 
 def echo_app() -> Reactor:
@@ -54,7 +60,7 @@ async def test_jobs_are_picked_up_through_realtime_alone(stack, db: asyncpg.Conn
 
 async def test_closed_socket_switches_to_fast_polling_within_a_second(stack, db: asyncpg.Connection) -> None:
     app = echo_app()
-    config = worker_config(stack, realtime=True, poll_fast_seconds=0.2, poll_slow_seconds=600.0)
+    config = worker_config(stack, **{**NO_POLLING, "poll_fast_seconds": 0.2})
     async with running(app, config):
         await subscribed(app)
         assert app.poller.interval() == 600.0
@@ -97,12 +103,15 @@ async def test_probe_of_a_healthy_feed_comes_back_and_keeps_the_subscription(
     app = echo_app()
     async with running(app, worker_config(stack, **{**NO_POLLING, "probe_seconds": 1.5})):
         await subscribed(app)
-
-        async def probed_twice() -> bool:
-            return app.listener.probes_heard >= 2
-
-        await wait_until(probed_twice)
+        await wait_until(lambda: _true(app.listener.probes_heard >= 1))
+        before, heard_before = app.store.calls.copy(), app.listener.probes_heard
+        await wait_until(lambda: _true(app.listener.probes_heard >= heard_before + 3))
         assert (app.listener.subscriptions, app.listener.state) == (1, "subscribed")
+        calls = app.store.calls - before
+        heard = app.listener.probes_heard - heard_before
+    # Idle, the worker's only requests are ticks, one per probe, each also reaping and sweeping.
+    assert set(calls) == {("reactor_tick", "ok")}
+    assert heard <= calls[("reactor_tick", "ok")] <= heard + 1
     assert await db.fetchval("select count(*) from public.jobs") == 0  # probe rows are removed
 
 
@@ -146,4 +155,22 @@ async def test_scheduled_job_heard_over_realtime_starts_on_time(stack, db: async
         job_id = await insert(db, "later", run_at=run_at)
         await status_is(db, job_id, "completed")
     assert app.poller.sweeps == 1
+    assert 0 <= (started[0] - run_at).total_seconds() < 1.0
+
+
+async def test_scheduled_job_that_realtime_never_announced_starts_on_time(
+    stack, db: asyncpg.Connection
+) -> None:
+    app = Reactor()
+    started: list[datetime] = []
+
+    @app.handler("later")
+    async def later(job: Job) -> None:
+        started.append(datetime.now(UTC))
+
+    run_at = datetime.now(UTC) + timedelta(seconds=3)
+    job_id = await insert(db, "later", run_at=run_at)  # before the worker subscribes: never announced
+    async with running(app, worker_config(stack, **NO_POLLING)):
+        await status_is(db, job_id, "completed")
+    assert app.poller.sweeps == 1  # the start-up tick said when it falls due; a timer did the rest
     assert 0 <= (started[0] - run_at).total_seconds() < 1.0

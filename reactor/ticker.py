@@ -1,0 +1,94 @@
+"""The tick: one `reactor_tick` request per table that does all of a worker's periodic chores.
+
+Each tick reaps expired leases (every worker is a reaper; the SQL skips rows another reaper
+holds, so that is safe), sweeps for claimable jobs Realtime did not announce, and learns when the
+next scheduled job falls due, so a timer starts it on time. When they are due it also fetches the
+queue statistics for the log and sends the Realtime probe. Doing all of that in one request keeps
+an idle worker at two or three requests a minute (sql/migrations/0004_tick.sql).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from loguru import logger
+
+from reactor.store import Store, StoreError
+
+# Statistics ride along with the first tick after three quarters of their interval, so ticks
+# that come a little early for other reasons don't each need one of their own.
+_STATS_SLACK = 0.75
+
+
+class Probe(Protocol):
+    def probe_wanted(self, table: str) -> bool: ...
+
+    def probe_sent(self) -> None: ...
+
+
+class Ticker:
+    def __init__(
+        self,
+        store: Store,
+        worker_id: str,
+        lease_seconds: int,
+        stats_seconds: float,
+        due_in: Callable[[str, float], None],
+    ) -> None:
+        self._store = store
+        self._worker_id = worker_id
+        self._lease_seconds = lease_seconds
+        self._stats_seconds = stats_seconds
+        self._due_in = due_in  # callable(table, seconds): the next scheduled job falls due then
+        self.probe: Probe | None = None
+        self._stats_at: dict[str, float] = {}
+        self._probes: dict[str, int] = {}  # table -> our probe row, deleted by the next tick
+
+    async def tick(self, table: str, job_types: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        """Do the chores for `table` and claim up to `limit` jobs; the claimed rows."""
+        now = time.monotonic()
+        stats = now >= self._stats_at.get(table, float("-inf")) + self._stats_seconds * _STATS_SLACK
+        probe = self.probe is not None and self.probe.probe_wanted(table)
+        answer = await self._store.tick(
+            table,
+            self._worker_id,
+            job_types,
+            limit,
+            self._lease_seconds,
+            stats=stats,
+            probe=probe,
+            old_probe=self._probes.pop(table, None),
+        )
+        if answer["probe"] is not None and self.probe is not None:
+            self._probes[table] = answer["probe"]
+            self.probe.probe_sent()
+        _log_reaped(table, answer["reaped"])
+        if answer["stats"] is not None:
+            self._stats_at[table] = now
+            _log_stats(table, answer["stats"])
+        if answer["next_due_seconds"] is not None:
+            self._due_in(table, float(answer["next_due_seconds"]))
+        return answer["claimed"]
+
+    async def remove_probes(self) -> None:
+        """Delete the probe rows still standing; at shutdown, so a stopped worker leaves none."""
+        for table, probe_id in self._probes.items():
+            try:
+                await self._store.delete_probe(table, probe_id)
+            except StoreError as exc:
+                logger.warning(f"Realtime probe row {probe_id} in {table} not removed: {exc}")
+        self._probes.clear()
+
+
+def _log_reaped(table: str, reaped: dict[str, list[int]]) -> None:
+    requeued, failed = reaped.get("requeued", []), reaped.get("failed", [])
+    if requeued or failed:
+        logger.bind(table=table).warning(
+            f"reaped expired leases in {table}: requeued {requeued}, failed for good {failed}"
+        )
+
+
+def _log_stats(table: str, stats: dict[str, Any]) -> None:
+    logger.bind(table=table, **{k: v for k, v in stats.items() if k != "table"}).info("queue statistics")
