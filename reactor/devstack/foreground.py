@@ -28,12 +28,14 @@ def postgres(database_url: str | None, home: Path) -> Iterator[str]:
 
 
 def exports(stack: Stack) -> str:
-    return "\n".join([
-        f"export SUPABASE_URL={stack.url}",
-        f"export SUPABASE_ANON_KEY={stack.keys.anon}",
-        f"export SUPABASE_SERVICE_ROLE_KEY={stack.keys.service_role}",
-        f"export DATABASE_URL={stack.database_url}",
-    ])
+    return "\n".join(
+        [
+            f"export SUPABASE_URL={stack.url}",
+            f"export SUPABASE_ANON_KEY={stack.keys.anon}",
+            f"export SUPABASE_SERVICE_ROLE_KEY={stack.keys.service_role}",
+            f"export DATABASE_URL={stack.database_url}",
+        ]
+    )
 
 
 async def _serve_until_signal(url: str, port: int, home: Path, migrate: Migrate) -> None:
@@ -45,8 +47,11 @@ async def _serve_until_signal(url: str, port: int, home: Path, migrate: Migrate)
         loop.add_signal_handler(sig, stop.set)
     async with serve(url, port=port, keys=load_or_create(home / "keys.json")) as stack:
         print(exports(stack), flush=True)
-        print(f"# local stack up on {stack.url}; Ctrl-C stops it, data kept in {home}",
-              file=sys.stderr, flush=True)
+        print(
+            f"# local stack up on {stack.url}; Ctrl-C stops it, data kept in {home}",
+            file=sys.stderr,
+            flush=True,
+        )
         await stop.wait()
 
 

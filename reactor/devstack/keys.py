@@ -62,10 +62,16 @@ class Keys:
     def user_token(self, user_id: str, *, expires_in: int = 3600, **claims: Any) -> str:
         """An `authenticated` access token for `user_id`, as Supabase Auth issues after sign-in."""
         now = int(time.time())
-        return self.sign({
-            "sub": str(user_id), "role": "authenticated", "aud": "authenticated",
-            "iat": now, "exp": now + expires_in, **claims,
-        })
+        return self.sign(
+            {
+                "sub": str(user_id),
+                "role": "authenticated",
+                "aud": "authenticated",
+                "iat": now,
+                "exp": now + expires_in,
+                **claims,
+            }
+        )
 
     def claims(self, token: str | None) -> dict[str, Any]:
         """The verified claims of `token`, or TokenError with the real service's message."""
@@ -88,8 +94,9 @@ def _verified(token: str, secret: str) -> dict[str, Any]:
     """The claims of a token signed with `secret`. Cached: the same few keys and user tokens come
     with every request, and expiry is checked by the caller on each use."""
     try:
-        return jwt.decode(token, secret, algorithms=["HS256"],
-                          options={"verify_exp": False, "verify_aud": False})
+        return jwt.decode(
+            token, secret, algorithms=["HS256"], options={"verify_exp": False, "verify_aud": False}
+        )
     except jwt.InvalidSignatureError as exc:
         raise TokenError("Failed to validate JWT signature") from exc
     except jwt.PyJWTError as exc:
@@ -102,7 +109,8 @@ def load_or_create(path: Path) -> Keys:
         return Keys(**json.loads(path.read_text()))
     keys = Keys.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"jwt_secret": keys.jwt_secret, "secret": keys.secret,
-                                "publishable": keys.publishable}))
+    path.write_text(
+        json.dumps({"jwt_secret": keys.jwt_secret, "secret": keys.secret, "publishable": keys.publishable})
+    )
     path.chmod(0o600)
     return keys

@@ -24,17 +24,32 @@ from reactor.devstack.rest_tables import table_request
 
 _HANG_POLL_SECONDS = 0.05
 _SQLSTATE_STATUS = {
-    "23503": 409, "23505": 409, "P0001": 400, "42883": 404, "42P01": 404, "25006": 405,
-    "22023": 401, "21000": 500, "57P01": 503, "53400": 500,
+    "23503": 409,
+    "23505": 409,
+    "P0001": 400,
+    "42883": 404,
+    "42P01": 404,
+    "25006": 405,
+    "22023": 401,
+    "21000": 500,
+    "57P01": 503,
+    "53400": 500,
 }
 _SQLSTATE_PREFIX_STATUS = {"08": 503, "53": 503, "28": 403, "0L": 403, "0P": 403, "P0": 500}
 
 
-def error_response(code: str, message: str, status: int, details: str | None = None,
-                   hint: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    code: str,
+    message: str,
+    status: int,
+    details: str | None = None,
+    hint: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     body = {"code": code, "details": details, "hint": hint, "message": message}
-    return web.json_response(body, status=status, headers={
-        "Proxy-Status": f"PostgREST; error={code}", **(headers or {})})
+    return web.json_response(
+        body, status=status, headers={"Proxy-Status": f"PostgREST; error={code}", **(headers or {})}
+    )
 
 
 def database_error(exc: asyncpg.PostgresError, role: str) -> web.Response:
@@ -46,8 +61,14 @@ def database_error(exc: asyncpg.PostgresError, role: str) -> web.Response:
     else:
         status = _SQLSTATE_STATUS.get(state) or _SQLSTATE_PREFIX_STATUS.get(state[:2], 400)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return error_response(state, exc.args[0] if exc.args else str(exc), status,
-                          getattr(exc, "detail", None), getattr(exc, "hint", None), headers)
+    return error_response(
+        state,
+        exc.args[0] if exc.args else str(exc),
+        status,
+        getattr(exc, "detail", None),
+        getattr(exc, "hint", None),
+        headers,
+    )
 
 
 class Rest:
@@ -85,20 +106,29 @@ class Rest:
         if hang:
             await self._hang()
         elif status:
-            return web.Response(status=status, text=f"<html><body>{status}</body></html>",
-                                content_type="text/html")
+            return web.Response(
+                status=status, text=f"<html><body>{status}</body></html>", content_type="text/html"
+            )
         try:
             claims = self._claims(request)
         except TokenError as exc:
             code = "PGRST303" if exc.message == "Token has expired" else "PGRST301"
             message = "JWT expired" if code == "PGRST303" else exc.message
-            return error_response(code, message, 401, headers={
-                "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{message}"'})
+            return error_response(
+                code,
+                message,
+                401,
+                headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{message}"'},
+            )
         profile_header = "Accept-Profile" if request.method in ("GET", "HEAD") else "Content-Profile"
         profile = request.headers.get(profile_header, SCHEMA)
         if profile != SCHEMA:
-            return error_response("PGRST106", f"Invalid schema: {profile}", 406,
-                                  hint=f"Only the following schemas are exposed: {SCHEMA}")
+            return error_response(
+                "PGRST106",
+                f"Invalid schema: {profile}",
+                406,
+                hint=f"Only the following schemas are exposed: {SCHEMA}",
+            )
         role = claims["role"]
         try:
             return await handler(request, claims)
@@ -126,15 +156,17 @@ class Rest:
         apikey = request.headers.get("apikey") or request.query.get("apikey")
         return self._keys.claims(apikey or bearer or None)
 
-    def transaction(self, request: web.Request, claims: dict[str, Any], readonly: bool
-                    ) -> _RequestTransaction:
+    def transaction(
+        self, request: web.Request, claims: dict[str, Any], readonly: bool
+    ) -> _RequestTransaction:
         """A connection in a transaction set up as PostgREST sets up each request."""
         return _RequestTransaction(self._pool, request, claims, readonly)
 
 
 class _RequestTransaction:
-    def __init__(self, pool: asyncpg.Pool, request: web.Request, claims: dict[str, Any],
-                 readonly: bool) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, request: web.Request, claims: dict[str, Any], readonly: bool
+    ) -> None:
         self._pool, self._request, self._claims, self._readonly = pool, request, claims, readonly
 
     async def __aenter__(self) -> asyncpg.Connection:
@@ -142,14 +174,21 @@ class _RequestTransaction:
         self._tx = self._conn.transaction(readonly=self._readonly)
         await self._tx.start()
         try:
-            headers = {k.lower(): v for k, v in self._request.headers.items()
-                       if k.lower() not in ("authorization", "apikey")}
+            headers = {
+                k.lower(): v
+                for k, v in self._request.headers.items()
+                if k.lower() not in ("authorization", "apikey")
+            }
             await self._conn.execute(
                 "select set_config('search_path', $1, true), set_config('role', $2, true), "
                 "set_config('request.jwt.claims', $3, true), set_config('request.method', $4, true), "
                 "set_config('request.path', $5, true), set_config('request.headers', $6, true)",
-                SCHEMA, self._claims["role"], json.dumps(self._claims), self._request.method,
-                self._request.path, json.dumps(headers),
+                SCHEMA,
+                self._claims["role"],
+                json.dumps(self._claims),
+                self._request.method,
+                self._request.path,
+                json.dumps(headers),
             )
         except BaseException:
             await self._close(failed=True)

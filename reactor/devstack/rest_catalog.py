@@ -77,8 +77,7 @@ class Function:
 
     @property
     def single_json_arg(self) -> bool:
-        return len(self.arg_names) == 1 and self.arg_names[0] == "" and self.arg_types[0] in (
-            "json", "jsonb")
+        return len(self.arg_names) == 1 and self.arg_names[0] == "" and self.arg_types[0] in ("json", "jsonb")
 
     def accepts(self, names: set[str]) -> bool:
         required = set(self.arg_names[: len(self.arg_names) - self.n_defaults])
@@ -100,11 +99,17 @@ class Catalog:
             for row in await conn.fetch(_PRIMARY_KEYS, SCHEMA):
                 catalog.primary_keys[row["table"]] = list(row["columns"])
             for row in await conn.fetch(_FUNCTIONS, SCHEMA):
-                catalog.functions.setdefault(row["name"], []).append(Function(
-                    name=row["name"], arg_names=tuple(row["arg_names"]),
-                    arg_types=tuple(row["arg_types"]), n_defaults=row["n_defaults"],
-                    returns_set=row["returns_set"], return_type=row["return_type"],
-                    returns_rows=row["returns_rows"], volatile=row["volatility"] == "v",
-                    result_columns=json.loads(row["result_columns"]),
-                ))
+                catalog.functions.setdefault(row["name"], []).append(
+                    Function(
+                        name=row["name"],
+                        arg_names=tuple(row["arg_names"]),
+                        arg_types=tuple(row["arg_types"]),
+                        n_defaults=row["n_defaults"],
+                        returns_set=row["returns_set"],
+                        return_type=row["return_type"],
+                        returns_rows=row["returns_rows"],
+                        volatile=row["volatility"] == "v",
+                        result_columns=json.loads(row["result_columns"]),
+                    )
+                )
         return catalog

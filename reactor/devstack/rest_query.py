@@ -13,15 +13,15 @@ _ARROW = re.compile(r"(->>?)")
 _OPERATORS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _PATTERN_OPERATORS = {"like": "like", "ilike": "ilike", "match": "~", "imatch": "~*"}
 _IS_VALUES = {"null": "null", "true": "true", "false": "false", "unknown": "unknown"}
-RESERVED = {"select", "order", "limit", "offset", "columns", "on_conflict", "or", "and", "not.or",
-            "not.and"}
+RESERVED = {"select", "order", "limit", "offset", "columns", "on_conflict", "or", "and", "not.or", "not.and"}
 
 
 class QueryError(Exception):
     """A request PostgREST refuses; `code`, `message`, `details`, `hint` and `status` as it sends them."""
 
-    def __init__(self, code: str, message: str, status: int = 400, details: str | None = None,
-                 hint: str | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, status: int = 400, details: str | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
         self.details, self.hint = details, hint
@@ -61,8 +61,11 @@ class Source:
         sql, kind, output = self.column(column), self.columns[column], column
         for arrow, key in zip(steps[::2], steps[1::2], strict=True):
             if not key or kind not in ("json", "jsonb"):
-                raise QueryError("PGRST100", f'"failed to parse json path ({name})"',
-                                 details="a JSON path needs a json or jsonb column and non-empty keys")
+                raise QueryError(
+                    "PGRST100",
+                    f'"failed to parse json path ({name})"',
+                    details="a JSON path needs a json or jsonb column and non-empty keys",
+                )
             index = key.lstrip("-").isdigit()
             bound = f"{params.add(int(key))}::int" if index else f"{params.add(key)}::text"
             sql = f"({sql}::jsonb {arrow} {bound})"
@@ -90,8 +93,11 @@ def split_top(text: str) -> list[str]:
         else:
             current.append(ch)
     if quoted or depth:
-        raise QueryError("PGRST100", f'"failed to parse ({text})" (line 1, column {len(text)})',
-                         details="unbalanced quotes or parentheses")
+        raise QueryError(
+            "PGRST100",
+            f'"failed to parse ({text})" (line 1, column {len(text)})',
+            details="unbalanced quotes or parentheses",
+        )
     parts.append("".join(current))
     return parts
 
@@ -109,8 +115,11 @@ def condition(source: Source, column: str, expr: str, params: Params) -> str:
         expr = expr[4:]
     op, dot, value = expr.partition(".")
     if not dot:
-        raise QueryError("PGRST100", f'"failed to parse filter ({expr})" (line 1, column 1)',
-                         details="unexpected end of input")
+        raise QueryError(
+            "PGRST100",
+            f'"failed to parse filter ({expr})" (line 1, column 1)',
+            details="unexpected end of input",
+        )
     col, kind, _ = source.path(column, params)
     if op in _OPERATORS:
         sql = f"{col} {_OPERATORS[op]} cast({params.add(value)}::text as {kind})"
@@ -119,18 +128,27 @@ def condition(source: Source, column: str, expr: str, params: Params) -> str:
         sql = f"{col}::text {_PATTERN_OPERATORS[op]} {params.add(pattern)}::text"
     elif op == "is":
         if value.lower() not in _IS_VALUES:
-            raise QueryError("PGRST100", f'"failed to parse filter (is.{value})" (line 1, column 4)',
-                             details="unexpected \"" + value[:1] + "\" expecting null or trilean value")
+            raise QueryError(
+                "PGRST100",
+                f'"failed to parse filter (is.{value})" (line 1, column 4)',
+                details='unexpected "' + value[:1] + '" expecting null or trilean value',
+            )
         sql = f"{col} is {_IS_VALUES[value.lower()]}"
     elif op == "in":
         if not (value.startswith("(") and value.endswith(")")):
-            raise QueryError("PGRST100", f'"failed to parse filter (in.{value})" (line 1, column 4)',
-                             details='unexpected end of input expecting "("')
+            raise QueryError(
+                "PGRST100",
+                f'"failed to parse filter (in.{value})" (line 1, column 4)',
+                details='unexpected end of input expecting "("',
+            )
         items = [unquote(v.strip()) for v in split_top(value[1:-1])] if value[1:-1] else []
         sql = f"{col} = any(cast({params.add(items)}::text[] as {kind}[]))"
     else:
-        raise QueryError("PGRST100", f'"failed to parse filter ({op}.{value})" (line 1, column 1)',
-                         details=f"unknown operator {op!r}")
+        raise QueryError(
+            "PGRST100",
+            f'"failed to parse filter ({op}.{value})" (line 1, column 1)',
+            details=f"unknown operator {op!r}",
+        )
     return f"not ({sql})" if negate else sql
 
 
@@ -145,15 +163,33 @@ def logic(source: Source, key: str, value: str, params: Params) -> str:
         head, _, rest = item.partition(".")
         inner_key = item.split("(", 1)[0]
         if inner_key in ("or", "and", "not.or", "not.and"):
-            parts.append(logic(source, inner_key, item[len(inner_key):], params))
+            parts.append(logic(source, inner_key, item[len(inner_key) :], params))
         else:
             parts.append(condition(source, head, rest, params))
     sql = "(" + joiner.join(parts) + ")"
     return f"not {sql}" if negate else sql
 
 
-_FILTER_OPERATORS = {*_OPERATORS, *_PATTERN_OPERATORS, "is", "in", "not", "cs", "cd", "ov", "sl", "sr",
-                     "nxr", "nxl", "adj", "fts", "plfts", "phfts", "wfts", "isdistinct"}
+_FILTER_OPERATORS = {
+    *_OPERATORS,
+    *_PATTERN_OPERATORS,
+    "is",
+    "in",
+    "not",
+    "cs",
+    "cd",
+    "ov",
+    "sl",
+    "sr",
+    "nxr",
+    "nxl",
+    "adj",
+    "fts",
+    "plfts",
+    "phfts",
+    "wfts",
+    "isdistinct",
+}
 
 
 def looks_like_filter(value: str) -> bool:
@@ -162,8 +198,9 @@ def looks_like_filter(value: str) -> bool:
     return bool(dot) and op in _FILTER_OPERATORS
 
 
-def where(source: Source, query: list[tuple[str, str]], params: Params,
-          skip: frozenset[str] = frozenset()) -> str:
+def where(
+    source: Source, query: list[tuple[str, str]], params: Params, skip: frozenset[str] = frozenset()
+) -> str:
     clauses = []
     for key, value in query:
         if key in skip or key in RESERVED - {"or", "and", "not.or", "not.and"}:
@@ -186,8 +223,11 @@ def select_list(source: Source, select: str | None, params: Params) -> str:
             continue
         alias, _, name = item.rpartition(":")
         if "(" in name or "::" in item:
-            raise QueryError("PGRST100", f'"failed to parse select parameter ({select})"',
-                             details="only columns, JSON paths, `*` and `alias:column` are supported here")
+            raise QueryError(
+                "PGRST100",
+                f'"failed to parse select parameter ({select})"',
+                details="only columns, JSON paths, `*` and `alias:column` are supported here",
+            )
         sql, _, output = source.path(name, params)
         out.append(f"{sql} as {ident(alias or output)}")
     return ", ".join(out)
@@ -202,10 +242,14 @@ def order_by(source: Source, order: str | None, params: Params) -> str:
         sql = source.path(name, params)[0]
         for mod in modifiers:
             if mod not in ("asc", "desc", "nullsfirst", "nullslast"):
-                raise QueryError("PGRST100", f'"failed to parse order ({order})" (line 1, column 1)',
-                                 details=f"unexpected {mod!r}")
-            sql += {"asc": " asc", "desc": " desc", "nullsfirst": " nulls first",
-                    "nullslast": " nulls last"}[mod]
+                raise QueryError(
+                    "PGRST100",
+                    f'"failed to parse order ({order})" (line 1, column 1)',
+                    details=f"unexpected {mod!r}",
+                )
+            sql += {"asc": " asc", "desc": " desc", "nullsfirst": " nulls first", "nullslast": " nulls last"}[
+                mod
+            ]
         terms.append(sql)
     return " order by " + ", ".join(terms)
 

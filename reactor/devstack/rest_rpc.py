@@ -57,8 +57,9 @@ async def call_function(rest: Rest, request: web.Request, claims: dict[str, Any]
         headers["Content-Range"] = _content_range(request, total, body)
         if request.headers.get("Accept", "").startswith(OBJECT_MEDIA):
             body = _single(body)
-    return web.Response(text=body or "null", content_type="application/json", charset="utf-8",
-                        headers=headers)
+    return web.Response(
+        text=body or "null", content_type="application/json", charset="utf-8", headers=headers
+    )
 
 
 def _result_sql(fn: Function, call: str, filters: list[tuple[str, str]], query, params: Params) -> str:
@@ -66,11 +67,13 @@ def _result_sql(fn: Function, call: str, filters: list[tuple[str, str]], query, 
     if fn.returns_set and fn.returns_rows:
         source = Source(fn.name, fn.result_columns)
         # The function runs once, in the CTE; the count sees every matching row, the body one page.
-        return (f"with _s as (select * from {call} _s{where(source, filters, params)}) "
-                f"select (select count(*) from _s), coalesce(json_agg(_r), '[]')::text from ("
-                f"select {select_list(source, query.get('select'), params)} from _s"
-                f"{order_by(source, query.get('order'), params)}"
-                f"{paging(query.get('limit'), query.get('offset'), params)}) _r")
+        return (
+            f"with _s as (select * from {call} _s{where(source, filters, params)}) "
+            f"select (select count(*) from _s), coalesce(json_agg(_r), '[]')::text from ("
+            f"select {select_list(source, query.get('select'), params)} from _s"
+            f"{order_by(source, query.get('order'), params)}"
+            f"{paging(query.get('limit'), query.get('offset'), params)}) _r"
+        )
     if fn.returns_set:
         return f"select count(*), coalesce(json_agg(_s), '[]')::text from {call} _s"
     if fn.returns_rows:
@@ -91,8 +94,12 @@ def _content_range(request: web.Request, total: int, body: str) -> str:
 def _single(body: str) -> str:
     rows = json.loads(body)
     if len(rows) != 1:
-        raise QueryError("PGRST116", "Cannot coerce the result to a single JSON object", 406,
-                         f"The result contains {len(rows)} rows")
+        raise QueryError(
+            "PGRST116",
+            "Cannot coerce the result to a single JSON object",
+            406,
+            f"The result contains {len(rows)} rows",
+        )
     return json.dumps(rows[0])
 
 
@@ -108,9 +115,12 @@ async def _resolve(rest: Rest, name: str, args: Any) -> Function:
     else:
         described, searched = f"{SCHEMA}.{name} without parameters", "without parameters"
     raise QueryError(
-        "PGRST202", f"Could not find the function {described} in the schema cache", 404,
+        "PGRST202",
+        f"Could not find the function {described} in the schema cache",
+        404,
         f"Searched for the function {SCHEMA}.{name} {searched} or with a single unnamed json/jsonb "
-        "parameter, but no matches were found in the schema cache.")
+        "parameter, but no matches were found in the schema cache.",
+    )
 
 
 def _call_sql(fn: Function, args: Any, params: Params, from_query: bool) -> str:
@@ -126,8 +136,10 @@ def _call_sql(fn: Function, args: Any, params: Params, from_query: bool) -> str:
         else:
             # jsonb_to_record turns a JSON value into the argument's type as PostgREST does:
             # arrays, objects and numbers included.
-            parts.append(f"{ident(name)} => (select _a.{ident(name)} from jsonb_to_record("
-                         f"{params.add(json.dumps({name: args[name]}))}::jsonb) as _a({ident(name)} {kind}))")
+            parts.append(
+                f"{ident(name)} => (select _a.{ident(name)} from jsonb_to_record("
+                f"{params.add(json.dumps({name: args[name]}))}::jsonb) as _a({ident(name)} {kind}))"
+            )
     return f"{target}({', '.join(parts)})"
 
 

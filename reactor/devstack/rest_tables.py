@@ -62,10 +62,12 @@ async def _select(rest: Rest, request: web.Request, claims, source: Source) -> w
     query = list(request.query.items())
     filters = where(source, query, params)
     table = f"{ident(SCHEMA)}.{ident(source.name)}"
-    sql = (f"select coalesce(json_agg(_r), '[]')::text from (select "
-           f"{select_list(source, request.query.get('select'), params)} from {table}{filters}"
-           f"{order_by(source, request.query.get('order'), params)}"
-           f"{paging(request.query.get('limit'), request.query.get('offset'), params)}) _r")
+    sql = (
+        f"select coalesce(json_agg(_r), '[]')::text from (select "
+        f"{select_list(source, request.query.get('select'), params)} from {table}{filters}"
+        f"{order_by(source, request.query.get('order'), params)}"
+        f"{paging(request.query.get('limit'), request.query.get('offset'), params)}) _r"
+    )
     prefs = _prefer(request)
     async with rest.transaction(request, claims, readonly=True) as conn:
         body = await conn.fetchval(sql, *params.values)
@@ -73,8 +75,8 @@ async def _select(rest: Rest, request: web.Request, claims, source: Source) -> w
         if prefs.get("count") in ("exact", "planned", "estimated"):
             count_params = Params()
             total = await conn.fetchval(
-                f"select count(*) from {table}{where(source, query, count_params)}",
-                *count_params.values)
+                f"select count(*) from {table}{where(source, query, count_params)}", *count_params.values
+            )
     rows = json.loads(body)
     offset = int(request.query.get("offset", "0") or 0)
     status = 206 if total is not None and len(rows) < total and (offset or len(rows)) else 200
@@ -90,8 +92,9 @@ async def _insert(rest: Rest, request: web.Request, claims, source: Source) -> w
     names = _insert_columns(request, rows)
     for name in names:
         if name not in source.columns:
-            raise QueryError("PGRST204", f"Could not find the '{name}' column of '{source.name}' "
-                                         "in the schema cache", 400)
+            raise QueryError(
+                "PGRST204", f"Could not find the '{name}' column of '{source.name}' in the schema cache", 400
+            )
     prefs = _prefer(request)
     params = Params()
     table = f"{ident(SCHEMA)}.{ident(source.name)}"
@@ -102,8 +105,10 @@ async def _insert(rest: Rest, request: web.Request, claims, source: Source) -> w
         sql = f"insert into {table} {_values_with_defaults(table, names, rows, params)}"
     else:
         cols = ", ".join(ident(n) for n in names)
-        sql = (f"insert into {table} ({cols}) select {cols} from jsonb_populate_recordset("
-               f"null::{table}, {params.add(json.dumps(rows))}::jsonb)")
+        sql = (
+            f"insert into {table} ({cols}) select {cols} from jsonb_populate_recordset("
+            f"null::{table}, {params.add(json.dumps(rows))}::jsonb)"
+        )
     if "resolution" in prefs and names:
         sql += _on_conflict(rest, request, source, names, prefs["resolution"])
     return await _write(rest, request, claims, sql, params, prefs, created=True)
@@ -123,16 +128,17 @@ def _values_with_defaults(table: str, names: list[str], rows: list[dict], params
     tuples = []
     for row in rows:
         record = f"jsonb_populate_record(null::{table}, {params.add(json.dumps(row))}::jsonb)"
-        tuples.append("(" + ", ".join(
-            f"({record}).{ident(n)}" if n in row else "default" for n in names) + ")")
+        tuples.append(
+            "(" + ", ".join(f"({record}).{ident(n)}" if n in row else "default" for n in names) + ")"
+        )
     return f"({', '.join(ident(n) for n in names)}) values {', '.join(tuples)}"
 
 
-def _on_conflict(rest: Rest, request: web.Request, source: Source, names: list[str],
-                 resolution: str) -> str:
+def _on_conflict(rest: Rest, request: web.Request, source: Source, names: list[str], resolution: str) -> str:
     keys = request.query.get("on_conflict")
-    target = [k.strip() for k in keys.split(",")] if keys else \
-        rest.catalog_now().primary_keys.get(source.name, [])
+    target = (
+        [k.strip() for k in keys.split(",")] if keys else rest.catalog_now().primary_keys.get(source.name, [])
+    )
     conflict = ", ".join(source.column(k) for k in target)
     if resolution == "ignore-duplicates":
         return f" on conflict ({conflict}) do nothing"
@@ -146,16 +152,19 @@ async def _update(rest: Rest, request: web.Request, claims, source: Source) -> w
         raise QueryError("PGRST102", "Empty or invalid json", 400)
     for name in payload:
         if name not in source.columns:
-            raise QueryError("PGRST204", f"Could not find the '{name}' column of '{source.name}' "
-                                         "in the schema cache", 400)
+            raise QueryError(
+                "PGRST204", f"Could not find the '{name}' column of '{source.name}' in the schema cache", 400
+            )
     params = Params()
     table = f"{ident(SCHEMA)}.{ident(source.name)}"
     if not payload:
         return _respond(request, [], 200 if _returns(request) else 204, {"Content-Range": "*/*"})
     cols = ", ".join(ident(n) for n in payload)
     source_row = f"jsonb_populate_record(null::{table}, {params.add(json.dumps(payload))}::jsonb)"
-    sql = (f"update {table} set ({cols}) = (select {cols} from {source_row} _p)"
-           f"{where(source, list(request.query.items()), params)}")
+    sql = (
+        f"update {table} set ({cols}) = (select {cols} from {source_row} _p)"
+        f"{where(source, list(request.query.items()), params)}"
+    )
     return await _write(rest, request, claims, sql, params, _prefer(request), created=False)
 
 
@@ -166,15 +175,19 @@ async def _delete(rest: Rest, request: web.Request, claims, source: Source) -> w
     return await _write(rest, request, claims, sql, params, _prefer(request), created=False)
 
 
-async def _write(rest: Rest, request: web.Request, claims, sql: str, params: Params,
-                 prefs: dict[str, str], created: bool) -> web.Response:
+async def _write(
+    rest: Rest, request: web.Request, claims, sql: str, params: Params, prefs: dict[str, str], created: bool
+) -> web.Response:
     representation = prefs.get("return") == "representation"
     if representation:
-        source = Source(request.match_info["table"], (await rest.catalog()).columns[
-            request.match_info["table"]])
+        source = Source(
+            request.match_info["table"], (await rest.catalog()).columns[request.match_info["table"]]
+        )
         select = select_list(source, request.query.get("select"), params)
-        sql = (f"with _w as ({sql} returning *) select coalesce(json_agg(_r), '[]')::text, "
-               f"count(*) from (select {select} from _w) _r")
+        sql = (
+            f"with _w as ({sql} returning *) select coalesce(json_agg(_r), '[]')::text, "
+            f"count(*) from (select {select} from _w) _r"
+        )
     async with rest.transaction(request, claims, readonly=False) as conn:
         if representation:
             body, count = await conn.fetchrow(sql, *params.values)
@@ -209,10 +222,19 @@ def _range(offset: int, n: int, total: int | None) -> str:
 def _respond(request: web.Request, rows: list, status: int, headers: dict[str, str]) -> web.Response:
     if request.headers.get("Accept", "").startswith(OBJECT_MEDIA):
         if len(rows) != 1:
-            raise QueryError("PGRST116", "Cannot coerce the result to a single JSON object", 406,
-                             f"The result contains {len(rows)} rows")
+            raise QueryError(
+                "PGRST116",
+                "Cannot coerce the result to a single JSON object",
+                406,
+                f"The result contains {len(rows)} rows",
+            )
         return web.json_response(rows[0], status=status, headers=headers)
     if request.method == "HEAD":
         return web.Response(status=status, headers=headers)
-    return web.Response(text=json.dumps(rows), status=status, headers=headers,
-                        content_type="application/json", charset="utf-8")
+    return web.Response(
+        text=json.dumps(rows),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+        charset="utf-8",
+    )

@@ -10,22 +10,29 @@ from typing import Any
 import asyncpg
 
 
-async def enqueue(db: asyncpg.Connection, job_type: str = "t", n: int = 1, table: str = "jobs",
-                  **columns: Any) -> list[int]:
+async def enqueue(
+    db: asyncpg.Connection, job_type: str = "t", n: int = 1, table: str = "jobs", **columns: Any
+) -> list[int]:
     """Insert n jobs of one type with the given column values; return their ids."""
     cols = {"job_type": job_type, **columns}
     names = ", ".join(cols)
     params = ", ".join(f"${i + 2}" for i in range(len(cols)))
     rows = await db.fetch(
-        f"insert into public.{table} ({names}) select {params} from generate_series(1, $1) "
-        "returning id",
-        n, *[json.dumps(v) if isinstance(v, dict | list) else v for v in cols.values()],
+        f"insert into public.{table} ({names}) select {params} from generate_series(1, $1) returning id",
+        n,
+        *[json.dumps(v) if isinstance(v, dict | list) else v for v in cols.values()],
     )
     return [r["id"] for r in rows]
 
 
-async def claim(db: asyncpg.Connection, types: list[str], limit: int = 1, worker: str = "w1",
-                lease: int = 60, table: str = "jobs") -> list[asyncpg.Record]:
+async def claim(
+    db: asyncpg.Connection,
+    types: list[str],
+    limit: int = 1,
+    worker: str = "w1",
+    lease: int = 60,
+    table: str = "jobs",
+) -> list[asyncpg.Record]:
     return await db.fetch(
         "select * from public.reactor_claim($1, $2, $3, $4, $5)", table, worker, types, limit, lease
     )
@@ -40,8 +47,9 @@ async def rpc(db: asyncpg.Connection, fn: str, **args: Any) -> Any:
 
 
 def _is_json(value: Any) -> bool:
-    return isinstance(value, dict) or (isinstance(value, list) and any(
-        isinstance(x, dict | list | str) for x in value))
+    return isinstance(value, dict) or (
+        isinstance(value, list) and any(isinstance(x, dict | list | str) for x in value)
+    )
 
 
 def leases(jobs: list[asyncpg.Record], **extra: Any) -> list[dict[str, Any]]:
@@ -53,13 +61,15 @@ async def row(db: asyncpg.Connection, job_id: int, table: str = "jobs") -> async
 
 
 @contextlib.asynccontextmanager
-async def acting_as(db: asyncpg.Connection, role: str, sub: str | None = None
-                    ) -> AsyncIterator[asyncpg.Connection]:
+async def acting_as(
+    db: asyncpg.Connection, role: str, sub: str | None = None
+) -> AsyncIterator[asyncpg.Connection]:
     """One transaction as PostgREST runs a request: the role and JWT claims set locally."""
     claims = {"role": role} | ({"sub": sub} if sub else {})
     async with db.transaction():
         await db.execute(
             "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
-            role, json.dumps(claims),
+            role,
+            json.dumps(claims),
         )
         yield db

@@ -12,10 +12,20 @@ pytestmark = pytest.mark.anyio
 RAISED = asyncpg.RaiseError
 
 
-@pytest.mark.parametrize("name", [
-    "nope", "jobs; drop table public.jobs", '"jobs"', "public.jobs", "JOBS", "", None,
-    "jobs' or '1'='1", "reactor.job_tables",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "nope",
+        "jobs; drop table public.jobs",
+        '"jobs"',
+        "public.jobs",
+        "JOBS",
+        "",
+        None,
+        "jobs' or '1'='1",
+        "reactor.job_tables",
+    ],
+)
 async def test_unknown_or_injection_shaped_table_names_are_refused(db, name):
     await enqueue(db, "t")
     expected = "job table name is missing" if not name else "unknown job table"
@@ -52,17 +62,20 @@ async def test_claim_needs_a_worker_id(db, worker):
         await claim(db, ["t"], worker=worker)
 
 
-@pytest.mark.parametrize("bad,message", [
-    ({"lease_token": None}, "item 2: lease_token is missing"),
-    ({"lease_token": "not-a-uuid"}, "item 2: lease_token is not a UUID"),
-    ({"lease_token": 42}, "item 2: lease_token is missing"),
-    ({"id": "1"}, "item 2: id must be a positive integer"),
-    ({"id": -3}, "item 2: id must be a positive integer"),
-    ({"id": 1.5}, "item 2: id must be a positive integer"),
-    ({"id": 10**30}, "item 2: id must be a positive integer"),
-    ({"extra": 1}, 'item 2: unknown key "extra"'),
-    ({"result": 1}, 'item 2: unknown key "result"'),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"lease_token": None}, "item 2: lease_token is missing"),
+        ({"lease_token": "not-a-uuid"}, "item 2: lease_token is not a UUID"),
+        ({"lease_token": 42}, "item 2: lease_token is missing"),
+        ({"id": "1"}, "item 2: id must be a positive integer"),
+        ({"id": -3}, "item 2: id must be a positive integer"),
+        ({"id": 1.5}, "item 2: id must be a positive integer"),
+        ({"id": 10**30}, "item 2: id must be a positive integer"),
+        ({"extra": 1}, 'item 2: unknown key "extra"'),
+        ({"result": 1}, 'item 2: unknown key "result"'),
+    ],
+)
 async def test_a_malformed_heartbeat_item_rejects_the_whole_batch(db, bad, message):
     await enqueue(db, "t", 2)
     jobs = await claim(db, ["t"], limit=2, lease=5)
@@ -73,12 +86,15 @@ async def test_a_malformed_heartbeat_item_rejects_the_whole_batch(db, bad, messa
     assert (await row(db, jobs[0]["id"]))["lease_expires_at"] == jobs[0]["lease_expires_at"]
 
 
-@pytest.mark.parametrize("bad,message", [
-    ({"error": None}, "item 2: error must be a non-empty string"),
-    ({"error": ""}, "item 2: error must be a non-empty string"),
-    ({"retry_at": "next tuesday"}, "item 2: retry_at must be an ISO 8601 timestamp"),
-    ({"permanent": "yes"}, "item 2: permanent must be true or false"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"error": None}, "item 2: error must be a non-empty string"),
+        ({"error": ""}, "item 2: error must be a non-empty string"),
+        ({"retry_at": "next tuesday"}, "item 2: retry_at must be an ISO 8601 timestamp"),
+        ({"permanent": "yes"}, "item 2: permanent must be true or false"),
+    ],
+)
 async def test_a_malformed_fail_item_rejects_the_whole_batch(db, bad, message):
     await enqueue(db, "t", 2)
     jobs = await claim(db, ["t"], limit=2)
@@ -89,11 +105,14 @@ async def test_a_malformed_fail_item_rejects_the_whole_batch(db, bad, message):
     assert (await row(db, jobs[0]["id"]))["status"] == "processing"
 
 
-@pytest.mark.parametrize("items,message", [
-    ({"id": 1}, "items must be a JSON array"),
-    (None, "items must be a JSON array"),
-    (["x"], "item 1: must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "items,message",
+    [
+        ({"id": 1}, "items must be a JSON array"),
+        (None, "items must be a JSON array"),
+        (["x"], "item 1: must be a JSON object"),
+    ],
+)
 async def test_a_batch_that_is_not_an_array_of_objects_is_refused(db, items, message):
     with pytest.raises(RAISED, match=message):
         await rpc(db, "reactor_complete", p_table="jobs", p_jobs=items)
@@ -123,8 +142,12 @@ async def test_progress_out_of_range_is_refused(db, progress):
     await enqueue(db, "t")
     [job] = await claim(db, ["t"])
     with pytest.raises(RAISED, match="p_progress"):
-        await db.execute("select public.reactor_progress('jobs', $1, $2, $3, null)",
-                         job["id"], job["lease_token"], progress)
+        await db.execute(
+            "select public.reactor_progress('jobs', $1, $2, $3, null)",
+            job["id"],
+            job["lease_token"],
+            progress,
+        )
 
 
 async def test_progress_needs_a_lease_token(db):
@@ -132,22 +155,30 @@ async def test_progress_needs_a_lease_token(db):
         await db.execute("select public.reactor_progress('jobs', 1, null, 5, null)")
 
 
-@pytest.mark.parametrize("call,message", [
-    ("select public.reactor_cancel('jobs', null)", "p_ids must list"),
-    ("select public.reactor_cancel('jobs', array[null]::bigint[])", "p_ids must list"),
-    ("select public.reactor_prune('jobs', -1, 10)", "p_older_than_seconds"),
-    ("select public.reactor_prune('jobs', 10, 0)", "p_limit"),
-    ("select public.reactor_reap('jobs', 0)", "p_limit"),
-    ("select public.reactor_retry('jobs', null, null, 5000)", "p_limit"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        ("select public.reactor_cancel('jobs', null)", "p_ids must list"),
+        ("select public.reactor_cancel('jobs', array[null]::bigint[])", "p_ids must list"),
+        ("select public.reactor_prune('jobs', -1, 10)", "p_older_than_seconds"),
+        ("select public.reactor_prune('jobs', 10, 0)", "p_limit"),
+        ("select public.reactor_reap('jobs', 0)", "p_limit"),
+        ("select public.reactor_retry('jobs', null, null, 5000)", "p_limit"),
+    ],
+)
 async def test_operator_calls_with_bad_arguments_are_refused(db, call, message):
     with pytest.raises(RAISED, match=message):
         await db.execute(call)
 
 
-@pytest.mark.parametrize("bad", [
-    {"job_type": ""}, {"max_attempts": 0}, {"max_attempts": 1001},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"job_type": ""},
+        {"max_attempts": 0},
+        {"max_attempts": 1001},
+    ],
+)
 async def test_invalid_jobs_cannot_be_inserted(db, bad):
     with pytest.raises(asyncpg.CheckViolationError):
         await enqueue(db, **{"job_type": "t", **bad})

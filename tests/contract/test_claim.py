@@ -19,8 +19,7 @@ async def test_eight_concurrent_claimers_drain_ten_thousand_jobs_each_exactly_on
         "from generate_series(1, 10000) i returning id"
     )
     future = await enqueue(db, "a", 50)
-    await db.execute("update public.jobs set run_at = now() + interval '1 hour' where id = any($1)",
-                     future)
+    await db.execute("update public.jobs set run_at = now() + interval '1 hour' where id = any($1)", future)
     unhandled = await enqueue(db, "other", 50)
 
     async def claimer(name: str) -> list[int]:
@@ -72,8 +71,7 @@ async def test_claim_returns_what_a_handler_needs_and_sets_the_lease(db: asyncpg
     [job] = await claim(db, ["send_email"], worker="worker-9", lease=30)
     assert job["id"] == job_id
     assert json.loads(job["payload"]) == {"to": "a@b.c"}
-    assert (job["job_type"], job["priority"], job["attempt"], job["max_attempts"]) == (
-        "send_email", 3, 1, 7)
+    assert (job["job_type"], job["priority"], job["attempt"], job["max_attempts"]) == ("send_email", 3, 1, 7)
     stored = await row(db, job_id)
     assert stored["status"] == "processing"
     assert stored["attempts"] == 1

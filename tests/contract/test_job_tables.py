@@ -15,8 +15,9 @@ order by ordinal_position
 async def test_one_call_creates_a_job_table_of_the_same_shape(db: asyncpg.Connection):
     assert await db.fetchval("select reactor.create_job_table('emails')") == "emails"
     assert await db.fetch(SHAPE, "emails") == await db.fetch(SHAPE, "jobs")
-    published = await db.fetch("select tablename from pg_publication_tables "
-                               "where pubname = 'supabase_realtime' order by 1")
+    published = await db.fetch(
+        "select tablename from pg_publication_tables where pubname = 'supabase_realtime' order by 1"
+    )
     assert [r["tablename"] for r in published] == ["emails", "jobs"]
     assert await db.fetchval("select relrowsecurity from pg_class where oid = 'public.emails'::regclass")
     policies = await db.fetch("select policyname from pg_policies where tablename = 'emails' order by 1")
@@ -42,10 +43,20 @@ async def test_creating_a_job_table_again_changes_nothing(db: asyncpg.Connection
     assert await db.fetchval("select count(*) from public.emails") == 1
 
 
-@pytest.mark.parametrize("name", [
-    "Emails", "1jobs", "jobs;drop table public.jobs", "a-b", "x" * 49, "", None, 'e"vil',
-    "public.x",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Emails",
+        "1jobs",
+        "jobs;drop table public.jobs",
+        "a-b",
+        "x" * 49,
+        "",
+        None,
+        'e"vil',
+        "public.x",
+    ],
+)
 async def test_job_table_names_are_validated(db: asyncpg.Connection, name):
     with pytest.raises(asyncpg.RaiseError, match="invalid job table name"):
         await db.execute("select reactor.create_job_table($1)", name)
@@ -65,9 +76,13 @@ async def test_claiming_uses_the_pending_index_among_many_finished_rows(db: asyn
     )
     await enqueue(db, "t", 10)
     await db.execute("analyze public.jobs")
-    plan = "\n".join(r[0] for r in await db.fetch(
-        "explain select id from public.jobs where status = 'pending' and run_at <= now() "
-        "and job_type = any(array['t']) order by priority desc, run_at, id limit 10 "
-        "for update skip locked"))
+    plan = "\n".join(
+        r[0]
+        for r in await db.fetch(
+            "explain select id from public.jobs where status = 'pending' and run_at <= now() "
+            "and job_type = any(array['t']) order by priority desc, run_at, id limit 10 "
+            "for update skip locked"
+        )
+    )
     assert "jobs_claim_idx" in plan
     assert len(await claim(db, ["t"], limit=100)) == 10

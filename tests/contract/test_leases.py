@@ -26,8 +26,9 @@ async def test_heartbeat_extends_only_current_leases(db: asyncpg.Connection):
     jobs = await claim(db, ["t"], limit=2, lease=5)
     before = await row(db, jobs[0]["id"])
     stale = {"id": jobs[1]["id"], "lease_token": str(uuid.uuid4())}
-    report = await rpc(db, "reactor_heartbeat", p_table="jobs",
-                       p_leases=[*leases(jobs[:1]), stale], p_lease_seconds=120)
+    report = await rpc(
+        db, "reactor_heartbeat", p_table="jobs", p_leases=[*leases(jobs[:1]), stale], p_lease_seconds=120
+    )
     assert report == {"extended": [jobs[0]["id"]], "stale": [jobs[1]["id"]]}
     after = await row(db, jobs[0]["id"])
     assert (after["lease_expires_at"] - before["lease_expires_at"]).total_seconds() > 100
@@ -41,8 +42,9 @@ async def test_a_stale_token_changes_nothing_and_says_so(db: asyncpg.Connection,
     before = await row(db, job["id"])
     wrong = [{"id": job["id"], "lease_token": str(uuid.uuid4())}]
     if call == "progress":
-        applied = await db.fetchval("select public.reactor_progress('jobs', $1, $2, 50, 'x')",
-                                    job["id"], uuid.uuid4())
+        applied = await db.fetchval(
+            "select public.reactor_progress('jobs', $1, $2, 50, 'x')", job["id"], uuid.uuid4()
+        )
         assert applied is False
     else:
         items = {"complete": [{**wrong[0], "result": 1}], "fail": [{**wrong[0], "error": "e"}]}
@@ -81,8 +83,9 @@ async def test_a_completed_job_cannot_be_completed_again(db: asyncpg.Connection)
 async def test_progress_is_written_through_for_the_lease_holder(db: asyncpg.Connection):
     await enqueue(db, "t")
     [job] = await claim(db, ["t"])
-    applied = await db.fetchval("select public.reactor_progress('jobs', $1, $2, 40, 'rendering')",
-                                job["id"], job["lease_token"])
+    applied = await db.fetchval(
+        "select public.reactor_progress('jobs', $1, $2, 40, 'rendering')", job["id"], job["lease_token"]
+    )
     assert applied is True
     stored = await row(db, job["id"])
     assert (stored["progress"], stored["progress_message"]) == (40, "rendering")

@@ -75,32 +75,42 @@ async def test_a_user_inserts_a_job_owned_by_them(db):
     async with acting_as(db, "authenticated", ALICE):
         job = await db.fetchrow(
             "insert into public.jobs (job_type, payload, priority) values ('t', $1, 5) "
-            "returning id, user_id, status", json.dumps({"k": 1}))
+            "returning id, user_id, status",
+            json.dumps({"k": 1}),
+        )
     assert (str(job["user_id"]), job["status"]) == (ALICE, "pending")
 
 
 async def test_a_user_cannot_insert_a_job_for_someone_else(db):
     with pytest.raises(DENIED, match="row-level security"):
         async with acting_as(db, "authenticated", ALICE):
-            await db.execute("insert into public.jobs (job_type, user_id) values ('t', $1)",
-                             uuid.UUID(BOB))
+            await db.execute("insert into public.jobs (job_type, user_id) values ('t', $1)", uuid.UUID(BOB))
 
 
-@pytest.mark.parametrize("column,value", [
-    ("status", "'completed'"), ("attempts", "0"), ("result", "'{}'::jsonb"),
-    ("lease_token", "gen_random_uuid()"), ("locked_by", "'me'"),
-])
+@pytest.mark.parametrize(
+    "column,value",
+    [
+        ("status", "'completed'"),
+        ("attempts", "0"),
+        ("result", "'{}'::jsonb"),
+        ("lease_token", "gen_random_uuid()"),
+        ("locked_by", "'me'"),
+    ],
+)
 async def test_a_user_cannot_write_worker_owned_columns(db, column, value):
     with pytest.raises(DENIED):
         async with acting_as(db, "authenticated", ALICE):
             await db.execute(f"insert into public.jobs (job_type, {column}) values ('t', {value})")
 
 
-@pytest.mark.parametrize("sql", [
-    "update public.jobs set status = 'completed'",
-    "update public.jobs set priority = 100",
-    "delete from public.jobs",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "update public.jobs set status = 'completed'",
+        "update public.jobs set priority = 100",
+        "delete from public.jobs",
+    ],
+)
 async def test_a_user_can_neither_update_nor_delete_jobs(db, owned_jobs, sql):
     with pytest.raises(DENIED):
         async with acting_as(db, "authenticated", ALICE):
@@ -111,6 +121,7 @@ async def test_service_role_sees_and_works_every_job(db, owned_jobs):
     async with acting_as(db, "service_role"):
         assert await db.fetchval("select count(*) from public.jobs") == 2
         jobs = await claim(db, ["t"], limit=5)
-        report = await db.fetchval("select public.reactor_complete('jobs', $1)",
-                                   json.dumps(leases(jobs, result=None)))
+        report = await db.fetchval(
+            "select public.reactor_complete('jobs', $1)", json.dumps(leases(jobs, result=None))
+        )
     assert sorted(json.loads(report)["completed"]) == sorted(owned_jobs.values())

@@ -9,8 +9,9 @@ pytestmark = pytest.mark.anyio
 
 
 async def expire_leases(db: asyncpg.Connection) -> None:
-    await db.execute("update public.jobs set lease_expires_at = now() - interval '1 s' "
-                     "where status = 'processing'")
+    await db.execute(
+        "update public.jobs set lease_expires_at = now() - interval '1 s' where status = 'processing'"
+    )
 
 
 async def test_expired_lease_goes_back_to_pending_with_the_attempt_counted(db: asyncpg.Connection):
@@ -72,6 +73,8 @@ async def test_concurrent_reapers_never_double_count(database_url: str, db: asyn
     reports = await asyncio.gather(*(reaper() for _ in range(8)))
     requeued = [i for r in reports for i in r["requeued"]]
     assert len(requeued) == len(set(requeued)) == 600
-    counts = await db.fetchrow("select count(*) filter (where status = 'pending') pending, "
-                               "max(attempts) hi, min(attempts) lo from public.jobs")
+    counts = await db.fetchrow(
+        "select count(*) filter (where status = 'pending') pending, "
+        "max(attempts) hi, min(attempts) lo from public.jobs"
+    )
     assert tuple(counts) == (600, 1, 1)

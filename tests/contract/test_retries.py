@@ -34,16 +34,18 @@ async def test_failed_attempt_is_retried_at_the_time_asked(db: asyncpg.Connectio
     await enqueue(db, "t")
     [job] = await claim(db, ["t"])
     at = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-    await rpc(db, "reactor_fail", p_table="jobs",
-              p_jobs=leases([job], error="later", retry_at=at.isoformat()))
+    await rpc(
+        db, "reactor_fail", p_table="jobs", p_jobs=leases([job], error="later", retry_at=at.isoformat())
+    )
     assert (await row(db, job["id"]))["run_at"] == at
 
 
 async def test_permanent_failure_dead_letters_at_once(db: asyncpg.Connection):
     await enqueue(db, "t", max_attempts=5)
     [job] = await claim(db, ["t"])
-    report = await rpc(db, "reactor_fail", p_table="jobs",
-                       p_jobs=leases([job], error="bad payload", permanent=True))
+    report = await rpc(
+        db, "reactor_fail", p_table="jobs", p_jobs=leases([job], error="bad payload", permanent=True)
+    )
     assert report == {"retried": [], "failed": [job["id"]], "stale": []}
     stored = await row(db, job["id"])
     assert (stored["status"], stored["last_error"]) == ("failed", "bad payload")
@@ -52,8 +54,9 @@ async def test_permanent_failure_dead_letters_at_once(db: asyncpg.Connection):
 async def test_last_attempt_failing_dead_letters_even_with_a_retry_time(db: asyncpg.Connection):
     await enqueue(db, "t", max_attempts=1)
     [job] = await claim(db, ["t"])
-    report = await rpc(db, "reactor_fail", p_table="jobs",
-                       p_jobs=leases([job], error="e", retry_at="2030-01-01T00:00:00Z"))
+    report = await rpc(
+        db, "reactor_fail", p_table="jobs", p_jobs=leases([job], error="e", retry_at="2030-01-01T00:00:00Z")
+    )
     assert report["failed"] == [job["id"]]
 
 
@@ -85,8 +88,9 @@ async def test_prune_deletes_only_old_finished_jobs(db: asyncpg.Connection):
     old_done, new_done, waiting = await enqueue(db, "t", 3)
     jobs = await claim(db, ["t"], limit=2)
     await rpc(db, "reactor_complete", p_table="jobs", p_jobs=leases(jobs, result=None))
-    await db.execute("update public.jobs set completed_at = now() - interval '2 days' where id = $1",
-                     old_done)
+    await db.execute(
+        "update public.jobs set completed_at = now() - interval '2 days' where id = $1", old_done
+    )
     assert await rpc(db, "reactor_prune", p_table="jobs", p_older_than_seconds=86400) == {"pruned": 1}
     remaining = [r["id"] for r in await db.fetch("select id from public.jobs order by id")]
     assert remaining == [new_done, waiting]

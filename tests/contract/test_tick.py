@@ -73,7 +73,11 @@ async def test_tick_returns_statistics_only_when_asked(db):
 async def test_probe_row_is_inserted_cancelled_then_deleted_by_the_next_tick(db):
     first = (await tick(db, p_probe=True))["probe"]
     probe = await row(db, first)
-    assert (probe["job_type"], probe["status"], probe["payload"]) == ("reactor.probe", "cancelled", '{"worker": "w1"}')
+    assert (probe["job_type"], probe["status"], probe["payload"]) == (
+        "reactor.probe",
+        "cancelled",
+        '{"worker": "w1"}',
+    )
     second = (await tick(db, p_probe=True, p_old_probe=first))["probe"]
     assert await row(db, first) is None
     await tick(db, p_old_probe=second)

@@ -33,7 +33,11 @@ async def devstack(cwd: Path, *args: str, stop: int = signal.SIGINT) -> AsyncIte
     """Run `reactor devstack --port 0 …` in `cwd`; yield its exports; stop it and check it exits 0."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "reactor.cli", "devstack", "--port", "0", *args],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
     )
     try:
         with anyio.fail_after(90):

@@ -15,7 +15,11 @@ def test_keys_persist_so_clients_keep_working_across_restarts(tmp_path: Path):
     first = load_or_create(tmp_path / "ds" / "keys.json")
     again = load_or_create(tmp_path / "ds" / "keys.json")
     assert (again.anon, again.service_role, again.secret, again.publishable) == (
-        first.anon, first.service_role, first.secret, first.publishable)
+        first.anon,
+        first.service_role,
+        first.secret,
+        first.publishable,
+    )
     assert (tmp_path / "ds" / "keys.json").stat().st_mode & 0o777 == 0o600
     assert json.loads((tmp_path / "ds" / "keys.json").read_text())["jwt_secret"] == first.jwt_secret
 
@@ -41,17 +45,24 @@ def test_user_token_is_an_authenticated_users_access_token():
     keys = Keys.generate()
     claims = keys.claims(keys.user_token("u-1", email="a@example.com"))
     assert {k: claims[k] for k in ("sub", "role", "aud", "email")} == {
-        "sub": "u-1", "role": "authenticated", "aud": "authenticated", "email": "a@example.com"}
+        "sub": "u-1",
+        "role": "authenticated",
+        "aud": "authenticated",
+        "email": "a@example.com",
+    }
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda k: None, "API key is missing"),
-    (lambda k: k.user_token("u", expires_in=-1), "Token has expired"),
-    (lambda k: k.sign({"exp": 4102444800}), "Fields `role` and `exp` are required in JWT"),
-    (lambda k: k.sign({"role": "anon"}), "Fields `role` and `exp` are required in JWT"),
-    (lambda k: "a.b.c", "The token provided is not a valid JWT"),
-    (lambda k: Keys.generate().anon, "Failed to validate JWT signature"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda k: None, "API key is missing"),
+        (lambda k: k.user_token("u", expires_in=-1), "Token has expired"),
+        (lambda k: k.sign({"exp": 4102444800}), "Fields `role` and `exp` are required in JWT"),
+        (lambda k: k.sign({"role": "anon"}), "Fields `role` and `exp` are required in JWT"),
+        (lambda k: "a.b.c", "The token provided is not a valid JWT"),
+        (lambda k: Keys.generate().anon, "Failed to validate JWT signature"),
+    ],
+)
 def test_refused_tokens_carry_realtimes_messages_and_401(make, message):
     keys = Keys.generate()
     with pytest.raises(TokenError) as caught:

@@ -40,8 +40,10 @@ async def test_user_writing_a_row_for_someone_else_is_403(devstack):
 
 async def test_anon_sees_nothing_and_cannot_insert(devstack, db: asyncpg.Connection):
     await db.execute("insert into public.jobs (job_type) values ('t')")
-    async with httpx.AsyncClient(base_url=devstack.url, headers={
-            "apikey": devstack.keys.anon, "Authorization": f"Bearer {devstack.keys.anon}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=devstack.url,
+        headers={"apikey": devstack.keys.anon, "Authorization": f"Bearer {devstack.keys.anon}"},
+    ) as http:
         read = await http.get("/rest/v1/jobs?select=*")
         write = await http.post("/rest/v1/jobs", json={"job_type": "t"})
     assert [(r.status_code, r.json()["code"]) for r in (read, write)] == [(401, "42501"), (401, "42501")]
@@ -52,9 +54,15 @@ async def test_anon_sees_nothing_and_cannot_insert(devstack, db: asyncpg.Connect
 async def test_permission_errors_are_401_for_anon_and_403_for_a_user(devstack):
     statuses = {}
     async with httpx.AsyncClient(base_url=devstack.url) as http:
-        for who, token in {"anon": devstack.keys.anon, "user": devstack.keys.user_token(str(uuid.uuid4()))}.items():
-            r = await http.post("/rest/v1/rpc/reactor_stats", json={"p_table": "jobs"},
-                                headers={"apikey": devstack.keys.anon, "Authorization": f"Bearer {token}"})
+        for who, token in {
+            "anon": devstack.keys.anon,
+            "user": devstack.keys.user_token(str(uuid.uuid4())),
+        }.items():
+            r = await http.post(
+                "/rest/v1/rpc/reactor_stats",
+                json={"p_table": "jobs"},
+                headers={"apikey": devstack.keys.anon, "Authorization": f"Bearer {token}"},
+            )
             statuses[who] = (r.status_code, r.json()["code"])
     assert statuses == {"anon": (401, "42501"), "user": (403, "42501")}
 
@@ -86,26 +94,38 @@ def forged(keys, kind: str) -> str:
     }[kind]
 
 
-@pytest.mark.parametrize("kind,code,message", [
-    ("expired", "PGRST303", "JWT expired"),
-    ("wrong_secret", "PGRST301", "Failed to validate JWT signature"),
-    ("no_role", "PGRST301", "Fields `role` and `exp` are required in JWT"),
-    ("no_exp", "PGRST301", "Fields `role` and `exp` are required in JWT"),
-    ("three_dots", "PGRST301", "The token provided is not a valid JWT"),
-    ("garbage", "PGRST301", "The token provided is not a valid JWT"),
-])
+@pytest.mark.parametrize(
+    "kind,code,message",
+    [
+        ("expired", "PGRST303", "JWT expired"),
+        ("wrong_secret", "PGRST301", "Failed to validate JWT signature"),
+        ("no_role", "PGRST301", "Fields `role` and `exp` are required in JWT"),
+        ("no_exp", "PGRST301", "Fields `role` and `exp` are required in JWT"),
+        ("three_dots", "PGRST301", "The token provided is not a valid JWT"),
+        ("garbage", "PGRST301", "The token provided is not a valid JWT"),
+    ],
+)
 async def test_bad_tokens_are_refused_with_401(devstack, kind, code, message):
     async with httpx.AsyncClient(base_url=devstack.url) as http:
-        r = await http.get("/rest/v1/jobs", headers={
-            "apikey": devstack.keys.anon, "Authorization": f"Bearer {forged(devstack.keys, kind)}"})
+        r = await http.get(
+            "/rest/v1/jobs",
+            headers={"apikey": devstack.keys.anon, "Authorization": f"Bearer {forged(devstack.keys, kind)}"},
+        )
     assert (r.status_code, r.json()["code"], r.json()["message"]) == (401, code, message)
     assert r.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
 
 
 async def test_only_the_public_schema_is_exposed(devstack):
     async with httpx.AsyncClient(base_url=devstack.url) as http:
-        r = await http.get("/rest/v1/job_tables", headers={
-            "apikey": devstack.keys.service_role, "Accept-Profile": "reactor"})
-    assert (r.status_code, r.json()) == (406, {
-        "code": "PGRST106", "message": "Invalid schema: reactor", "details": None,
-        "hint": "Only the following schemas are exposed: public"})
+        r = await http.get(
+            "/rest/v1/job_tables", headers={"apikey": devstack.keys.service_role, "Accept-Profile": "reactor"}
+        )
+    assert (r.status_code, r.json()) == (
+        406,
+        {
+            "code": "PGRST106",
+            "message": "Invalid schema: reactor",
+            "details": None,
+            "hint": "Only the following schemas are exposed: public",
+        },
+    )

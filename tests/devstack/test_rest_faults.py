@@ -38,7 +38,9 @@ async def test_rest_fault_ends_by_itself_after_its_duration(devstack, service: A
 
 async def test_rest_hang_holds_requests_until_the_fault_ends(devstack, shapes):
     devstack.faults.hang_rest(30)
-    async with httpx.AsyncClient(base_url=devstack.url, headers={"apikey": devstack.keys.service_role}) as http:
+    async with httpx.AsyncClient(
+        base_url=devstack.url, headers={"apikey": devstack.keys.service_role}
+    ) as http:
         with pytest.raises(httpx.ReadTimeout):
             await http.post("/rest/v1/rpc/add", json={"a": 1}, timeout=0.5)
         devstack.faults.hang_rest(0.5)
@@ -51,42 +53,59 @@ async def test_rest_hang_holds_requests_until_the_fault_ends(devstack, shapes):
 async def test_fault_admin_endpoint_needs_the_service_key_and_applies_one_fault(devstack):
     async with httpx.AsyncClient(base_url=devstack.url) as http:
         admin = {"apikey": devstack.keys.service_role}
-        denied = await http.post("/_devstack/faults", json={"rest_status": 503, "seconds": 5},
-                                 headers={"apikey": devstack.keys.anon})
+        denied = await http.post(
+            "/_devstack/faults",
+            json={"rest_status": 503, "seconds": 5},
+            headers={"apikey": devstack.keys.anon},
+        )
         assert denied.status_code == 401
         for bad in ({}, {"rest_status": 418, "seconds": 5}, {"explode": True}, []):
             assert (await http.post("/_devstack/faults", json=bad, headers=admin)).status_code == 400
-        assert (await http.post("/_devstack/faults", json={"rest_status": 502, "seconds": 30},
-                                headers=admin)).status_code == 200
-        assert (await http.post("/rest/v1/rpc/reactor_stats", json={"p_table": "jobs"},
-                                headers=admin)).status_code == 502
-        assert (await http.post("/_devstack/faults", json={"rest_hang": 30}, headers=admin)).status_code == 200
+        assert (
+            await http.post("/_devstack/faults", json={"rest_status": 502, "seconds": 30}, headers=admin)
+        ).status_code == 200
+        assert (
+            await http.post("/rest/v1/rpc/reactor_stats", json={"p_table": "jobs"}, headers=admin)
+        ).status_code == 502
+        assert (
+            await http.post("/_devstack/faults", json={"rest_hang": 30}, headers=admin)
+        ).status_code == 200
         with pytest.raises(httpx.ReadTimeout):
-            await http.post("/rest/v1/rpc/reactor_stats", json={"p_table": "jobs"}, headers=admin, timeout=0.5)
+            await http.post(
+                "/rest/v1/rpc/reactor_stats", json={"p_table": "jobs"}, headers=admin, timeout=0.5
+            )
         assert (await http.post("/_devstack/faults", json={"clear": True}, headers=admin)).status_code == 200
         ok = await http.post("/rest/v1/rpc/reactor_stats", json={"p_table": "jobs"}, headers=admin)
         assert ok.status_code == 200
 
 
-@pytest.mark.parametrize("query,status", [
-    ('select=id,"; drop table public.items; --"', 400),
-    ("select=id,name)from pg_authid--", 400),
-    ("id=eq.1;drop table public.items", 400),
-    ('or=(id.eq.1,name.eq.a"))', 400),
-    ("or=(id.eq.1)or(1=1", 400),
-    ("order=id;drop", 400),
-    ("order=id.desc;drop", 400),
-    ("limit=1;drop", 400),
-    ("offset=-1", 400),
-    ("select=*&name=eq.a' or '1'='1", 200),
-    ('name=in.("a","b\\")', 400),
-    ('name=in.("z","b\\"")', 200),
-    ("%22id%22%20or%201=eq.1", 400),
-    ("select=name->>x');drop table public.items;--", 400),
-])
+@pytest.mark.parametrize(
+    "query,status",
+    [
+        ('select=id,"; drop table public.items; --"', 400),
+        ("select=id,name)from pg_authid--", 400),
+        ("id=eq.1;drop table public.items", 400),
+        ('or=(id.eq.1,name.eq.a"))', 400),
+        ("or=(id.eq.1)or(1=1", 400),
+        ("order=id;drop", 400),
+        ("order=id.desc;drop", 400),
+        ("limit=1;drop", 400),
+        ("offset=-1", 400),
+        ("select=*&name=eq.a' or '1'='1", 200),
+        ('name=in.("a","b\\")', 400),
+        ('name=in.("z","b\\"")', 200),
+        ("%22id%22%20or%201=eq.1", 400),
+        ("select=name->>x');drop table public.items;--", 400),
+    ],
+)
 async def test_injection_shaped_queries_get_clean_answers(devstack, shapes, db, query, status):
-    async with httpx.AsyncClient(base_url=devstack.url, headers={
-            "apikey": devstack.keys.service_role, "Authorization": f"Bearer {devstack.keys.service_role}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=devstack.url,
+        headers={
+            "apikey": devstack.keys.service_role,
+            "Authorization": f"Bearer {devstack.keys.service_role}",
+        },
+    ) as http:
         r = await http.get(f"/rest/v1/items?{query}")
     assert r.status_code == status, r.text
     assert set(r.json()) == {"code", "message", "details", "hint"} if status == 400 else r.json() == []
@@ -99,7 +118,9 @@ async def test_injection_shaped_column_names_in_writes_are_refused(service: Asyn
             await service.table("items").insert(row).execute()
         assert caught.value.code == "PGRST204"
     with pytest.raises(APIError) as caught:
-        await service.table("items").upsert({"id": 1, "name": "q"}, on_conflict="id) do nothing; --").execute()
+        await (
+            service.table("items").upsert({"id": 1, "name": "q"}, on_conflict="id) do nothing; --").execute()
+        )
     assert caught.value.code == "42703"
     assert await db.fetchval("select count(*) from public.items") == 3
 
@@ -110,7 +131,9 @@ async def test_filters_cannot_widen_what_row_level_security_shows(devstack, db: 
     sb = await acreate_client(devstack.url, devstack.keys.anon)
     sb.postgrest.auth(devstack.keys.user_token(str(alice)))
     jobs = sb.table("jobs")
-    assert (await jobs.select("job_type").or_(f"user_id.eq.{bob},id.gt.0").execute()).data == [{"job_type": "a"}]
+    assert (await jobs.select("job_type").or_(f"user_id.eq.{bob},id.gt.0").execute()).data == [
+        {"job_type": "a"}
+    ]
     assert (await jobs.select("job_type").eq("job_type", "b' or '1'='1").execute()).data == []
     with pytest.raises(APIError) as caught:
         await jobs.update({"job_type": "x"}).eq("user_id", str(bob)).execute()

@@ -18,7 +18,12 @@ async def test_rpc_returns_every_shape(service: AsyncClient, shapes):
     assert (await service.rpc("hello", {"name": "you"}).execute()).data == "Hello you"
     assert (await service.rpc("doc", {"k": "z"}).execute()).data == {"z": 1}
     assert (await service.rpc("nothing", {}).execute()).data is None
-    assert (await service.rpc("first_item", {}).execute()).data == {"id": 1, "name": "a", "tag": "x", "note": "fresh"}
+    assert (await service.rpc("first_item", {}).execute()).data == {
+        "id": 1,
+        "name": "a",
+        "tag": "x",
+        "note": "fresh",
+    }
     assert (await service.rpc("nums", {"n": 3}).execute()).data == [1, 2, 3]
     assert [r["id"] for r in (await service.rpc("all_items", {}).execute()).data] == [1, 2, 3]
     assert (await service.rpc("pairs", {}).execute()).data == [{"k": "a", "v": 1}, {"k": "b", "v": 2}]
@@ -29,8 +34,14 @@ async def test_rpc_returns_every_shape(service: AsyncClient, shapes):
 
 async def test_void_rpc_answers_204_without_a_body(devstack, shapes):
     async with httpx.AsyncClient(base_url=devstack.url) as http:
-        r = await http.post("/rest/v1/rpc/noop", json={}, headers={
-            "apikey": devstack.keys.service_role, "Authorization": f"Bearer {devstack.keys.service_role}"})
+        r = await http.post(
+            "/rest/v1/rpc/noop",
+            json={},
+            headers={
+                "apikey": devstack.keys.service_role,
+                "Authorization": f"Bearer {devstack.keys.service_role}",
+            },
+        )
     assert (r.status_code, r.content, r.headers.get("Content-Type")) == (204, b"", None)
 
 
@@ -54,33 +65,45 @@ async def test_set_returning_rpc_can_be_filtered_selected_paged_and_counted(serv
 
 async def test_worker_claims_jobs_with_the_service_role_key(service: AsyncClient, db: asyncpg.Connection):
     await db.execute("insert into public.jobs (job_type, payload) values ('send', '{\"to\": \"a\"}')")
-    claimed = (await service.rpc("reactor_claim", {
-        "p_table": "jobs", "p_worker": "w1", "p_job_types": ["send"], "p_limit": 5}).execute()).data
+    claimed = (
+        await service.rpc(
+            "reactor_claim", {"p_table": "jobs", "p_worker": "w1", "p_job_types": ["send"], "p_limit": 5}
+        ).execute()
+    ).data
     assert [(j["job_type"], j["payload"], j["attempt"]) for j in claimed] == [("send", {"to": "a"}, 1)]
-    again = await service.rpc("reactor_claim", {"p_table": "jobs", "p_worker": "w1",
-                                                "p_job_types": ["send"]}).execute()
+    again = await service.rpc(
+        "reactor_claim", {"p_table": "jobs", "p_worker": "w1", "p_job_types": ["send"]}
+    ).execute()
     assert again.data == []
 
 
 async def test_raise_exception_is_400_with_its_message_detail_and_hint(service: AsyncClient, shapes):
     with pytest.raises(APIError) as caught:
         await service.rpc("refuse", {}).execute()
-    assert caught.value.json() == {"code": "P0001", "message": "I refuse!", "details": "Pretty simple",
-                                   "hint": "There is nothing you can do."}
+    assert caught.value.json() == {
+        "code": "P0001",
+        "message": "I refuse!",
+        "details": "Pretty simple",
+        "hint": "There is nothing you can do.",
+    }
 
 
 async def test_unknown_function_or_arguments_is_pgrst202_404(devstack, service: AsyncClient, shapes):
     with pytest.raises(APIError) as caught:
         await service.rpc("nofn", {"a": 1}).execute()
     assert (caught.value.code, caught.value.message) == (
-        "PGRST202", "Could not find the function public.nofn(a) in the schema cache")
+        "PGRST202",
+        "Could not find the function public.nofn(a) in the schema cache",
+    )
     with pytest.raises(APIError) as caught:
         await service.rpc("add", {"b": 1}).execute()
     assert caught.value.code == "PGRST202"
     async with httpx.AsyncClient(base_url=devstack.url) as http:
         r = await http.post("/rest/v1/rpc/nofn", json={}, headers={"apikey": devstack.keys.service_role})
     assert (r.status_code, r.json()["message"]) == (
-        404, "Could not find the function public.nofn without parameters in the schema cache")
+        404,
+        "Could not find the function public.nofn without parameters in the schema cache",
+    )
 
 
 async def test_function_created_after_start_is_found_on_first_call(service: AsyncClient, db, shapes):
@@ -92,8 +115,14 @@ async def test_function_created_after_start_is_found_on_first_call(service: Asyn
 async def test_rpc_runs_as_the_callers_role_with_its_claims(devstack, shapes):
     user = "2b1c3f8e-52c4-4d0e-9b59-6d1f1bd2b0c1"
     async with httpx.AsyncClient(base_url=devstack.url) as http:
-        r = await http.post("/rest/v1/rpc/whoami", json={}, headers={
-            "apikey": devstack.keys.anon, "Authorization": f"Bearer {devstack.keys.user_token(user)}"})
+        r = await http.post(
+            "/rest/v1/rpc/whoami",
+            json={},
+            headers={
+                "apikey": devstack.keys.anon,
+                "Authorization": f"Bearer {devstack.keys.user_token(user)}",
+            },
+        )
     assert r.json() == {"role": "authenticated", "sub": user, "method": "POST"}
 
 
@@ -105,6 +134,9 @@ async def test_volatile_function_by_get_is_refused_as_read_only(devstack, shapes
 
 async def test_bad_json_body_is_pgrst102(devstack, shapes):
     async with httpx.AsyncClient(base_url=devstack.url) as http:
-        r = await http.post("/rest/v1/rpc/add", content=b"{not json", headers={
-            "apikey": devstack.keys.service_role, "Content-Type": "application/json"})
+        r = await http.post(
+            "/rest/v1/rpc/add",
+            content=b"{not json",
+            headers={"apikey": devstack.keys.service_role, "Content-Type": "application/json"},
+        )
     assert (r.status_code, r.json()["code"]) == (400, "PGRST102")
