@@ -111,6 +111,7 @@ def rss_mb(pid: int) -> float:
 async def idle_and_memory(stack: Stack, db: asyncpg.Connection, idle_seconds: float = 60) -> str:
     await db.execute("delete from jobs")
     async with worker(stack, REACTOR_CONCURRENCY="100") as process, httpx.AsyncClient() as client:
+        await asyncio.sleep(3.0)  # past start-up: the claims after subscribing and "Subscribed to PostgreSQL"
         before = _rpc_total((await client.get("http://127.0.0.1:18080/metrics")).text)
         await asyncio.sleep(idle_seconds)
         after = _rpc_total((await client.get("http://127.0.0.1:18080/metrics")).text)
