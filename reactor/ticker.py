@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import anyio
 from loguru import logger
 
 from reactor.store import Store, StoreError
@@ -20,6 +21,7 @@ from reactor.store import Store, StoreError
 # Statistics ride along with the first tick after three quarters of their interval, so ticks
 # that come a little early for other reasons don't each need one of their own.
 _STATS_SLACK = 0.75
+_REMOVE_PROBES_SECONDS = 3.0
 
 
 class Probe(Protocol):
@@ -73,13 +75,15 @@ class Ticker:
         return answer["claimed"]
 
     async def remove_probes(self) -> None:
-        """Delete the probe rows still standing; at shutdown, so a stopped worker leaves none."""
-        for table, probe_id in self._probes.items():
-            try:
-                await self._store.delete_probe(table, probe_id)
-            except StoreError as exc:
-                logger.warning(f"Realtime probe row {probe_id} in {table} not removed: {exc}")
-        self._probes.clear()
+        """Delete the probe rows still standing; at shutdown, so a stopped worker leaves none. A
+        down API must not hold up the exit: a row left behind is a cancelled row, pruned in time."""
+        with anyio.move_on_after(_REMOVE_PROBES_SECONDS):
+            for table, probe_id in list(self._probes.items()):
+                try:
+                    await self._store.delete_probe(table, probe_id)
+                except StoreError as exc:
+                    logger.warning(f"Realtime probe row {probe_id} in {table} not removed: {exc}")
+                del self._probes[table]
 
 
 def _log_reaped(table: str, reaped: dict[str, list[int]]) -> None:
