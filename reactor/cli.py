@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anyio
 
-from reactor import migrations
+from reactor import migrations, operator
 
 
 def _sql(_: argparse.Namespace) -> int:
@@ -82,6 +82,7 @@ def parser() -> argparse.ArgumentParser:
     devstack.add_argument("--home", default=".devstack", help="where data and keys are kept")
     devstack.add_argument("--fresh", action="store_true", help="delete the kept data first")
     devstack.set_defaults(run=_devstack)
+    operator.add_commands(sub)
     return top
 
 

@@ -139,6 +139,13 @@ class Store:
     async def stats(self, table: str) -> dict[str, Any]:
         return await self.call("reactor_stats", {"p_table": table})
 
+    async def enqueue(self, table: str, job: dict[str, Any]) -> int:
+        """Insert one job row (for operators; frontends insert with their own key) and return its id."""
+        response = await self._table_call(
+            "post", table, json=job, params={"select": "id"}, headers={"Prefer": "return=representation"}
+        )
+        return response.json()[0]["id"]
+
     async def delete_probe(self, table: str, probe_id: int) -> None:
         await self._table_call("delete", table, params={"id": f"eq.{probe_id}"})
 

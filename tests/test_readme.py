@@ -1,21 +1,29 @@
 """Every example in the README runs."""
 
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
+import uuid
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 import asyncpg
 import pytest
 
+from reactor import config
 from reactor.devstack.stack import serve
 from tests.contract.jobs import acting_as
+from tests.devstack import test_supabase_js as supabase_js
 from tests.worker.conftest import WorkerProcess, insert, status_is, worker_env, worker_process
 
 pytestmark = pytest.mark.anyio
+
+js_dir = supabase_js.js_dir  # the fixture: supabase-js and Node 22, installed once into a cache
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -63,8 +71,9 @@ async def test_readme_worker_example_runs_a_job(database_url: str, db: asyncpg.C
 
 
 def test_reactor_sql_prints_the_contract():
-    out = subprocess.run([sys.executable, "-m", "reactor.cli", "sql"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "reactor.cli", "sql"], capture_output=True, text=True, check=True
+    )
     assert "create or replace function public.reactor_claim" in out.stdout
 
 
@@ -80,3 +89,98 @@ async def test_readme_sql_examples_run_as_documented(db: asyncpg.Connection):
         await db.execute(insert)
         assert await db.fetchval("select count(*) from public.jobs") == 1
     assert await db.fetchval("select count(*) from reactor.job_tables") == 2
+
+
+def settings_rows() -> dict[str, str]:
+    """The README's settings table: variable -> default column."""
+    section = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| `([A-Z_]+)` \| (.*?) \|", section, flags=re.M))
+
+
+def test_readme_settings_table_lists_every_variable_with_its_true_default():
+    rows = settings_rows()
+    variables = {variable: (name, parse) for name, (variable, parse, _) in config._VARIABLES.items()}
+    assert set(rows) == set(variables) | set(config._KEY_VARIABLES)
+    defaults = {f.name: f.default for f in fields(config.Config)}
+    for variable, (name, parse) in variables.items():
+        if name in ("supabase_url", "worker_id"):  # required, and made up per process
+            continue
+        assert parse(rows[variable].strip("`")) == defaults[name], variable
+    assert rows["SUPABASE_URL"] == rows["SUPABASE_SERVICE_ROLE_KEY"] == "required"
+
+
+async def test_readme_operations_block_runs_against_the_local_stack(
+    database_url: str, db: asyncpg.Connection
+):
+    [script] = [b for b in blocks("sh") if "reactor enqueue" in b]
+    failed = await insert(db, "send_email", status="failed", attempts=5, last_error="smtp down")
+    old = await insert(
+        db, "send_email", status="completed", attempts=1, completed_at=datetime.now(UTC) - timedelta(days=8)
+    )
+    async with serve(database_url, port=0) as stack:
+        env = worker_env(stack, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        done = await anyio.run_process(["bash", "-euo", "pipefail", "-c", script], env=env, check=False)
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, err
+    assert out.splitlines()[0].split()[:3] == ["table", "pending", "processing"]
+    assert out.splitlines()[1].split()[:5] == ["jobs", "0", "0", "1", "1"]
+    [enqueued] = await db.fetch("select * from public.jobs where id not in ($1, $2)", failed, old)
+    assert f"cancelled 1 job(s): {enqueued['id']}" in out and f"retried 1 job(s): {failed}" in out
+    assert "pruned 1 job(s) finished more than 7d ago" in out
+    assert (enqueued["status"], enqueued["priority"]) == ("cancelled", 10)
+    assert json.loads(enqueued["payload"]) == {"to": "ada@example.com"}
+    assert (await db.fetchval("select status from public.jobs where id = $1", failed)) == "pending"
+    assert await db.fetchval("select count(*) from public.jobs where id = $1", old) == 0
+    stats = json.loads(out[out.index("{") :])
+    assert stats["jobs"]["counts"] == {
+        "pending": 1,
+        "processing": 0,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 1,
+    }
+
+
+async def test_readme_frontend_snippet_watches_its_job_to_completion(
+    database_url: str, db: asyncpg.Connection, js_dir: Path, tmp_path: Path
+):
+    """The supabase-js snippet, as a signed-in user, with the README's worker doing the job."""
+    [snippet] = blocks("js")
+    script = js_dir / f"readme-{uuid.uuid4().hex[:8]}.mjs"
+    script.write_text(
+        "import { createClient } from '@supabase/supabase-js'\n"
+        "const supabase = createClient(process.env.SUPABASE_URL, process.env.SUPABASE_ANON_KEY,"
+        " { accessToken: async () => process.env.USER_TOKEN })\n" + snippet
+    )
+    (tmp_path / "worker.py").write_text(blocks("python")[0])
+    user = str(uuid.uuid4())
+    try:
+        async with serve(database_url, port=0) as stack:
+            env = {
+                **os.environ,
+                "SUPABASE_URL": stack.url,
+                "SUPABASE_ANON_KEY": stack.keys.anon,
+                "USER_TOKEN": stack.keys.user_token(user),
+            }
+            node = str(js_dir / "node_modules" / ".bin" / "node")
+            async with await anyio.open_process([node, str(script)], env=env) as frontend:
+                browser = WorkerProcess(frontend)
+                async with anyio.create_task_group() as group:
+                    group.start_soon(browser.collect)
+                    try:
+                        await browser.wait_for_output("pending 0", timeout=30)
+                        worker = worker_env(stack, PYTHONPATH=str(tmp_path))
+                        async with worker_process(worker, app="worker:app"):
+                            await browser.wait_for_output("completed", timeout=30)
+                    finally:
+                        frontend.kill()
+    finally:
+        script.unlink()
+    lines = browser.stdout.decode().splitlines()
+    assert lines[0] == "pending 0  null"
+    assert "processing 50 rendering null" in lines
+    status, progress, message, result = lines[-1].split(" ", 3)
+    assert (status, progress, message) == ("completed", "100", "rendering")
+    assert json.loads(result) == {"sent": True, "to": "ada@example.com"}
+    [job] = await db.fetch("select * from public.jobs")
+    assert str(job["user_id"]) == user and job["status"] == "completed"
