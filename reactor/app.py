@@ -39,6 +39,7 @@ class Reactor:
     """A worker: `@app.handler("type")` registers handlers, `app.run()` works until SIGTERM."""
 
     def __init__(self, **overrides: Any) -> None:
+        config_module.check_options(overrides)
         self._overrides = overrides
         self._specs: list[dict[str, Any]] = []
         self._stop_requested: Callable[[], None] | None = None
@@ -95,6 +96,11 @@ class Reactor:
         if not self._specs:
             logger.error("no handlers registered: decorate functions with @app.handler('job_type')")
             return 2
+        try:
+            self.registry(config)
+        except ValueError as exc:  # two handlers for one job type, once tables are known
+            logger.error(str(exc))
+            return 2
         anyio.run(self.serve, config, True)
         return 0
 
@@ -113,7 +119,7 @@ class Reactor:
     async def serve(self, config: Config, handle_signals: bool = False) -> None:
         registry = self.registry(config)
         store = Store(config.supabase_url, config.service_key)
-        reporter = Reporter(store, give_up_seconds=config.lease_seconds / 2)
+        reporter = Reporter(store, give_up_seconds=min(config.lease_seconds / 2, 10.0))
         poller_ref: list[Poller] = []
         ticker = Ticker(
             store,
@@ -156,9 +162,8 @@ class Reactor:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(reporter.run)
                 keeper = anyio.CancelScope()
-                outer.start_soon(
-                    self._keep_leases, keeper, LeaseKeeper(store, dispatcher, config.lease_seconds)
-                )
+                leases = LeaseKeeper(store, dispatcher, reporter.leases, config.lease_seconds)
+                outer.start_soon(self._keep_leases, keeper, leases)
                 if handle_signals:
                     outer.start_soon(self._watch_signals)
                 await self._work(config, dispatcher, poller, listener)

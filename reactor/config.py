@@ -162,12 +162,17 @@ def _service_key(env: Mapping[str, str], problems: list[str]) -> str:
     return ""
 
 
-def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
-    """Build the configuration from `env` (default: the process environment) and `overrides`."""
-    env = os.environ if env is None else env
+def check_options(overrides: Mapping[str, Any]) -> None:
+    """Refuse option names `Config` does not have, such as a misspelt one given in code."""
     unknown = set(overrides) - {f.name for f in fields(Config)}
     if unknown:
         raise TypeError(f"unknown configuration options: {', '.join(sorted(unknown))}")
+
+
+def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    """Build the configuration from `env` (default: the process environment) and `overrides`."""
+    env = os.environ if env is None else env
+    check_options(overrides)
     problems: list[str] = []
     values: dict[str, Any] = {}
     for name, (variable, parse, expected) in _VARIABLES.items():

@@ -1,8 +1,12 @@
 """Sends job outcomes in batches: completes and fails that finish while a call is in flight go
 together in the next one, so a burst of short jobs costs a few RPCs, not one per job.
 
-A report whose lease turned out stale is logged and dropped: the job has a new owner, and
-overwriting it is exactly what the lease token prevents.
+While the API is down, outcomes are retried until it answers, and the lease keeper keeps their
+leases alive (`leases`), so a finished job is not run again just because its report waited; only
+at shutdown is there a limit. A batch the API refuses is split, so one bad item (a result Postgres
+cannot store) costs only its own job, which then fails for good with the reason. A report whose
+lease turned out stale is logged and dropped: the job has a new owner, and overwriting it is
+exactly what the lease token prevents.
 """
 
 from __future__ import annotations
@@ -33,18 +37,30 @@ class Report:
 class Reporter:
     def __init__(self, store: Store, give_up_seconds: float) -> None:
         self._store = store
-        self._give_up_seconds = give_up_seconds
+        self._give_up_seconds = give_up_seconds  # after close(): how long unsent outcomes may wait
+        self._give_up = anyio.CancelScope()
+        self._unsent: dict[tuple[str, int], str] = {}  # (table, id) -> lease token
         self._send: MemoryObjectSendStream[Report]
         self._receive: MemoryObjectReceiveStream[Report]
         self._send, self._receive = anyio.create_memory_object_stream[Report](math.inf)
         self._done = anyio.Event()
 
     def submit(self, report: Report) -> None:
+        self._unsent[(report.table, report.item["id"])] = report.item["lease_token"]
         self._send.send_nowait(report)
 
+    def leases(self) -> dict[str, list[dict[str, Any]]]:
+        """The leases of finished jobs whose outcome is not recorded yet, by table."""
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for (table, job_id), token in self._unsent.items():
+            by_table.setdefault(table, []).append({"id": job_id, "lease_token": token})
+        return by_table
+
     def close(self) -> None:
-        """No more reports will come: `run` returns once everything queued is sent."""
+        """No more reports will come: `run` returns once everything queued is sent, or gives up
+        `give_up_seconds` from now; the reaper hands back what could not be recorded."""
         self._send.close()
+        self._give_up.deadline = anyio.current_time() + self._give_up_seconds
 
     async def drained(self) -> None:
         await self._done.wait()
@@ -56,41 +72,74 @@ class Reporter:
             self._done.set()
 
     async def _send_all(self) -> None:
-        async for first in self._receive:
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
-            groups: dict[tuple[str, str], list[Report]] = defaultdict(list)
-            for report in batch:
-                groups[(report.kind, report.table)].append(report)
-            for (kind, table), reports in groups.items():
-                await self._send_group(kind, table, reports)
+        with self._give_up:
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                groups: dict[tuple[str, str], list[Report]] = defaultdict(list)
+                for report in batch:
+                    groups[(report.kind, report.table)].append(report)
+                for (kind, table), reports in groups.items():
+                    await self._send_group(kind, table, reports)
+        for table, job_id in list(self._unsent):
+            logger.bind(table=table, job_id=job_id).error(
+                "outcome lost at shutdown: the API stayed unreachable; the reaper will hand the job back"
+            )
+        self._unsent.clear()
 
     async def _send_group(self, kind: str, table: str, reports: list[Report]) -> None:
-        items = [r.item for r in reports]
-        call = self._store.complete if kind == "complete" else self._store.fail
-        delay = 0.1
-        with anyio.move_on_after(self._give_up_seconds) as scope:
-            while True:
-                try:
-                    answer = await call(table, items)
-                    break
-                except Rejected as exc:
-                    for report in reports:
-                        report.log.bind(**report.fields).error(f"could not record the outcome: {exc}")
-                    return
-                except StoreError as exc:
-                    logger.warning(f"recording {len(items)} outcomes failed, retrying: {exc}")
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-        if scope.cancelled_caught:
-            for report in reports:
-                report.log.bind(**report.fields).error("outcome lost: the API stayed unreachable")
+        try:
+            answer = await self._call(kind, table, [r.item for r in reports])
+        except Rejected as exc:
+            if len(reports) > 1:
+                for report in reports:  # one bad item must not cost the others their outcome
+                    await self._send_group(kind, table, [report])
+                return
+            await self._refused(kind, table, reports[0], exc)
             return
         self._log(kind, reports, answer)
+        self._sent(table, reports)
+
+    async def _call(self, kind: str, table: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """The API's answer, retrying for as long as it cannot be reached."""
+        call = self._store.complete if kind == "complete" else self._store.fail
+        delay = 0.1
+        while True:
+            try:
+                return await call(table, items)
+            except Rejected:
+                raise
+            except StoreError as exc:
+                logger.warning(f"recording {len(items)} outcomes failed, retrying: {exc}")
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _refused(self, kind: str, table: str, report: Report, exc: Rejected) -> None:
+        """The API refused one outcome. A result it cannot store fails the job for good, with why;
+        a refused failure (or a refused key) can only be logged, and the reaper takes the job."""
+        log = report.log.bind(**report.fields)
+        if kind == "complete" and exc.status not in (401, 403):
+            log.error(f"the result could not be recorded; failing the job: {exc}")
+            item = {k: v for k, v in report.item.items() if k != "result"}
+            failure = Report(
+                "fail",
+                table,
+                {**item, "error": f"the result could not be recorded: {exc}"[:2000], "permanent": True},
+                report.log,
+                {**report.fields, "outcome": "failed"},
+            )
+            await self._send_group("fail", table, [failure])
+            return
+        log.error(f"could not record the outcome: {exc}")
+        self._sent(table, [report])
+
+    def _sent(self, table: str, reports: list[Report]) -> None:
+        for report in reports:
+            self._unsent.pop((table, report.item["id"]), None)
 
     def _log(self, kind: str, reports: list[Report], answer: dict[str, Any]) -> None:
         stale = set(answer.get("stale", []))

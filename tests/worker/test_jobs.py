@@ -302,6 +302,28 @@ async def test_heartbeats_keep_a_job_longer_than_its_lease(stack, db: asyncpg.Co
     assert (done["attempts"], done["last_error"]) == (1, None)
 
 
+async def test_outcome_waiting_out_an_api_outage_is_recorded_and_the_job_never_reruns(
+    stack, db: asyncpg.Connection
+) -> None:
+    app = Reactor()
+    finish = anyio.Event()
+    runs: list[int] = []
+
+    @app.handler("steady")
+    async def steady(job: Job) -> str:
+        runs.append(job.attempt)
+        await finish.wait()
+        return "done"
+
+    async with running(app, worker_config(stack, lease_seconds=6)):
+        job_id = await insert(db, "steady")
+        await status_is(db, job_id, "processing")
+        stack.faults.fail_rest(503, 3.5)  # longer than half a lease, when outcomes used to be given up
+        finish.set()
+        done = await status_is(db, job_id, "completed")
+    assert (done["attempts"], done["result"], runs) == (1, '"done"', [1])
+
+
 async def test_queue_statistics_are_logged_periodically(stack, db: asyncpg.Connection) -> None:
     app = Reactor()
 
