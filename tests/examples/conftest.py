@@ -1,0 +1,28 @@
+"""Fixtures for the examples: each runs as a real `reactor run examples.<name>.worker:app`
+against the local stack, with its outside services played by its own fake_api on localhost."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+
+from tests.worker import conftest as worker_fixtures
+from tests.worker.conftest import WorkerProcess, worker_env, worker_process
+
+stack = worker_fixtures.stack  # the fixture: a local stack over the test's database
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+async def apply_schema(db: asyncpg.Connection, example: str) -> None:
+    await db.execute((EXAMPLES / example / "schema.sql").read_text())
+
+
+@asynccontextmanager
+async def example_worker(stack, example: str, **variables: str) -> AsyncIterator[WorkerProcess]:
+    env = worker_env(stack, **variables)
+    async with worker_process(env, app=f"examples.{example}.worker:app") as worker:
+        yield worker

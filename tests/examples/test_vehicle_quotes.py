@@ -1,0 +1,48 @@
+"""examples/vehicle_quotes: fan-out under a 2 requests/s limit, partial failures, progress."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+
+import asyncpg
+import pytest
+
+from examples.fake_server import serving
+from examples.vehicle_quotes.fake_api import LIMIT_PER_SECOND, QuoteApi
+from tests.examples.conftest import example_worker, stack  # noqa: F401
+from tests.worker.conftest import insert, status_is
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_quotes_fan_out_within_the_rate_limit_and_count_partial_failures(
+    stack,  # noqa: F811
+    db: asyncpg.Connection,
+) -> None:
+    api = QuoteApi()
+    async with (
+        serving(api.app()) as url,
+        example_worker(stack, "vehicle_quotes", QUOTE_API_URL=url) as worker,
+    ):
+        payload = {"vehicle": "VW ID.3", "terms": [24, 36], "mileages": [10000, 20000, 150000]}
+        job_id = await insert(db, "vehicle_quotes", payload)
+        done = await status_is(db, job_id, "completed", "failed", timeout=60)
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait() == 0
+    result = json.loads(done["result"])
+    assert (done["status"], done["progress"], done["progress_message"]) == ("completed", 100, "6 of 6 quotes")
+    assert sorted((q["term"], q["mileage"]) for q in result["quotes"]) == [
+        (24, 10000),
+        (24, 20000),
+        (36, 10000),
+        (36, 20000),
+    ]
+    assert result["failed"] == 2
+    assert {f["error"] for f in result["failures"]} == {"no lease offers above 100000 km"}
+    accepted = api.accepted
+    assert len(accepted) == 6  # every combination asked once: throttled calls were waited out
+    assert all(
+        later - earlier >= 1.0 / LIMIT_PER_SECOND * 0.9 for earlier, later in itertools.pairwise(accepted)
+    )
