@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def _migrate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from reactor.app import load_app
 
+    if not args.app:
+        print("reactor run: name the app as module:attribute, or set REACTOR_APP", file=sys.stderr)
+        return 2
     try:
         app = load_app(args.app)
     except (ImportError, AttributeError, TypeError) as exc:
@@ -69,7 +73,12 @@ def parser() -> argparse.ArgumentParser:
     migrate.add_argument("--database-url", required=True, help="postgresql://… of the project")
     migrate.set_defaults(run=_migrate)
     run = sub.add_parser("run", help="run a worker: reactor run module:app")
-    run.add_argument("app", help="import string of the Reactor, as module:attribute")
+    run.add_argument(
+        "app",
+        nargs="?",
+        default=os.environ.get("REACTOR_APP"),
+        help="import string of the Reactor, as module:attribute (default: $REACTOR_APP)",
+    )
     run.set_defaults(run=_run)
     dev = sub.add_parser("dev", help="the local stack with a demo worker and demo jobs")
     dev.add_argument("--database-url", help="use this Postgres instead of an embedded one")
