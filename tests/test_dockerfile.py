@@ -109,7 +109,9 @@ async def test_the_images_reactor_run_completes_a_job_and_answers_its_healthchec
     image: Path, stack, db: asyncpg.Connection
 ) -> None:
     port = _free_port()
-    env = worker_env(stack, REACTOR_APP="worker:app", REACTOR_HEALTH_PORT=str(port))
+    env = worker_env(
+        stack, REACTOR_APP="worker:app", REACTOR_HEALTH_PORT=str(port), REACTOR_LOG_FORMAT="json"
+    )
     command = [str(image / "venv" / "bin" / "reactor"), "run"]  # ENTRYPOINT with the empty CMD
     async with await anyio.open_process(command, env=env, cwd=image / "app") as process:
         worker = WorkerProcess(process)
@@ -122,6 +124,33 @@ async def test_the_images_reactor_run_completes_a_job_and_answers_its_healthchec
             assert await worker.wait() == 0
     assert json.loads(done["result"]) == {"ran_in": "the image's environment"}
     assert await _healthcheck(image, port) != 0  # and it fails once the worker is gone
+    logged = [json.loads(line) for line in worker.output.splitlines() if line.startswith("{")]
+    [completed] = [line for line in logged if line.get("message") == "job completed"]
+    assert completed["job_id"] == job_id and completed["outcome"] == "completed"
+    assert set(completed) == set(_sample_log_line())  # the line docs/deploy.md shows is this shape
+
+
+def test_reactor_run_without_an_app_or_reactor_app_says_how_to_name_one(image: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "REACTOR_APP"}
+    done = subprocess.run(
+        [str(image / "venv" / "bin" / "reactor"), "run"],
+        env=env,
+        cwd=image / "app",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "reactor run: name the app as module:attribute, or set REACTOR_APP"
+    ]
+
+
+def _sample_log_line() -> dict:
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    [line] = re.findall(r"```json\n(.*?)```", doc, re.S)
+    return json.loads(line)
 
 
 async def _healthcheck(image: Path, port: int) -> int:
