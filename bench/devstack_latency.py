@@ -36,8 +36,11 @@ async def latency(
     live = asyncio.Event()
     channel = sb.channel(f"bench-{rate}")
     channel.on_postgres_changes(
-        "INSERT", lambda p: arrived.setdefault(p["data"]["record"]["id"], time.perf_counter()),
-        table="jobs", schema="public")
+        "INSERT",
+        lambda p: arrived.setdefault(p["data"]["record"]["id"], time.perf_counter()),
+        table="jobs",
+        schema="public",
+    )
     channel.on_system(lambda _: live.set())
     await channel.subscribe()
     await asyncio.wait_for(live.wait(), 10)
@@ -58,8 +61,10 @@ async def rpc_rate(stack: Stack, clients: int, seconds: float) -> float:
         sb = await acreate_client(stack.url, stack.keys.service_role)
         calls, end = 0, time.perf_counter() + seconds
         while time.perf_counter() < end:
-            await sb.rpc("reactor_claim", {"p_table": "jobs", "p_worker": "bench",
-                                           "p_job_types": ["none"], "p_limit": 10}).execute()
+            await sb.rpc(
+                "reactor_claim",
+                {"p_table": "jobs", "p_worker": "bench", "p_job_types": ["none"], "p_limit": 10},
+            ).execute()
             calls += 1
         return calls
 

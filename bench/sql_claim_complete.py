@@ -63,8 +63,10 @@ async def main(args: argparse.Namespace, server_url: str) -> None:
     conn = await asyncpg.connect(server_url)
     version = await conn.fetchval("show server_version")
     await conn.close()
-    print(f"PostgreSQL {version}, Python {platform.python_version()}, {os.cpu_count()} cores, "
-          f"{args.jobs} no-op jobs, {args.workers} connection(s)")
+    print(
+        f"PostgreSQL {version}, Python {platform.python_version()}, {os.cpu_count()} cores, "
+        f"{args.jobs} no-op jobs, {args.workers} connection(s)"
+    )
     print("| batch | jobs/s | vs batch 1 |\n|---:|---:|---:|")
     base = None
     for batch in (1, 10, 100):

@@ -56,7 +56,8 @@ async def worker(stack: Stack, **variables: str):
         async with httpx.AsyncClient() as client:
             for _ in range(200):
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get("http://127.0.0.1:18080/readyz")).status_code == 200:
+                    ready = f"http://127.0.0.1:{env['REACTOR_HEALTH_PORT']}/readyz"
+                    if (await client.get(ready)).status_code == 200:
                         break
                 await asyncio.sleep(0.05)
         yield process
