@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -68,6 +68,12 @@ async def sync(pool: asyncpg.Pool) -> None:
         await conn.execute("select _realtime.sync_triggers()")
 
 
+async def want(pool: asyncpg.Pool, gateway: int, bindings: list[dict[str, Any]]) -> None:
+    """Make `bindings` (relid, event and one filter condition's col, op and value, or None) the
+    changes gateway `gateway` wants captured, replacing what it wanted before (changes.sql)."""
+    await pool.execute("select _realtime.want($1, $2::jsonb)", gateway, json.dumps(bindings))
+
+
 class ChangeFeed:
     """Listens for changes and calls `on_change` with each, in commit order."""
 
@@ -76,7 +82,7 @@ class ChangeFeed:
         pool: asyncpg.Pool,
         database_url: str,
         on_change: Callable[[Change], None],
-        on_sync: Callable[[], None],
+        on_sync: Callable[[], Awaitable[None]],
     ) -> None:
         self._pool = pool
         self._url = database_url
@@ -124,7 +130,7 @@ class ChangeFeed:
                 if not lost.done():
                     await sync(self._pool)
                     await self._sweep()
-                    self._on_sync()
+                    await self._on_sync()
         finally:
             await conn.close()
 

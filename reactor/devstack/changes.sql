@@ -17,6 +17,52 @@ create unlogged table if not exists _realtime.big_changes (
   created_at timestamptz not null default now()
 );
 
+-- What some subscriber could receive: one row per table and event of every live binding of every
+-- gateway on this database, written before the gateway says "Subscribed to PostgreSQL" and
+-- rewritten every couple of seconds. The capture trigger skips any change no row asks for, so a
+-- write to a table nobody watches, or an UPDATE no subscriber's filter can match, costs its
+-- transaction a lookup instead of a notification: in Supabase decoding happens outside the
+-- writer's transaction, and a trigger should not make every write pay for it. `col` and `vals`
+-- narrow a row to changes whose new `col`, as text, is one of `vals`; they are set only when that
+-- test is exact (an `eq` or `in` filter on a text, varchar or enum column with a deterministic
+-- collation) and the gateway still applies every filter itself. Rows of a gateway that stopped
+-- rewriting them expire after 30 s.
+create unlogged table if not exists _realtime.wanted (
+  gateway bigint not null,
+  relid oid not null,
+  event text not null,
+  col text,
+  vals text[],
+  written_at timestamptz not null default pg_catalog.now()
+);
+create index if not exists wanted_relid on _realtime.wanted (relid);
+
+-- Replace gateway `p_gateway`'s rows with `p_bindings`: [{relid, event, col, op, value}], where
+-- col/op/value is one of the binding's filter conditions (or null).
+create or replace function _realtime.want(p_gateway bigint, p_bindings jsonb) returns void
+language plpgsql set search_path = '' as $$
+begin
+  delete from _realtime.wanted w
+  where w.gateway = p_gateway or w.written_at < pg_catalog.now() - interval '30 seconds';
+  insert into _realtime.wanted (gateway, relid, event, col, vals)
+  select p_gateway, b.relid, b.event,
+         case when x.exact then b.col end,
+         case when x.exact then case b.op when 'in' then b.value::text[] else array[b.value] end end
+  from pg_catalog.jsonb_to_recordset(p_bindings) as b(relid oid, event text, col text, op text, value text)
+  cross join lateral (
+    select b.event in ('INSERT', 'UPDATE') and b.op in ('eq', 'in') and coalesce((
+      select (a.atttypid in ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype)
+              or t.typtype = 'e')
+             and coalesce(c.collisdeterministic, true)
+      from pg_catalog.pg_attribute a
+      join pg_catalog.pg_type t on t.oid = a.atttypid
+      left join pg_catalog.pg_collation c on c.oid = a.attcollation
+      where a.attrelid = b.relid and a.attname = b.col and a.attnum > 0 and not a.attisdropped
+    ), false) as exact
+  ) x;
+end
+$$;
+
 -- One change as JSON: schema, table, relid, type, commit_timestamp, record and old_record (whole
 -- rows; the gateway trims them per subscriber). Runs as the owner (the bootstrap superuser) so
 -- that writes by anon, authenticated or service_role never fail here, with an empty search_path
@@ -28,6 +74,13 @@ declare
   change text;
   big_id bigint;
 begin
+  if not exists (
+    select from _realtime.wanted w
+    where w.relid = tg_relid and w.event in (tg_op, '*')
+      and (w.col is null or pg_catalog.to_jsonb(new) ->> w.col = any (w.vals))
+  ) then
+    return null;
+  end if;
   change := pg_catalog.json_build_object(
     'schema', tg_table_schema,
     'table', tg_table_name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from typing import Any
 
 import asyncpg
@@ -38,7 +39,10 @@ class Realtime:
         self._keys = keys
         self._faults = faults
         self._access = Access(pool)
-        self._feed = ChangeFeed(pool, database_url, self._changed, self._access.forget)
+        self._feed = ChangeFeed(pool, database_url, self._changed, self._synced)
+        # This gateway's rows in _realtime.wanted: what the capture trigger must not skip.
+        self._gateway = random.getrandbits(62)
+        self._wanting = asyncio.Lock()
         # Each change is prepared (filters, RLS checks) as soon as it arrives, concurrently with
         # the ones before it; the dispatcher sends the results strictly in commit order.
         self._prepared: asyncio.Queue[asyncio.Task[list[Push]]] = asyncio.Queue()
@@ -51,6 +55,8 @@ class Realtime:
 
     async def stop(self) -> None:
         await self.close_sockets(1001)
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await changes.want(self._pool, self._gateway, [])
         await self._feed.stop()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
@@ -83,7 +89,7 @@ class Realtime:
             return web.Response(status=exc.status, text=body, content_type="application/json")
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES)
         await ws.prepare(request)
-        socket = Socket(ws, request, vsn, token, self._keys, self._access, self._resync)
+        socket = Socket(ws, request, vsn, token, self._keys, self._access, self._resync, self.want)
         self._sockets.add(socket)
         try:
             await socket.run()
@@ -95,6 +101,30 @@ class Realtime:
         """Before a join goes live: capture any table newly added to the publication."""
         await changes.sync(self._pool)
         self._access.forget()
+
+    async def want(self) -> None:
+        """Tell the capture trigger what this gateway's live bindings can receive; a subscription
+        is live only once this returned. Serialized, so the last write has the latest state."""
+        async with self._wanting:
+            rows = []
+            for socket in self._sockets:
+                for channel in socket.channels.values():
+                    for _, binding, relids in channel.bindings:
+                        cond = next(
+                            (c for c in binding.conditions if c.op in ("eq", "in") and not c.negate), None
+                        )
+                        narrow = {"col": cond.column, "op": cond.op, "value": cond.value} if cond else {}
+                        rows += [{"relid": r, "event": binding.event, **narrow} for r in relids]
+            await changes.want(self._pool, self._gateway, rows)
+
+    async def _synced(self) -> None:
+        """Every couple of seconds: catalog facts may have changed, and the wanted rows are
+        rewritten (which drops those of channels that left and keeps them from expiring)."""
+        self._access.forget()
+        try:
+            await self.want()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            logger.warning("realtime: could not refresh the wanted changes: {}", exc)
 
     def _changed(self, change: Change) -> None:
         self._prepared.put_nowait(asyncio.create_task(self._prepare(change)))
@@ -139,16 +169,13 @@ class Realtime:
     async def _filters_pass(
         self, table: Table, change: Change, bindings: list[Binding]
     ) -> dict[Binding, bool]:
+        values = filter_values(table, change)
         conds = list(dict.fromkeys(c for b in bindings for c in b.conditions))
-        held = dict(
-            zip(
-                conds,
-                await self._access.conditions_hold(change.relid, filter_values(table, change), conds)
-                if conds
-                else [],
-                strict=True,
-            )
-        )
+        held = {c: self._access.held_in_python(table, values, c) for c in conds}
+        asked = [c for c, h in held.items() if h is None]
+        if asked:
+            answers = await self._access.conditions_hold(change.relid, values, asked)
+            held.update(zip(asked, answers, strict=True))
         return {b: all(held[c] for c in b.conditions) for b in bindings}
 
     async def _data_for(self, table: Table, change: Change, claims: dict[str, Any]) -> dict[str, Any] | None:

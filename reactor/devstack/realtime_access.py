@@ -9,6 +9,7 @@ keeps only the primary key then. Catalog facts are cached and forgotten on every
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,12 @@ select c.relrowsecurity as rls, c.relreplident::text as identity,
   array(select a.attname::text from pg_catalog.pg_index i
         join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
         where i.indrelid = c.oid and i.indisreplident
-        order by pg_catalog.array_position(i.indkey::int2[], a.attnum)) as identity_index
+        order by pg_catalog.array_position(i.indkey::int2[], a.attnum)) as identity_index,
+  array(select a.attname::text from pg_catalog.pg_attribute a
+        left join pg_catalog.pg_collation l on l.oid = a.attcollation
+        where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+          and a.atttypid in ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype)
+          and coalesce(l.collisdeterministic, true)) as plain_text
 from pg_catalog.pg_class c
 where c.oid = $1
 """
@@ -61,6 +67,7 @@ class Table:
     columns: tuple[tuple[str, str], ...]  # (name, internal type name) in attnum order
     pkey: tuple[str, ...]
     identity: tuple[str, ...]  # the columns a plain UPDATE or DELETE carries as old_record
+    plain_text: frozenset[str] = frozenset()  # text/varchar, deterministic collation: = is byte equality
 
 
 @dataclass(frozen=True)
@@ -78,10 +85,29 @@ class Access:
         self._pool = pool
         self._tables: dict[int, Table | None] = {}
         self._roles: dict[tuple[int, str], RoleView] = {}
+        self._in_lists: dict[str, frozenset[str | None]] = {}  # an `in` value -> its elements
 
     def forget(self) -> None:
         self._tables.clear()
         self._roles.clear()
+
+    def held_in_python(self, table: Table, values: dict[str, Any], cond: Condition) -> bool | None:
+        """The condition decided without a round trip, where that is exact: eq, neq and in on a
+        plain text column (`in` once its list was parsed by Postgres, at subscribe time);
+        None means ask Postgres (filter_holds)."""
+        if cond.column not in table.plain_text or cond.op not in ("eq", "neq", "in"):
+            return None
+        value = values.get(cond.column)
+        if value is None or not isinstance(value, str):
+            return False if value is None else None  # NULL never passes, negated or not
+        if cond.op == "in":
+            listed = self._in_lists.get(cond.value)
+            if listed is None:
+                return None
+            held = value in listed
+        else:
+            held = (value == cond.value) == (cond.op == "eq")
+        return held != cond.negate
 
     async def subscribe_tables(self, binding: Binding, role: str) -> frozenset[int]:
         """The tables a binding covers, after Realtime's checks; raises SubscribeError."""
@@ -102,6 +128,11 @@ class Access:
                 f"please check your connect parameters: [{binding.describe()}]. "
                 f"Exception: {_postgrex_message(exc)}"
             ) from None
+        for cond in conds:
+            if cond.op == "in" and cond.value not in self._in_lists:
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError):
+                    listed = await self._pool.fetchval("select $1::text::text[]", cond.value)
+                    self._in_lists[cond.value] = frozenset(listed)
         if not rows:
             raise SubscribeError(
                 "Unable to subscribe to changes with given parameters. Please check Realtime is "
@@ -168,6 +199,7 @@ def _table(row: asyncpg.Record) -> Table:
         columns=tuple(zip(row["names"], row["types"], strict=True)),
         pkey=pkey,
         identity=identity,
+        plain_text=frozenset(row["plain_text"]),
     )
 
 

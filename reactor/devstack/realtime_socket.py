@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from aiohttp import WSMsgType, web
 from loguru import logger
 
@@ -95,6 +96,7 @@ class Socket:
         keys: Keys,
         access: Access,
         resync: Callable[[], Awaitable[None]],
+        want: Callable[[], Awaitable[None]],
     ) -> None:
         self.ws = ws
         self.request = request
@@ -104,6 +106,7 @@ class Socket:
         self._keys = keys
         self._access = access
         self._resync = resync
+        self._want = want  # publishes every live binding to the capture trigger
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
 
     def send(self, frame: Frame) -> None:
@@ -237,7 +240,14 @@ class Socket:
         except (BindingError, SubscribeError) as exc:
             self._system(channel, "postgres_changes", "error", str(exc))
             return
-        channel.bindings, channel.active = live, True
+        channel.bindings = live
+        try:
+            await self._want()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            message = f"Unable to subscribe to changes: the database could not be reached: {exc}"
+            self._system(channel, "postgres_changes", "error", message)
+            return
+        channel.active = True
         self._system(channel, "postgres_changes", "ok", "Subscribed to PostgreSQL")
 
     def _system(self, channel: Channel, extension: str, status: str, message: str) -> None:

@@ -40,21 +40,24 @@ async def call_function(rest: Rest, request: web.Request, claims: dict[str, Any]
         args: Any = {k: v for k, v in query if k not in RESERVED and not looks_like_filter(v)}
         filters = [(k, v) for k, v in query if k not in args]
     elif request.method == "POST":
-        args, filters = await _json_body(request), query
+        (args, text), filters = await _json_body(request), query
     else:
         raise QueryError("PGRST117", f"Unsupported HTTP method: {request.method}", 405)
     fn = await _resolve(rest, name, args)
     params = Params()
-    call = _call_sql(fn, args, params, from_query=request.method != "POST")
+    if request.method == "POST":
+        call = _call_sql_from_body(fn, args, text, params)
+    else:
+        call = _call_sql_from_query(fn, args, params)
     sql = _result_sql(fn, call, filters, request.query, params)
     readonly = request.method in ("GET", "HEAD") or not fn.volatile
     async with rest.transaction(request, claims, readonly) as conn:
-        total, body = await conn.fetchrow(sql, *params.values)
+        total, shown, body = await conn.fetchrow(sql, *params.values)
     if fn.is_void:
         return web.Response(status=204)
     headers = {}
     if fn.returns_set:
-        headers["Content-Range"] = _content_range(request, total, body)
+        headers["Content-Range"] = _content_range(request, total, shown)
         if request.headers.get("Accept", "").startswith(OBJECT_MEDIA):
             body = _single(body)
     return web.Response(
@@ -63,29 +66,28 @@ async def call_function(rest: Rest, request: web.Request, claims: dict[str, Any]
 
 
 def _result_sql(fn: Function, call: str, filters: list[tuple[str, str]], query, params: Params) -> str:
-    """One statement giving (row count, JSON body) for the function's return shape."""
+    """One statement giving (row count, rows shown, JSON body) for the function's return shape."""
     if fn.returns_set and fn.returns_rows:
         source = Source(fn.name, fn.result_columns)
         # The function runs once, in the CTE; the count sees every matching row, the body one page.
         return (
-            f"with _s as (select * from {call} _s{where(source, filters, params)}) "
-            f"select (select count(*) from _s), coalesce(json_agg(_r), '[]')::text from ("
+            f"with _s as (select * from (select _s.* from {call} _s) _s{where(source, filters, params)}) "
+            f"select (select count(*) from _s), count(*), coalesce(json_agg(_r), '[]')::text from ("
             f"select {select_list(source, query.get('select'), params)} from _s"
             f"{order_by(source, query.get('order'), params)}"
             f"{paging(query.get('limit'), query.get('offset'), params)}) _r"
         )
     if fn.returns_set:
-        return f"select count(*), coalesce(json_agg(_s), '[]')::text from {call} _s"
+        return f"select count(*), count(*), coalesce(json_agg(_s), '[]')::text from {call} _s"
     if fn.returns_rows:
-        return f"select 1, case when _s is null then 'null' else row_to_json(_s)::text end from {call} _s"
+        return f"select 1, 1, case when _s is null then 'null' else row_to_json(_s)::text end from {call} _s"
     if fn.is_void:
-        return f"select 1, null::text from {call} _s"
-    return f"select 1, to_json(_s)::text from {call} _s"
+        return f"select 1, 1, null::text from {call} _s"
+    return f"select 1, 1, to_json(_s)::text from {call} _s"
 
 
-def _content_range(request: web.Request, total: int, body: str) -> str:
+def _content_range(request: web.Request, total: int, shown: int) -> str:
     offset = int(request.query.get("offset", "0") or 0)
-    shown = len(json.loads(body))
     span = f"{offset}-{offset + shown - 1}" if shown else "*"
     counted = any("count=" in p for p in request.headers.getall("Prefer", []))
     return f"{span}/{total if counted else '*'}"
@@ -123,31 +125,41 @@ async def _resolve(rest: Rest, name: str, args: Any) -> Function:
     )
 
 
-def _call_sql(fn: Function, args: Any, params: Params, from_query: bool) -> str:
+def _call_sql_from_query(fn: Function, args: dict[str, Any], params: Params) -> str:
+    """The call in a FROM clause, arguments from the query string (text, cast to each type)."""
     target = f"{ident(SCHEMA)}.{ident(fn.name)}"
     if fn.single_json_arg:
         return f"{target}({params.add(json.dumps(args))}::{fn.arg_types[0]})"
-    parts = []
-    for name, kind in zip(fn.arg_names, fn.arg_types, strict=True):
-        if name not in args:
-            continue
-        if from_query:
-            parts.append(f"{ident(name)} => cast({params.add(args[name])}::text as {kind})")
-        else:
-            # jsonb_to_record turns a JSON value into the argument's type as PostgREST does:
-            # arrays, objects and numbers included.
-            parts.append(
-                f"{ident(name)} => (select _a.{ident(name)} from jsonb_to_record("
-                f"{params.add(json.dumps({name: args[name]}))}::jsonb) as _a({ident(name)} {kind}))"
-            )
+    parts = [
+        f"{ident(name)} => cast({params.add(args[name])}::text as {kind})"
+        for name, kind in zip(fn.arg_names, fn.arg_types, strict=True)
+        if name in args
+    ]
     return f"{target}({', '.join(parts)})"
 
 
-async def _json_body(request: web.Request) -> Any:
+def _call_sql_from_body(fn: Function, args: Any, text: str, params: Params) -> str:
+    """The call in a FROM clause, arguments from the JSON body, which is bound once: one
+    jsonb_to_record turns it into the arguments' types as PostgREST does, arrays, objects and
+    numbers included."""
+    target = f"{ident(SCHEMA)}.{ident(fn.name)}"
+    if fn.single_json_arg:
+        return f"{target}({params.add(text)}::{fn.arg_types[0]})"
+    named = [(n, k) for n, k in zip(fn.arg_names, fn.arg_types, strict=True) if n in args]
+    if not named:
+        return f"{target}()"
+    columns = ", ".join(f"{ident(n)} {k}" for n, k in named)
+    passed = ", ".join(f"{ident(n)} => _a.{ident(n)}" for n, _ in named)
+    body = params.add(text)
+    return f"jsonb_to_record({body}::jsonb) as _a({columns}) cross join lateral {target}({passed})"
+
+
+async def _json_body(request: web.Request) -> tuple[Any, str]:
+    """The body parsed, and as text ("{}" when empty)."""
     text = await request.text()
     if not text.strip():
-        return {}
+        return {}, "{}"
     try:
-        return json.loads(text)
+        return json.loads(text), text
     except json.JSONDecodeError as exc:
         raise QueryError("PGRST102", "Empty or invalid json", 400, str(exc)) from exc

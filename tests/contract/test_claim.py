@@ -88,3 +88,21 @@ async def test_each_claim_issues_a_fresh_lease_token(db: asyncpg.Connection):
     [second] = await claim(db, ["t"])
     assert first["lease_token"] != second["lease_token"]
     assert second["attempt"] == 2
+
+
+async def test_a_claim_commits_without_waiting_for_the_disk_and_nothing_else_does(db: asyncpg.Connection):
+    """0005: the claim's transaction commits asynchronously (a lost claim only means a rerun);
+    the setting ends with that transaction, so completes and the rest stay synchronous."""
+    await enqueue(db, "t")
+    assert await db.fetchval("show synchronous_commit") == "on"
+    async with db.transaction():
+        [job] = await claim(db, ["t"])
+        assert await db.fetchval("show synchronous_commit") == "off"
+    assert await db.fetchval("show synchronous_commit") == "on"
+    async with db.transaction():
+        await db.fetchval(
+            "select public.reactor_complete('jobs', $1::jsonb)",
+            json.dumps([{"id": job["id"], "lease_token": str(job["lease_token"]), "result": None}]),
+        )
+        assert await db.fetchval("show synchronous_commit") == "on"
+    assert (await row(db, job["id"]))["status"] == "completed"
