@@ -5,11 +5,15 @@ event; the loop claims once per event, so a burst of a thousand inserts costs a 
 A claim never asks for more jobs than there are free slots, and one claim runs at a time, so the
 worker never holds a job it cannot start at once. The poller's periodic sweeps are ticks (see
 ticker.py): the same claim, with the worker's other chores done in the same request.
+
+Jobs run on long-lived runner tasks, one per slot ever used, fed by a stream: spawning a task per
+job cost more than a no-op job itself.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -62,6 +66,8 @@ class Dispatcher:
             config.retry_base_seconds, max(config.retry_cap_seconds, config.retry_base_seconds)
         )
         self.running: dict[tuple[str, int], Running] = {}
+        self._jobs_send, self._jobs_receive = anyio.create_memory_object_stream[Running](math.inf)
+        self._idle_runners = 0  # runners not assigned a job: each takes the next one sent
         self._due: set[str] = set()
         self._tick_due: set[str] = set()
         self._wake = anyio.Event()
@@ -122,18 +128,26 @@ class Dispatcher:
         return by_table
 
     async def run(self, task_group: TaskGroup) -> None:
-        while self._claiming:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            tables, self._due = self._due, set()
-            ticks, self._tick_due = self._tick_due, set()
-            for table in sorted(tables | ticks):
-                if not self._claiming:
-                    break
-                if table not in ticks and self.free() <= 0:
-                    self._due.add(table)  # claimed again when a slot frees
-                    continue
-                await self._claim(table, task_group, tick=table in ticks)
+        try:
+            while self._claiming:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                tables, self._due = self._due, set()
+                ticks, self._tick_due = self._tick_due, set()
+                for table in sorted(tables | ticks):
+                    if not self._claiming:
+                        break
+                    if table not in ticks and self.free() <= 0:
+                        self._due.add(table)  # claimed again when a slot frees
+                        continue
+                    await self._claim(table, task_group, tick=table in ticks)
+        finally:
+            self._jobs_send.close()  # runners finish the jobs already sent, then return
+
+    async def _runner(self) -> None:
+        async for running in self._jobs_receive:
+            await self._execute(running)
+            self._idle_runners += 1
 
     async def _claim(self, table: str, task_group: TaskGroup, tick: bool) -> None:
         limit = max(self.free(), 0)
@@ -197,7 +211,11 @@ class Dispatcher:
         if job.run_at is not None:
             pickup = (datetime.now(UTC) - job.run_at).total_seconds()
             self._metrics.pickup_seconds.observe((table,), max(pickup, 0.0))
-        task_group.start_soon(self._execute, running, name=f"job {table}/{job.id}")
+        if self._idle_runners:
+            self._idle_runners -= 1
+        else:
+            task_group.start_soon(self._runner, name="job runner")
+        self._jobs_send.send_nowait(running)
 
     def _progress_writer(self, job: Job) -> Any:
         async def write(percent: int, message: str | None) -> bool:
@@ -215,11 +233,12 @@ class Dispatcher:
     async def _execute(self, running: Running) -> None:
         job, handler = running.job, running.handler
         outcome: tuple[str, dict[str, Any]] | None = None
+        if handler.timeout:
+            running.scope.deadline = anyio.current_time() + handler.timeout
         with running.scope:
-            with anyio.move_on_after(handler.timeout if handler.timeout else float("inf")) as timer:
-                outcome = await self._call(job, handler)
-            if timer.cancelled_caught:
-                outcome = self._failure(job, handler, f"timed out after {handler.timeout} s", permanent=False)
+            outcome = await self._call(job, handler)
+        if outcome is None and running.scope.cancelled_caught and not (running.lost or running.released):
+            outcome = self._failure(job, handler, f"timed out after {handler.timeout} s", permanent=False)
         try:
             self._finish(running, outcome)
         finally:

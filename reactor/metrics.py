@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -14,15 +16,20 @@ class Histogram:
     buckets: tuple[float, ...] = SECONDS_BUCKETS
     counts: Counter[tuple[str, ...]] = field(default_factory=Counter)
     sums: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    # Per label set, how many observations fell in each bucket alone; rendering accumulates them.
     bucket_counts: dict[tuple[str, ...], list[int]] = field(default_factory=dict)
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
         self.counts[labels] += 1
         self.sums[labels] += value
-        row = self.bucket_counts.setdefault(labels, [0] * len(self.buckets))
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                row[i] += 1
+        row = self.bucket_counts.get(labels)
+        if row is None:
+            row = self.bucket_counts[labels] = [0] * (len(self.buckets) + 1)
+        row[bisect_left(self.buckets, value)] += 1
+
+    def cumulative(self, labels: tuple[str, ...]) -> list[int]:
+        """Observations at or below each bound, as Prometheus counts them."""
+        return list(accumulate(self.bucket_counts[labels][:-1]))
 
 
 @dataclass
@@ -96,7 +103,7 @@ def _histogram(name: str, help_: str, names: tuple[str, ...], hist: Histogram) -
     lines = [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
     for labels in sorted(hist.counts):
         base = _labels(names, labels)[1:-1]
-        for bound, count in zip(hist.buckets, hist.bucket_counts[labels], strict=True):
+        for bound, count in zip(hist.buckets, hist.cumulative(labels), strict=True):
             lines.append(f'{name}_bucket{{{base},le="{bound}"}} {count}')
         lines.append(f'{name}_bucket{{{base},le="+Inf"}} {hist.counts[labels]}')
         lines.append(f"{name}_sum{{{base}}} {hist.sums[labels]:.6f}")
