@@ -87,7 +87,9 @@ class Realtime:
             # As Realtime's socket error handler answers: compact JSON, {"error": message}.
             body = json.dumps({"error": str(exc)}, separators=(",", ":"))
             return web.Response(status=exc.status, text=body, content_type="application/json")
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES)
+        # Realtime's endpoint leaves Phoenix's `compress` off, so the client's permessage-deflate
+        # offer is declined and frames travel uncompressed (supabase/realtime endpoint.ex).
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, compress=False)
         await ws.prepare(request)
         socket = Socket(ws, request, vsn, token, self._keys, self._access, self._resync, self.want)
         self._sockets.add(socket)

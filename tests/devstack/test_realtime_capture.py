@@ -1,0 +1,107 @@
+"""What the local stack captures for Realtime: only changes some live subscription could receive.
+
+The capture trigger consults `_realtime.wanted`, which the gateway fills before it says
+"Subscribed to PostgreSQL"; these tests listen on the trigger's own notification channel to see
+what it sends, and check the wire details that come with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import asyncpg
+import pytest
+
+from reactor.devstack import changes
+from tests.devstack.realtime_support import JOBS, SUBSCRIBED, connect, insert_job, system
+
+pytestmark = pytest.mark.anyio
+
+
+class Captured:
+    """Notifications of the capture trigger, as (type, id) pairs."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def __call__(self, _conn, _pid, _channel, payload: str) -> None:
+        change = json.loads(payload)
+        self.seen.append((change["type"], (change["record"] or change["old_record"])["id"]))
+
+
+async def listening(database_url: str) -> tuple[asyncpg.Connection, Captured]:
+    conn = await asyncpg.connect(database_url)
+    captured = Captured()
+    await conn.add_listener(changes.CHANNEL, captured)
+    return conn, captured
+
+
+async def settle(db: asyncpg.Connection) -> None:
+    """Commit a no-op and wait: notifications before it have reached the listener by then."""
+    await db.execute("select pg_notify('reactor_test_settle', '')")
+    await asyncio.sleep(0.3)
+
+
+async def test_a_table_nobody_subscribes_to_is_not_captured(devstack, db, database_url) -> None:
+    conn, captured = await listening(database_url)
+    try:
+        job = await insert_job(db, "quiet")
+        await db.execute("update public.jobs set priority = 1 where id = $1", job)
+        await settle(db)
+        assert captured.seen == []
+    finally:
+        await conn.close()
+
+
+async def test_only_changes_a_filter_can_match_are_captured_and_each_is_delivered(
+    devstack, db, database_url
+) -> None:
+    raw = await connect(devstack)
+    await raw.join(
+        "pending", {"event": "UPDATE", "schema": "public", "table": "jobs", "filter": "status=eq.pending"}
+    )
+    await raw.recv()  # the join reply
+    assert await raw.recv() == system("pending", "ok", SUBSCRIBED)
+    conn, captured = await listening(database_url)
+    try:
+        job = await insert_job(db, "t")  # INSERT: nobody asked
+        await db.execute("update public.jobs set status = 'processing' where id = $1", job)  # no match
+        await db.execute("update public.jobs set status = 'pending' where id = $1", job)  # match
+        await settle(db)
+        assert captured.seen == [("UPDATE", job)]
+        frame = await raw.recv()
+        assert frame["event"] == "postgres_changes"
+        assert frame["payload"]["data"]["record"]["status"] == "pending"
+    finally:
+        await conn.close()
+
+
+async def test_a_channel_that_left_stops_the_capture_within_a_sync(devstack, db, database_url) -> None:
+    raw = await connect(devstack)
+    ref = await raw.join("inserts", JOBS)
+    await raw.recv()
+    assert await raw.recv() == system("inserts", "ok", SUBSCRIBED)
+    assert await db.fetchval("select count(*) from _realtime.wanted where event = 'INSERT'") == 1
+    await raw.push("realtime:inserts", "phx_leave", {}, join_ref=ref)
+    for _ in range(50):  # the gateway rewrites its rows every 2 s
+        if not await db.fetchval("select count(*) from _realtime.wanted"):
+            break
+        await asyncio.sleep(0.1)
+    assert await db.fetchval("select count(*) from _realtime.wanted") == 0
+
+
+async def test_rows_of_a_gateway_that_stopped_writing_them_expire(devstack, db) -> None:
+    relid = await db.fetchval("select 'public.jobs'::regclass::oid::bigint")
+    await db.execute(
+        "insert into _realtime.wanted (gateway, relid, event, written_at) values (1, $1, '*', now() - interval '31 s')",
+        relid,
+    )
+    await db.execute("insert into _realtime.wanted (gateway, relid, event) values (2, $1, '*')", relid)
+    await db.execute("select _realtime.want(3, '[]'::jsonb)")
+    assert [r["gateway"] for r in await db.fetch("select gateway from _realtime.wanted")] == [2]
+
+
+async def test_the_socket_declines_permessage_deflate_as_realtime_does(devstack) -> None:
+    raw = await connect(devstack)  # websockets offers permessage-deflate
+    assert raw.ws.response.headers.get("Sec-WebSocket-Extensions") is None
