@@ -164,32 +164,32 @@ class Rest:
 
 
 class _RequestTransaction:
+    """BEGIN and the request's settings go in one round trip (a simple-protocol query, values as
+    quoted literals), then the statement, then COMMIT or ROLLBACK."""
+
     def __init__(
         self, pool: asyncpg.Pool, request: web.Request, claims: dict[str, Any], readonly: bool
     ) -> None:
         self._pool, self._request, self._claims, self._readonly = pool, request, claims, readonly
 
     async def __aenter__(self) -> asyncpg.Connection:
+        headers = {
+            k.lower(): v
+            for k, v in self._request.headers.items()
+            if k.lower() not in ("authorization", "apikey")
+        }
+        settings = {
+            "search_path": SCHEMA,
+            "role": self._claims["role"],
+            "request.jwt.claims": json.dumps(self._claims),
+            "request.method": self._request.method,
+            "request.path": self._request.path,
+            "request.headers": json.dumps(headers),
+        }
+        calls = ", ".join(f"set_config({_literal(k)}, {_literal(v)}, true)" for k, v in settings.items())
         self._conn = await self._pool.acquire()
-        self._tx = self._conn.transaction(readonly=self._readonly)
-        await self._tx.start()
         try:
-            headers = {
-                k.lower(): v
-                for k, v in self._request.headers.items()
-                if k.lower() not in ("authorization", "apikey")
-            }
-            await self._conn.execute(
-                "select set_config('search_path', $1, true), set_config('role', $2, true), "
-                "set_config('request.jwt.claims', $3, true), set_config('request.method', $4, true), "
-                "set_config('request.path', $5, true), set_config('request.headers', $6, true)",
-                SCHEMA,
-                self._claims["role"],
-                json.dumps(self._claims),
-                self._request.method,
-                self._request.path,
-                json.dumps(headers),
-            )
+            await self._conn.execute(f"begin{' read only' if self._readonly else ''}; select {calls}")
         except BaseException:
             await self._close(failed=True)
             raise
@@ -200,9 +200,15 @@ class _RequestTransaction:
 
     async def _close(self, failed: bool) -> None:
         try:
-            if failed:
-                await self._tx.rollback()
-            else:
-                await self._tx.commit()
+            if self._conn.is_in_transaction():
+                await self._conn.execute("rollback" if failed else "commit")
         finally:
             await self._pool.release(self._conn)
+
+
+def _literal(value: str) -> str:
+    """A string as an SQL literal; the pool's connections run with standard_conforming_strings on,
+    so only the quote needs doubling. Postgres text cannot hold NUL, so neither may a value."""
+    if "\x00" in value:
+        raise QueryError("PGRST100", "a request value contains a NUL character", 400)
+    return "'" + value.replace("'", "''") + "'"

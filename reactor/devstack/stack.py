@@ -41,7 +41,13 @@ async def serve(
         # Closed in reverse: REST's held requests let go, sockets close, HTTP stops, pools close.
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
         closing.push_async_callback(pool.close)
-        rest_pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10, reset=_end_transaction)
+        rest_pool = await asyncpg.create_pool(
+            database_url,
+            min_size=1,
+            max_size=10,
+            reset=_end_transaction,
+            server_settings={"standard_conforming_strings": "on"},  # rest.py quotes literals for it
+        )
         closing.push_async_callback(rest_pool.close)
         realtime = Realtime(pool, database_url, keys, faults)
         rest = Rest(rest_pool, keys, faults)
