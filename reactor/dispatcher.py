@@ -6,14 +6,16 @@ A claim never asks for more jobs than there are free slots, and one claim runs a
 worker never holds a job it cannot start at once. The poller's periodic sweeps are ticks (see
 ticker.py): the same claim, with the worker's other chores done in the same request.
 
-Jobs run on long-lived runner tasks, one per slot ever used, fed by a stream: spawning a task per
-job cost more than a no-op job itself.
+Jobs run on long-lived runner tasks, one per slot ever used, fed by a queue: spawning a task per
+job cost more than a no-op job itself. The queue is asyncio's (the worker runs on asyncio, which
+the Realtime client requires): handing over an item costs one future, where anyio's memory stream
+also builds a receiver record, an event and task information for every item.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -66,8 +68,9 @@ class Dispatcher:
             config.retry_base_seconds, max(config.retry_cap_seconds, config.retry_base_seconds)
         )
         self.running: dict[tuple[str, int], Running] = {}
-        self._jobs_send, self._jobs_receive = anyio.create_memory_object_stream[Running](math.inf)
-        self._idle_runners = 0  # runners not assigned a job: each takes the next one sent
+        self._jobs: asyncio.Queue[Running | None] = asyncio.Queue()  # None: a runner's cue to return
+        self._runners = 0
+        self._idle_runners = 0  # runners not assigned a job: each takes the next one queued
         self._due: set[str] = set()
         self._tick_due: set[str] = set()
         self._wake = anyio.Event()
@@ -142,10 +145,11 @@ class Dispatcher:
                         continue
                     await self._claim(table, task_group, tick=table in ticks)
         finally:
-            self._jobs_send.close()  # runners finish the jobs already sent, then return
+            for _ in range(self._runners):  # after the jobs already queued
+                self._jobs.put_nowait(None)
 
     async def _runner(self) -> None:
-        async for running in self._jobs_receive:
+        while (running := await self._jobs.get()) is not None:
             await self._execute(running)
             self._idle_runners += 1
 
@@ -214,8 +218,9 @@ class Dispatcher:
         if self._idle_runners:
             self._idle_runners -= 1
         else:
+            self._runners += 1
             task_group.start_soon(self._runner, name="job runner")
-        self._jobs_send.send_nowait(running)
+        self._jobs.put_nowait(running)
 
     def _progress_writer(self, job: Job) -> Any:
         async def write(percent: int, message: str | None) -> bool:
