@@ -22,7 +22,7 @@ from reactor.devstack import changes, phoenix
 from reactor.devstack.changes import Change, ChangeFeed
 from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys, TokenError
-from reactor.devstack.realtime_access import Access, Table, change_data, filter_values
+from reactor.devstack.realtime_access import Access, RoleView, Table, change_data, filter_values
 from reactor.devstack.realtime_filters import Binding
 from reactor.devstack.realtime_socket import Channel, Socket
 
@@ -46,6 +46,7 @@ class Realtime:
         # Each change is prepared (filters, RLS checks) as soon as it arrives, concurrently with
         # the ones before it; the dispatcher sends the results strictly in commit order.
         self._prepared: asyncio.Queue[asyncio.Task[list[Push]]] = asyncio.Queue()
+        self._queued = 0  # changes in that queue or being delivered from it
         self._sockets: set[Socket] = set()
         self._dispatcher: asyncio.Task[None] | None = None
 
@@ -129,30 +130,77 @@ class Realtime:
             logger.warning("realtime: could not refresh the wanted changes: {}", exc)
 
     def _changed(self, change: Change) -> None:
+        # With nothing queued ahead, a change whose facts are all cached (table, filters decided
+        # in Python, no RLS check) goes out at once; anything else waits its turn in the queue.
+        if not self._queued:
+            try:
+                pushes = self._prepare_now(change)
+            except Exception:
+                pushes = None  # the queued path fails the same way and logs it
+            if pushes is not None:
+                self._deliver(pushes)
+                return
+        self._queued += 1
         self._prepared.put_nowait(asyncio.create_task(self._prepare(change)))
 
     async def _dispatch(self) -> None:
         while True:
             prepared = await self._prepared.get()
             try:
-                pushes = await prepared
+                self._deliver(await prepared)
             except Exception:
                 # One bad change must not stop the feed for every later one.
                 logger.exception("realtime: a change could not be delivered")
-                continue
-            for socket, channel, payload in pushes:
-                left = socket.channels.get(channel.topic) is not channel  # while it was prepared
-                if not left and not self._faults.event_suppressed():
-                    socket.send(phoenix.Frame(channel.topic, "postgres_changes", payload))
+            finally:
+                self._queued -= 1
 
-    async def _prepare(self, change: Change) -> list[Push]:
-        """The pushes a change makes: one per live channel with a matching, visible binding."""
-        targets = [
+    def _deliver(self, pushes: list[Push]) -> None:
+        for socket, channel, payload in pushes:
+            left = socket.channels.get(channel.topic) is not channel  # while it was prepared
+            if not left and not self._faults.event_suppressed():
+                socket.send(phoenix.Frame(channel.topic, "postgres_changes", payload))
+
+    def _targets(self, change: Change) -> list[tuple[Socket, Channel, list[tuple[int, Binding]]]]:
+        return [
             (socket, channel, matched)
             for socket in self._sockets
             for channel in socket.channels.values()
             if channel.active and (matched := _matching(channel, change))
         ]
+
+    def _prepare_now(self, change: Change) -> list[Push] | None:
+        """`_prepare` from cached facts alone, or None when it needs the database."""
+        targets = self._targets(change)
+        if not targets:
+            return []
+        known, table = self._access.cached_table(change.relid)
+        if not known:
+            return None
+        if table is None:
+            return []
+        values = filter_values(table, change)
+        held: dict[Any, bool | None] = {}
+        for _, _, matched in targets:
+            for _, binding in matched:
+                for cond in binding.conditions:
+                    if cond not in held:
+                        held[cond] = self._access.held_in_python(table, values, cond)
+        if None in held.values():
+            return None
+        pushes = []
+        for socket, channel, matched in targets:
+            ids = sorted({i for i, b in matched if all(held[c] for c in b.conditions)})
+            if not ids:
+                continue
+            view = self._access.cached_role_view(change.relid, str(channel.claims.get("role", "")))
+            if view is None or _rls_checked(table, view, change):
+                return None
+            pushes.append((socket, channel, {"ids": ids, "data": change_data(table, view, change)}))
+        return pushes
+
+    async def _prepare(self, change: Change) -> list[Push]:
+        """The pushes a change makes: one per live channel with a matching, visible binding."""
+        targets = self._targets(change)
         table = await self._access.table(change.relid) if targets else None
         if table is None:
             return []
@@ -183,13 +231,18 @@ class Realtime:
     async def _data_for(self, table: Table, change: Change, claims: dict[str, Any]) -> dict[str, Any] | None:
         """What a subscriber with `claims` receives, or None when RLS hides the row from it."""
         view = await self._access.role_view(change.relid, str(claims.get("role", "")))
-        # Rows Realtime answers with an error (no primary key, or one the role may not select)
-        # skip the RLS check, as in apply_rls.
-        readable = bool(table.pkey) and set(table.pkey) <= view.selectable
-        checked = readable and table.rls and not view.bypass_rls and change.type != "DELETE"
-        if checked and not await self._access.visible(change.relid, table, claims, change.record or {}):
+        if _rls_checked(table, view, change) and not await self._access.visible(
+            change.relid, table, claims, change.record or {}
+        ):
             return None
         return change_data(table, view, change)
+
+
+def _rls_checked(table: Table, view: RoleView, change: Change) -> bool:
+    """Whether the row must pass the subscriber's RLS check. Rows Realtime answers with an error
+    (no primary key, or one the role may not select) skip it, as in apply_rls; so do DELETEs."""
+    readable = bool(table.pkey) and set(table.pkey) <= view.selectable
+    return readable and table.rls and not view.bypass_rls and change.type != "DELETE"
 
 
 def _matching(channel: Channel, change: Change) -> list[tuple[int, Binding]]:

@@ -140,6 +140,13 @@ class Access:
             )
         return frozenset(row[0] for row in rows)
 
+    def cached_table(self, relid: int) -> tuple[bool, Table | None]:
+        """(known, table) without a round trip."""
+        return relid in self._tables, self._tables.get(relid)
+
+    def cached_role_view(self, relid: int, role: str) -> RoleView | None:
+        return self._roles.get((relid, role))
+
     async def table(self, relid: int) -> Table | None:
         if relid not in self._tables:
             row = await self._pool.fetchrow(_TABLE_SQL, relid)
