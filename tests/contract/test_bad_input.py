@@ -182,3 +182,32 @@ async def test_operator_calls_with_bad_arguments_are_refused(db, call, message):
 async def test_invalid_jobs_cannot_be_inserted(db, bad):
     with pytest.raises(asyncpg.CheckViolationError):
         await enqueue(db, **{"job_type": "t", **bad})
+
+
+async def test_a_batch_names_its_first_bad_item_and_that_items_first_problem(db):
+    """0005 validates a batch in one query; the order of 0003's item-by-item checks still holds."""
+    ok = {"id": 1, "lease_token": str(uuid.uuid4())}
+
+    async def refusal(items):
+        with pytest.raises(RAISED) as raised:
+            await rpc(db, "reactor_complete", p_table="jobs", p_jobs=items)
+        return str(raised.value)
+
+    assert await refusal([ok, {"id": 2, "lease_token": "x"}, {"id": 3, "nope": 1}]) == (
+        "item 2: lease_token is not a UUID"
+    )
+    assert await refusal([{"id": -1, "zz": 1, "aa": 2, "lease_token": "x"}]) == 'item 1: unknown key "aa"'
+    assert await refusal([ok, {"id": 2, "lease_token": "x"}, ok]) == "item 2: lease_token is not a UUID"
+    assert await refusal([ok, {**ok, "lease_token": "x"}]) == "item 2: job 1 appears twice in one batch"
+    assert await refusal([{"id": 1000, "lease_token": 5}]) == "item 1: lease_token is missing"
+    assert await refusal([{"id": 1000.0, "lease_token": "x"}]) == "item 1: id must be a positive integer"
+
+
+async def test_a_lease_token_in_any_form_postgres_reads_is_accepted(db):
+    await enqueue(db, "t")
+    [job] = await claim(db, ["t"])
+    token = "{" + str(job["lease_token"]).upper().replace("-", "") + "}"
+    answer = await rpc(
+        db, "reactor_complete", p_table="jobs", p_jobs=[{"id": job["id"], "lease_token": token}]
+    )
+    assert answer == {"completed": [job["id"]], "stale": []}
