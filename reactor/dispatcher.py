@@ -32,7 +32,7 @@ from reactor.job import Job, PermanentError, RetryLater
 from reactor.metrics import Metrics
 from reactor.reporter import Report, Reporter
 from reactor.retry import RetryPolicy
-from reactor.store import Rejected, Store, StoreError
+from reactor.store import MAX_BATCH, Rejected, Store, StoreError
 from reactor.ticker import Ticker
 
 
@@ -154,7 +154,7 @@ class Dispatcher:
             self._idle_runners += 1
 
     async def _claim(self, table: str, task_group: TaskGroup, tick: bool) -> None:
-        limit = max(self.free(), 0)
+        limit = min(max(self.free(), 0), MAX_BATCH)  # a full answer must read as one
         job_types = self._registry.job_types(table)
         try:
             if tick:

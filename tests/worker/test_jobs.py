@@ -247,6 +247,29 @@ async def test_never_runs_more_jobs_than_its_concurrency(stack, db: asyncpg.Conn
     assert peak == 3
 
 
+async def test_concurrency_above_the_batch_limit_claims_full_batches_back_to_back(
+    stack, db: asyncpg.Connection
+) -> None:
+    """A claim asks for at most 1,000 jobs; a worker with more free slots must still read a
+    full answer as "more are waiting" rather than wait for its next sweep (an hour here)."""
+    app = Reactor()
+
+    @app.handler("noop")
+    async def noop(job: Job) -> None:
+        return None
+
+    await db.execute("insert into public.jobs (job_type) select 'noop' from generate_series(1, 2500)")
+    slow = {"poll_fast_seconds": 3600, "poll_slow_seconds": 3600, "reap_seconds": 3600, "stats_seconds": 3600}
+    async with running(app, worker_config(stack, concurrency=1500, **slow)):
+
+        async def all_done() -> bool:
+            return await db.fetchval("select count(*) from public.jobs where status = 'completed'") == 2500
+
+        await wait_until(all_done, timeout=60)
+        calls = app.store.calls
+    assert calls[("reactor_claim", "ok")] + calls[("reactor_tick", "ok")] <= 6
+
+
 async def test_outcomes_of_a_burst_are_recorded_in_batches(stack, db: asyncpg.Connection) -> None:
     app = Reactor()
 
