@@ -3,7 +3,8 @@
     python bench/peer_pgqueuer.py DATABASE_URL STAMPS COUNTS
 
 The worker runs one `noop` entrypoint that appends "job id, time.time()" to STAMPS, with
-pgqueuer's LISTEN/NOTIFY pickup and a batch size of 100 (its knob for throughput), and writes how
+pgqueuer's LISTEN/NOTIFY pickup and a batch size of 1,000 (its knob for throughput, set like reactor's claim
+batch; at 100 it drained 20,000 jobs about 5 % slower on this machine), and writes how
 many times it has called pgqueuer's dequeue query to COUNTS every half second.
 """
 
@@ -19,7 +20,7 @@ from pgqueuer import QueueManager
 from pgqueuer.adapters.drivers.asyncpg import AsyncpgDriver
 from pgqueuer.adapters.persistence.queries import Queries
 
-BATCH = 100
+BATCH = 1000
 
 
 async def install(url: str) -> None:
