@@ -86,10 +86,18 @@ def _port(raw: str) -> int | None:
     return value
 
 
+_SERVICE_PATH = re.compile(r"/(rest|realtime|auth|storage|functions)/v1$")
+
+
 def _url(raw: str) -> str:
     if not re.match(r"^https?://[^/\s]+", raw):
         raise ValueError
-    return raw.rstrip("/")
+    url = raw.rstrip("/")
+    if _SERVICE_PATH.search(url):
+        # The clients add /rest/v1 and /realtime/v1 themselves; a URL copied from an API page
+        # would otherwise fail later with a bare 404.
+        raise ValueError("the project URL without the API path, e.g. https://<ref>.supabase.co")
+    return url
 
 
 def _key(raw: str) -> str:
@@ -185,8 +193,8 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
             continue
         try:
             values[name] = parse(raw)
-        except ValueError:
-            problems.append(f"{variable} is malformed ({_shown(raw)}): expected {expected}")
+        except ValueError as exc:
+            problems.append(f"{variable} is malformed ({_shown(raw)}): expected {exc or expected}")
     if "service_key" not in overrides:
         values["service_key"] = _service_key(env, problems)
     values.update(overrides)

@@ -178,11 +178,14 @@ class Dispatcher:
         self.api_ok = False
         message = str(exc)
         if message != self._api_complaint:
-            hint = (
-                " (check SUPABASE_SERVICE_ROLE_KEY)"
-                if isinstance(exc, Rejected) and exc.status in (401, 403)
-                else ""
-            )
+            hint = ""
+            if isinstance(exc, Rejected) and exc.status in (401, 403):
+                hint = " (check SUPABASE_SERVICE_ROLE_KEY)"
+            elif isinstance(exc, Rejected) and "Could not find the function public.reactor_" in message:
+                hint = (
+                    " (reactor's migrations are missing: run `reactor migrate`"
+                    " or paste `reactor sql` into the SQL editor)"
+                )
             logger.error(f"cannot claim jobs: {message}{hint}; retrying on the next sweep")
             self._api_complaint = message
 

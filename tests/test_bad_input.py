@@ -176,11 +176,11 @@ async def test_a_project_url_with_a_path_is_reported_and_no_job_is_touched(
     stack, db: asyncpg.Connection
 ) -> None:
     job_id = await insert(db, "echo")
-    async with worker_process(worker_env(stack, SUPABASE_URL=f"{stack.url}/rest/v1")) as worker:
-        await worker.wait_for_output("cannot claim jobs")
-        worker.signal(signal.SIGTERM)
-        assert await worker.wait() == 0
-    assert ": 404: Not Found (HTTP 404); retrying on the next sweep" in worker.output
+    async with worker_process(worker_env(stack, SUPABASE_URL=f"{stack.url}/rest/v1/")) as worker:
+        assert await worker.wait() == 2
+    assert "SUPABASE_URL is malformed" in worker.output
+    assert "expected the project URL without the API path, e.g. https://<ref>.supabase.co" in worker.output
+    assert "Traceback" not in worker.output
     assert (await row(db, job_id))["status"] == "pending"
 
 
@@ -195,6 +195,7 @@ async def test_a_database_without_reactors_functions_is_reported_and_no_job_is_t
         assert await worker.wait() == 0
     assert "Could not find the function public.reactor_" in worker.output
     assert "in the schema cache" in worker.output
+    assert "run `reactor migrate` or paste `reactor sql` into the SQL editor" in worker.output
     assert (await row(db, job_id))["status"] == "pending"
 
 

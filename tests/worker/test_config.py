@@ -115,3 +115,21 @@ def test_reactor_run_with_a_bad_import_string_says_so() -> None:
     )
     assert done.returncode != 0
     assert "module:attribute" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["https://abc.supabase.co/rest/v1", "https://abc.supabase.co/rest/v1/", "http://h:1/realtime/v1"]
+)
+def test_a_url_with_the_api_path_is_refused_with_what_to_give_instead(url: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load({**GOOD, "SUPABASE_URL": url})
+    assert "SUPABASE_URL is malformed" in str(refused.value)
+    assert "expected the project URL without the API path, e.g. https://<ref>.supabase.co" in str(
+        refused.value
+    )
+
+
+def test_a_url_with_another_path_is_kept_for_a_proxied_self_hosted_project() -> None:
+    assert load({**GOOD, "SUPABASE_URL": "https://example.com/supabase/"}).supabase_url == (
+        "https://example.com/supabase"
+    )
