@@ -23,7 +23,7 @@ from reactor.devstack.changes import Change, ChangeFeed
 from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys, TokenError
 from reactor.devstack.realtime_access import Access, RoleView, Table, change_data, filter_values
-from reactor.devstack.realtime_filters import Binding
+from reactor.devstack.realtime_filters import Binding, Condition
 from reactor.devstack.realtime_socket import Channel, Socket
 
 MAX_FRAME_BYTES = 5_000_000  # Realtime's inbound websocket max_frame_size
@@ -178,13 +178,7 @@ class Realtime:
             return None
         if table is None:
             return []
-        values = filter_values(table, change)
-        held: dict[Any, bool | None] = {}
-        for _, _, matched in targets:
-            for _, binding in matched:
-                for cond in binding.conditions:
-                    if cond not in held:
-                        held[cond] = self._access.held_in_python(table, values, cond)
+        held = self._held_in_python(table, change, [b for _, _, m in targets for _, b in m])
         if None in held.values():
             return None
         pushes = []
@@ -219,14 +213,22 @@ class Realtime:
     async def _filters_pass(
         self, table: Table, change: Change, bindings: list[Binding]
     ) -> dict[Binding, bool]:
-        values = filter_values(table, change)
-        conds = list(dict.fromkeys(c for b in bindings for c in b.conditions))
-        held = {c: self._access.held_in_python(table, values, c) for c in conds}
+        held = self._held_in_python(table, change, bindings)
         asked = [c for c, h in held.items() if h is None]
         if asked:
+            values = filter_values(table, change)
             answers = await self._access.conditions_hold(change.relid, values, asked)
             held.update(zip(asked, answers, strict=True))
         return {b: all(held[c] for c in b.conditions) for b in bindings}
+
+    def _held_in_python(
+        self, table: Table, change: Change, bindings: list[Binding]
+    ) -> dict[Condition, bool | None]:
+        """Each distinct condition of `bindings`, decided without a round trip where that is
+        exact; None where Postgres must decide."""
+        values = filter_values(table, change)
+        conds = dict.fromkeys(c for b in bindings for c in b.conditions)
+        return {c: self._access.held_in_python(table, values, c) for c in conds}
 
     async def _data_for(self, table: Table, change: Change, claims: dict[str, Any]) -> dict[str, Any] | None:
         """What a subscriber with `claims` receives, or None when RLS hides the row from it."""
