@@ -156,6 +156,35 @@ class Rest:
         apikey = request.headers.get("apikey") or request.query.get("apikey")
         return self._keys.claims(apikey or bearer or None)
 
+    async def counted_body(
+        self, request: web.Request, claims: dict[str, Any], readonly: bool, sql: str, values: list
+    ) -> tuple[int, int, str | None]:
+        """Run `sql`, a statement giving one row of (rows in all, rows shown, body as JSON text),
+        as PostgREST runs a request (see transaction()), in one round trip instead of three.
+
+        Grants and row-level security are checked when a statement starts, so the settings must
+        come from an earlier statement of the same transaction. Both are one prepared statement,
+        `settings UNION ALL sql`, with a flag that keeps one branch or the other, executed twice
+        in one pipeline (asyncpg's fetchmany): the first execution makes the settings, the second
+        runs `sql` under them, and the Sync that ends the pipeline commits both as one implicit
+        transaction, or rolls both back when either fails."""
+        settings = _settings(request, claims)
+        if readonly:
+            settings["transaction_read_only"] = "on"
+        n = len(values)
+        flag = f"${n + 1}::boolean"
+        calls = ", ".join(f"set_config({_literal(k)}, ${n + 2 + i}, true)" for i, k in enumerate(settings))
+        combined = (
+            f"select null::bigint, null::bigint, null::text from (select {calls}) _c where {flag} "
+            f"union all select * from ({sql}) _m where not {flag}"
+        )
+        unused = [None] * len(settings)
+        async with self._pool.acquire() as conn:
+            _, (total, shown, body) = await conn.fetchmany(
+                combined, [[*[None] * n, True, *settings.values()], [*values, False, *unused]]
+            )
+        return total, shown, body
+
     def transaction(
         self, request: web.Request, claims: dict[str, Any], readonly: bool
     ) -> _RequestTransaction:
@@ -173,19 +202,7 @@ class _RequestTransaction:
         self._pool, self._request, self._claims, self._readonly = pool, request, claims, readonly
 
     async def __aenter__(self) -> asyncpg.Connection:
-        headers = {
-            k.lower(): v
-            for k, v in self._request.headers.items()
-            if k.lower() not in ("authorization", "apikey")
-        }
-        settings = {
-            "search_path": SCHEMA,
-            "role": self._claims["role"],
-            "request.jwt.claims": json.dumps(self._claims),
-            "request.method": self._request.method,
-            "request.path": self._request.path,
-            "request.headers": json.dumps(headers),
-        }
+        settings = _settings(self._request, self._claims)
         calls = ", ".join(f"set_config({_literal(k)}, {_literal(v)}, true)" for k, v in settings.items())
         self._conn = await self._pool.acquire()
         try:
@@ -206,9 +223,25 @@ class _RequestTransaction:
             await self._pool.release(self._conn)
 
 
+def _settings(request: web.Request, claims: dict[str, Any]) -> dict[str, str]:
+    """What PostgREST sets for each request, as transaction-local settings."""
+    headers = {
+        k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "apikey")
+    }
+    settings = {
+        "search_path": SCHEMA,
+        "role": claims["role"],
+        "request.jwt.claims": json.dumps(claims),
+        "request.method": request.method,
+        "request.path": request.path,
+        "request.headers": json.dumps(headers),
+    }
+    if any("\x00" in value for value in settings.values()):
+        raise QueryError("PGRST100", "a request value contains a NUL character", 400)
+    return settings
+
+
 def _literal(value: str) -> str:
     """A string as an SQL literal; the pool's connections run with standard_conforming_strings on,
-    so only the quote needs doubling. Postgres text cannot hold NUL, so neither may a value."""
-    if "\x00" in value:
-        raise QueryError("PGRST100", "a request value contains a NUL character", 400)
+    so only the quote needs doubling (Postgres text cannot hold NUL: _settings refuses it)."""
     return "'" + value.replace("'", "''") + "'"

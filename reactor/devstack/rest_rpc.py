@@ -51,8 +51,7 @@ async def call_function(rest: Rest, request: web.Request, claims: dict[str, Any]
         call = _call_sql_from_query(fn, args, params)
     sql = _result_sql(fn, call, filters, request.query, params)
     readonly = request.method in ("GET", "HEAD") or not fn.volatile
-    async with rest.transaction(request, claims, readonly) as conn:
-        total, shown, body = await conn.fetchrow(sql, *params.values)
+    total, shown, body = await rest.counted_body(request, claims, readonly, sql, params.values)
     if fn.is_void:
         return web.Response(status=204)
     headers = {}

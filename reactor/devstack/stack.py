@@ -46,7 +46,9 @@ async def serve(
             min_size=1,
             max_size=10,
             reset=_end_transaction,
-            server_settings={"standard_conforming_strings": "on"},  # rest.py quotes literals for it
+            # rest.py quotes literals for the first, and the second is what every request sets, so
+            # plans prepared before a request's settings stay valid under them.
+            server_settings={"standard_conforming_strings": "on", "search_path": "public"},
         )
         closing.push_async_callback(rest_pool.close)
         realtime = Realtime(pool, database_url, keys, faults)

@@ -33,6 +33,19 @@ async def test_worker_functions_work_on_a_second_job_table(db: asyncpg.Connectio
     assert await claim(db, ["send"]) == []
 
 
+async def test_every_job_table_gets_a_claim_function_only_the_worker_functions_can_call(
+    db: asyncpg.Connection,
+):
+    await db.execute("select reactor.create_job_table('emails')")
+    signature = "reactor.claim_{}(text, text[], integer, integer)"
+    for table in ("jobs", "emails"):
+        assert await db.fetchval("select to_regprocedure($1) is not null", signature.format(table))
+        for role in ("anon", "authenticated", "service_role"):
+            assert not await db.fetchval(
+                "select has_function_privilege($1, $2, 'execute')", role, signature.format(table)
+            )
+
+
 async def test_creating_a_job_table_again_changes_nothing(db: asyncpg.Connection):
     await db.execute("select reactor.create_job_table('emails')")
     await enqueue(db, "send", table="emails")

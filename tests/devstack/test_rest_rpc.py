@@ -126,6 +126,24 @@ async def test_rpc_runs_as_the_callers_role_with_its_claims(devstack, shapes):
     assert r.json() == {"role": "authenticated", "sub": user, "method": "POST"}
 
 
+async def test_a_failing_rpc_rolls_back_its_writes_and_its_settings(
+    devstack, service: AsyncClient, db: asyncpg.Connection, shapes
+):
+    await db.execute("""
+        create function public.add_then_fail() returns int language plpgsql as $$
+        begin
+          insert into public.items (id, name) values (99, 'doomed');
+          raise exception 'changed my mind';
+        end $$;
+        grant execute on function public.add_then_fail() to anon""")
+    with pytest.raises(APIError, match="changed my mind"):
+        await service.rpc("add_then_fail", {}).execute()
+    assert await db.fetchval("select count(*) from public.items where id = 99") == 0
+    async with httpx.AsyncClient(base_url=devstack.url) as http:
+        r = await http.post("/rest/v1/rpc/whoami", json={}, headers={"apikey": devstack.keys.anon})
+    assert r.json() == {"role": "anon", "sub": None, "method": "POST"}
+
+
 async def test_volatile_function_by_get_is_refused_as_read_only(devstack, shapes):
     async with httpx.AsyncClient(base_url=devstack.url) as http:
         r = await http.get("/rest/v1/rpc/bump", headers={"apikey": devstack.keys.service_role})
