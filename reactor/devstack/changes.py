@@ -1,7 +1,7 @@
 """Change capture: committed row changes of the `supabase_realtime` publication, as they commit.
 
-changes.sql puts a trigger on every table of the publication that sends each change with
-pg_notify; this module installs it, keeps the triggers in step with the publication and listens
+changes.sql puts statement-level triggers on every table of the publication that send each change
+with pg_notify; this module installs them, keeps the triggers in step with the publication and listens
 on one dedicated connection, handing each change to a callback in commit order. A dropped
 listener connection is reopened; changes committed meanwhile are lost, as they are when
 Supabase's replication poller restarts (delivery is at most once).

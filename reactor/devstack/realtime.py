@@ -40,7 +40,7 @@ class Realtime:
         self._faults = faults
         self._access = Access(pool)
         self._feed = ChangeFeed(pool, database_url, self._changed, self._synced)
-        # This gateway's rows in _realtime.wanted: what the capture trigger must not skip.
+        # This gateway's rows in _realtime.wanted: what the capture triggers must not skip.
         self._gateway = random.getrandbits(62)
         self._wanting = asyncio.Lock()
         # Each change is prepared (filters, RLS checks) as soon as it arrives, concurrently with
@@ -106,7 +106,7 @@ class Realtime:
         self._access.forget()
 
     async def want(self) -> None:
-        """Tell the capture trigger what this gateway's live bindings can receive; a subscription
+        """Tell the capture triggers what this gateway's live bindings can receive; a subscription
         is live only once this returned. Serialized, so the last write has the latest state."""
         async with self._wanting:
             rows = []

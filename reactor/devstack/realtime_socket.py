@@ -106,7 +106,7 @@ class Socket:
         self._keys = keys
         self._access = access
         self._resync = resync
-        self._want = want  # publishes every live binding to the capture trigger
+        self._want = want  # publishes every live binding to the capture triggers
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
 
     def send(self, frame: Frame) -> None:

@@ -1,6 +1,6 @@
 """What the local stack captures for Realtime: only changes some live subscription could receive.
 
-The capture trigger consults `_realtime.wanted`, which the gateway fills before it says
+The capture triggers consult `_realtime.wanted`, which the gateway fills before it says
 "Subscribed to PostgreSQL"; these tests listen on the trigger's own notification channel to see
 what it sends, and check the wire details that come with it.
 """
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.anyio
 
 
 class Captured:
-    """Notifications of the capture trigger, as (type, id) pairs."""
+    """Notifications of the capture triggers, as (type, id) pairs."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, int]] = []
@@ -105,3 +105,56 @@ async def test_rows_of_a_gateway_that_stopped_writing_them_expire(devstack, db) 
 async def test_the_socket_declines_permessage_deflate_as_realtime_does(devstack) -> None:
     raw = await connect(devstack)  # websockets offers permessage-deflate
     assert raw.ws.response.headers.get("Sec-WebSocket-Extensions") is None
+
+
+async def test_a_statement_that_changes_many_rows_sends_each_change_in_row_order_with_its_old_row(
+    devstack, db, database_url
+) -> None:
+    raw = await connect(devstack)
+    await raw.join("all", {"event": "*", "schema": "public", "table": "jobs"})
+    await raw.recv()
+    assert await raw.recv() == system("all", "ok", SUBSCRIBED)
+    conn = await asyncpg.connect(database_url)
+    sent: list[dict] = []
+    await conn.add_listener(changes.CHANNEL, lambda *args: sent.append(json.loads(args[3])))
+    try:
+        ids = [
+            r["id"]
+            for r in await db.fetch(
+                "insert into public.jobs (job_type, priority) select 'bulk', n from generate_series(1, 5) n"
+                " returning id"
+            )
+        ]
+        # Each statement's rows in the order it changed them, which RETURNING also follows.
+        updated = await db.fetch(
+            "update public.jobs set priority = -priority where job_type = 'bulk' returning id"
+        )
+        deleted = await db.fetch("delete from public.jobs where job_type = 'bulk' returning id")
+        await settle(db)
+        assert [(c["type"], (c["record"] or c["old_record"])["id"]) for c in sent] == [
+            *(("INSERT", i) for i in ids),
+            *(("UPDATE", r["id"]) for r in updated),
+            *(("DELETE", r["id"]) for r in deleted),
+        ]
+        for c in sent[5:10]:
+            assert c["old_record"]["id"] == c["record"]["id"]
+            assert c["record"]["priority"] == -c["old_record"]["priority"] != 0
+    finally:
+        await conn.close()
+
+
+async def test_starting_the_gateway_replaces_the_row_trigger_of_earlier_versions(devstack, db) -> None:
+    await db.execute(
+        "create trigger _realtime_capture after insert or update or delete on public.jobs"
+        " for each row execute function _realtime.capture()"
+    )
+    await db.execute("select _realtime.sync_triggers()")
+    names = await db.fetch(
+        "select tgname from pg_trigger where tgrelid = 'public.jobs'::regclass and tgname like '_realtime%'"
+        " order by 1"
+    )
+    assert [r["tgname"] for r in names] == [
+        "_realtime_capture_delete",
+        "_realtime_capture_insert",
+        "_realtime_capture_update",
+    ]
