@@ -64,7 +64,7 @@ class Store:
         if url is None:
             url = self._rpc_urls[function] = self._base.join(f"rpc/{function}")
         try:
-            status, content = await self._send("POST", url, json.dumps(args).encode())
+            status, content = await self._send("POST", url, _json(args))
         except httpx.HTTPError as exc:
             self.calls[(function, "unavailable")] += 1
             raise Unavailable(f"{function}: cannot reach the API: {type(exc).__name__}: {exc}") from exc
@@ -170,7 +170,7 @@ class Store:
             "POST",
             table,
             {"select": "id"},
-            json.dumps(job).encode(),
+            _json(job),
             headers={"Prefer": "return=representation"},
         )
         return json.loads(content)[0]["id"]
@@ -198,6 +198,11 @@ class Store:
             raise Rejected(f"{name}: {_reason(status, content)} (HTTP {status})", status)
         self.calls[(name, "ok")] += 1
         return content
+
+
+def _json(value: Any) -> bytes:
+    """A request body as httpx encodes `json=`: compact UTF-8, and NaN or infinity refused."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _reason(status: int, content: bytes) -> str:
