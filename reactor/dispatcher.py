@@ -271,7 +271,8 @@ class Dispatcher:
             job.logger.opt(exception=exc).debug("handler raised")
             return self._failure(job, handler, f"{type(exc).__name__}: {exc}", permanent=False)
         try:
-            json.dumps(result, allow_nan=False)
+            if result is not None:
+                json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as exc:
             return self._failure(job, handler, f"the handler's result is not JSON: {exc}", permanent=True)
         return "completed", {"result": result}

@@ -19,6 +19,9 @@ from typing import Any
 import httpx
 
 MAX_BATCH = 1000  # reactor.max_batch() in sql/migrations/0001
+# The columns of reactor_claim's rows that the worker reads; PostgREST's `select` leaves the rest
+# (lease_expires_at, started_at, user_id) out of the answer, a tenth of a big claim's bytes.
+CLAIMED_COLUMNS = "id,job_type,payload,priority,attempt,max_attempts,lease_token,run_at,created_at"
 
 
 class StoreError(Exception):
@@ -53,16 +56,19 @@ class Store:
             }
         )
         self._timeout = httpx.Timeout(timeout).as_dict()
-        self._rpc_urls: dict[str, httpx.URL] = {}
+        self._rpc_urls: dict[tuple[str, str | None], httpx.URL] = {}
         self.calls: Counter[tuple[str, str]] = Counter()  # (function, outcome) -> count, for /metrics
 
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    async def call(self, function: str, args: dict[str, Any]) -> Any:
-        url = self._rpc_urls.get(function)
+    async def call(self, function: str, args: dict[str, Any], select: str | None = None) -> Any:
+        url = self._rpc_urls.get((function, select))
         if url is None:
-            url = self._rpc_urls[function] = self._base.join(f"rpc/{function}")
+            url = self._base.join(f"rpc/{function}")
+            if select is not None:
+                url = url.copy_merge_params({"select": select})
+            self._rpc_urls[(function, select)] = url
         try:
             status, content = await self._send("POST", url, _json(args))
         except httpx.HTTPError as exc:
@@ -105,6 +111,7 @@ class Store:
                 "p_limit": min(limit, MAX_BATCH),
                 "p_lease_seconds": lease_seconds,
             },
+            select=CLAIMED_COLUMNS,
         )
 
     async def heartbeat(self, table: str, leases: list[dict[str, Any]], lease_seconds: int) -> dict[str, Any]:
