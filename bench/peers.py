@@ -6,7 +6,9 @@ Each system gets its own fresh database on the same Postgres server and the same
   first job the worker runs to the last one done. Each system first drains 2,000 jobs with a
   worker process of its own, so the measured drain finds the server's caches and connections as
   a running system has them (reactor's first drain on a fresh stack was about 20 % slower, the
-  peers' was not);
+  peers' was not). Then each system drains 20,000 three times, the systems taking turns, and the
+  median counts: single drains of the same system moved by up to a third within an hour on this
+  shared machine, and taking turns exposes every system to the same drift;
 - pickup latency: jobs inserted one at a time at 50 and at 500 a second; from the moment the
   insert's commit returns (time.time() in this process) to the handler's start (time.time() in
   the worker, same machine);
@@ -35,6 +37,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -54,6 +57,7 @@ from reactor.devstack.stack import Stack, serve
 
 HERE = Path(__file__).resolve().parent
 PEERS = {"pgqueuer": peer_pgqueuer, "procrastinate": peer_procrastinate}
+ROUNDS = 3  # throughput drains per system, taken in turns; the table shows the median
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -198,19 +202,33 @@ async def main(server_url: str, quick: bool) -> None:
             peers = {name: Peer(name, urls[name], Path(tmp)) for name in PEERS}
             async with serve(urls["reactor"], port=0) as stack:
                 rdb = await asyncpg.connect(urls["reactor"])
-                await reactor_bench.throughput(stack, rdb, warmup)
-                results["reactor"]["throughput"] = float(
-                    re.match(r"(\d+)", await reactor_bench.throughput(stack, rdb, jobs)).group(1)
-                )
+                dbs = {name: await asyncpg.connect(peer.url) for name, peer in peers.items()}
+
+                async def drain(name: str, n: int) -> float:
+                    if name == "reactor":
+                        await rdb.execute("delete from jobs")
+                        await rdb.execute("vacuum analyze")
+                        line = await reactor_bench.throughput(stack, rdb, n)
+                        return float(re.match(r"(\d+)", line).group(1))
+                    await dbs[name].execute("vacuum analyze")
+                    return await peers[name].throughput(dbs[name], n)
+
+                for name in results:
+                    await drain(name, warmup)
+                rates: dict[str, list[float]] = {name: [] for name in results}
+                for _ in range(ROUNDS):
+                    for name in results:
+                        rates[name].append(await drain(name, jobs))
+                for name in results:
+                    results[name]["throughput"] = statistics.median(rates[name])
+                    results[name]["throughput_rounds"] = rates[name]
                 await rdb.execute("delete from jobs")
                 await rdb.execute("vacuum analyze")
                 for rate in (50, 500):
                     line = await reactor_bench.pickup(stack, rdb, realtime=True, rate=rate, seconds=seconds)
                     results["reactor"][f"pickup{rate}"] = parse_pickup(line)
                 for name, peer in peers.items():
-                    db = await asyncpg.connect(peer.url)
-                    await peer.throughput(db, warmup)
-                    results[name]["throughput"] = await peer.throughput(db, jobs)
+                    db = dbs.pop(name)
                     await db.execute("vacuum analyze")
                     for rate in (50, 500):
                         lat = await peer.pickup(db, rate, seconds)
@@ -263,8 +281,8 @@ def report(results: dict, raw: float, jobs: int, seconds: float, idle: float, pg
         f"{version('procrastinate')}; {jobs} jobs after a warm-up drain of {jobs // 10}, pickup runs "
         f"of {seconds:g} s, idle {idle:g} s.",
         "",
-        "| system | throughput, jobs/s | pickup p50 / p99 at 50/s, ms | pickup p50 / p99 at 500/s, ms "
-        "| idle, per minute | claim calls per job, 4 workers |",
+        "| system | throughput, jobs/s (median of 3) | pickup p50 / p99 at 50/s, ms "
+        "| pickup p50 / p99 at 500/s, ms | idle, per minute | claim calls per job, 4 workers |",
         "|---|---|---|---|---|---|",
     ]
     for name, m in results.items():
@@ -279,6 +297,11 @@ def report(results: dict, raw: float, jobs: int, seconds: float, idle: float, pg
     lines.append(
         f"| raw SQL limit (batch 100, asyncpg) | {raw:,.0f} ({raw / r['throughput']:.2f}x) | | | | |"
     )
+    lines.append("")
+    drains = (
+        f"{name} {', '.join(f'{r:,.0f}' for r in m['throughput_rounds'])}" for name, m in results.items()
+    )
+    lines.append("Throughput drains, in the order run: " + "; ".join(drains))
     lines.append("")
     lines.append(json.dumps(results))
     return "\n".join(lines)

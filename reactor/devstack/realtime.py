@@ -98,6 +98,10 @@ class Realtime:
             await socket.run()
         finally:
             self._sockets.discard(socket)
+        # Stop capturing what only this socket wanted now, not at the next sync: otherwise a bulk
+        # insert just after a worker left sends every row to nobody.
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.want()
         return ws
 
     async def _resync(self) -> None:

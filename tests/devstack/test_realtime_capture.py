@@ -91,6 +91,20 @@ async def test_a_channel_that_left_stops_the_capture_within_a_sync(devstack, db,
     assert await db.fetchval("select count(*) from _realtime.wanted") == 0
 
 
+async def test_a_socket_that_closed_stops_the_capture_at_once(devstack, db) -> None:
+    raw = await connect(devstack)
+    await raw.join("inserts", JOBS)
+    await raw.recv()
+    assert await raw.recv() == system("inserts", "ok", SUBSCRIBED)
+    assert await db.fetchval("select count(*) from _realtime.wanted") == 1
+    await raw.ws.close()
+    for _ in range(10):  # well inside the 2 s between syncs
+        if not await db.fetchval("select count(*) from _realtime.wanted"):
+            break
+        await asyncio.sleep(0.05)
+    assert await db.fetchval("select count(*) from _realtime.wanted") == 0
+
+
 async def test_rows_of_a_gateway_that_stopped_writing_them_expire(devstack, db) -> None:
     relid = await db.fetchval("select 'public.jobs'::regclass::oid::bigint")
     await db.execute(
