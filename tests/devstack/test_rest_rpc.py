@@ -158,3 +158,20 @@ async def test_bad_json_body_is_pgrst102(devstack, shapes):
             headers={"apikey": devstack.keys.service_role, "Content-Type": "application/json"},
         )
     assert (r.status_code, r.json()["code"]) == (400, "PGRST102")
+
+
+async def test_an_rpc_with_a_token_for_an_unknown_role_or_a_nul_in_its_name_is_refused(devstack, db, shapes):
+    nobody = devstack.keys.sign({"role": "nobody", "exp": 4102444800})
+    async with httpx.AsyncClient(base_url=devstack.url) as http:
+        r = await http.post(
+            "/rest/v1/rpc/whoami",
+            json={},
+            headers={"apikey": devstack.keys.anon, "Authorization": f"Bearer {nobody}"},
+        )
+        assert (r.status_code, r.json()["code"]) == (401, "22023")
+        assert 'role "nobody" does not exist' in r.json()["message"]
+        r = await http.post(
+            "/rest/v1/rpc/add%00", json={"a": 1}, headers={"apikey": devstack.keys.service_role}
+        )
+        assert (r.status_code, r.json()["code"]) == (404, "PGRST202")  # no such function
+    assert (await db.fetchval("select count(*) from public.items")) == 3
