@@ -48,6 +48,7 @@ class Realtime:
         self._prepared: asyncio.Queue[asyncio.Task[list[Push]]] = asyncio.Queue()
         self._queued = 0  # changes in that queue or being delivered from it
         self._sockets: set[Socket] = set()
+        self._rewrites: set[asyncio.Task[None]] = set()  # of the wanted rows, after a socket closed
         self._dispatcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -56,6 +57,10 @@ class Realtime:
 
     async def stop(self) -> None:
         await self.close_sockets(1001)
+        for rewrite in list(self._rewrites):
+            rewrite.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rewrite
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await changes.want(self._pool, self._gateway, [])
         await self._feed.stop()
@@ -98,11 +103,17 @@ class Realtime:
             await socket.run()
         finally:
             self._sockets.discard(socket)
-        # Stop capturing what only this socket wanted now, not at the next sync: otherwise a bulk
-        # insert just after a worker left sends every row to nobody.
+            # Stop capturing what only this socket wanted now, not at the next sync (otherwise a
+            # bulk insert just after a worker left sends every row to nobody), without holding up
+            # the handler: a closing gateway must not wait on the database for it.
+            rewrite = asyncio.create_task(self._want_quietly())
+            self._rewrites.add(rewrite)
+            rewrite.add_done_callback(self._rewrites.discard)
+        return ws
+
+    async def _want_quietly(self) -> None:
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await self.want()
-        return ws
 
     async def _resync(self) -> None:
         """Before a join goes live: capture any table newly added to the publication."""
