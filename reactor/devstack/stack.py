@@ -18,6 +18,7 @@ from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys
 from reactor.devstack.realtime import Realtime
 from reactor.devstack.rest import Rest
+from reactor.devstack.rest_catalog import SCHEMA
 
 
 @dataclass
@@ -48,7 +49,7 @@ async def serve(
             reset=_end_transaction,
             # rest.py quotes literals for the first, and the second is what every request sets, so
             # plans prepared before a request's settings stay valid under them.
-            server_settings={"standard_conforming_strings": "on", "search_path": "public"},
+            server_settings={"standard_conforming_strings": "on", "search_path": SCHEMA},
         )
         closing.push_async_callback(rest_pool.close)
         realtime = Realtime(pool, database_url, keys, faults)
