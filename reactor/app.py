@@ -9,6 +9,7 @@ and only then stop the heartbeats that kept all those leases alive.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import signal
 import sys
@@ -150,6 +151,10 @@ class Reactor:
             healthy,
         )
         poller_ref.append(poller)
+        if listener is not None and config.hand_off:
+            dispatcher.standing_by = listener.healthy
+            # An idle worker renews its standby with every tick; it lapses after two missed ones.
+            dispatcher.standby_seconds = min(3600, math.ceil(2 * poller.slow_interval()) + 5)
         self.listener, self.poller = listener, poller
         if listener is not None:
             self.metrics.realtime_state = lambda: listener.state
@@ -163,6 +168,7 @@ class Reactor:
                 outer.start_soon(reporter.run)
                 keeper = anyio.CancelScope()
                 leases = LeaseKeeper(store, dispatcher, reporter.leases, config.lease_seconds)
+                dispatcher.confirm = leases.confirm
                 outer.start_soon(self._keep_leases, keeper, leases)
                 if handle_signals:
                     outer.start_soon(self._watch_signals)
@@ -195,6 +201,8 @@ class Reactor:
             health_changed=lambda: poller_ref[0].health_changed(),
             tick_now=lambda: poller_ref[0].tick_now(),
             probe_seconds=config.probe_seconds,
+            handed=dispatcher.take,
+            hand_off_seen=lambda lease_ends: poller_ref[0].hand_off_seen(lease_ends),
         )
 
     async def _work(

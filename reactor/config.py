@@ -39,6 +39,7 @@ class Config:
     stats_seconds: float = 30.0
     probe_seconds: float = 30.0
     realtime: bool = True
+    hand_off: bool = True
     health_port: int | None = 8080
     log_format: str = "text"
     log_level: str = "INFO"
@@ -145,6 +146,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "stats_seconds": ("REACTOR_STATS_SECONDS", _positive_float, "a number of seconds above 0"),
     "probe_seconds": ("REACTOR_PROBE_SECONDS", _positive_float, "a number of seconds above 0"),
     "realtime": ("REACTOR_REALTIME", _bool, "on or off"),
+    "hand_off": ("REACTOR_HAND_OFF", _bool, "on or off"),
     "health_port": ("REACTOR_HEALTH_PORT", _port, "a TCP port from 0 to 65535, or off"),
     "log_format": ("REACTOR_LOG_FORMAT", _choice("text", "json"), "text or json"),
     "log_level": ("REACTOR_LOG_LEVEL", _level, "one of debug, info, warning, error"),

@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from reactor.job import Job, PermanentError, RetryLater
 from reactor.metrics import Metrics
 from reactor.reporter import Report, Reporter
 from reactor.retry import RetryPolicy
-from reactor.store import MAX_BATCH, Rejected, Store, StoreError
+from reactor.store import MAX_BATCH, MAX_STANDBY_SLOTS, Rejected, Store, StoreError
 from reactor.ticker import Ticker
 
 
@@ -44,6 +45,7 @@ class Running:
     started: float = field(default_factory=time.monotonic)
     lost: bool = False  # the lease went to someone else: never report
     released: bool = False  # cancelled by shutdown: hand back without spending the attempt
+    confirmed: anyio.Event | None = None  # a hand-off: set once its confirmation is settled
 
 
 class Dispatcher:
@@ -79,6 +81,15 @@ class Dispatcher:
         self.to_release: dict[str, list[dict[str, Any]]] = {}  # cancelled by shutdown, not yet handed back
         self.api_ok = False  # the last claim reached the API (readiness)
         self._api_complaint = ""
+        # Hand-offs (sql/migrations/0007): while `standing_by()` holds, every claim offers the
+        # slots it leaves free for `standby_seconds`; `confirm` sends a hand-off's confirmation.
+        self.standing_by: Callable[[], bool] = lambda: False
+        self.standby_seconds = 0
+        self.confirm: Callable[[str, dict[str, Any]], None] = lambda table, lease: None
+        # table -> the slots this worker's standby still has, as far as it knows: what the last
+        # claim offered (the SQL's formula) less the hand-offs since. Absent: no standby.
+        self._offered: dict[str, int] = {}
+        self._group: TaskGroup | None = None
 
     @property
     def claiming(self) -> bool:
@@ -119,9 +130,46 @@ class Dispatcher:
         if running is not None and not running.lost:
             running.lost = True
             running.scope.cancel()
+            if running.confirmed is not None:
+                running.confirmed.set()
             running.job.logger.bind(outcome="lost").warning(
                 "lease lost: cancelling the job, it has a new owner"
             )
+
+    def confirmed(self, table: str, job_id: int) -> None:
+        """A hand-off's confirmation was answered, or given up on: its outcome may be reported."""
+        running = self.running.get((table, job_id))
+        if running is not None and running.confirmed is not None:
+            running.confirmed.set()
+
+    def take(self, table: str, record: dict[str, Any]) -> None:
+        """Start a job the database handed to this worker on insert; its Realtime record is the
+        claim. The hand-off is confirmed at once, and its outcome reported only after that."""
+        try:
+            lease = {"id": int(record["id"]), "lease_token": str(record["lease_token"])}
+            row = {
+                "id": lease["id"],
+                "job_type": record["job_type"],
+                "payload": record["payload"],
+                "priority": record.get("priority", 0),
+                "attempt": int(record["attempts"]),
+                "max_attempts": int(record["max_attempts"]),
+                "lease_token": lease["lease_token"],
+                "run_at": record.get("run_at"),
+                "created_at": record.get("created_at"),
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning(f"a hand-off in {table} is unreadable ({exc!r}); the reaper will requeue it")
+            return
+        if (table, row["id"]) in self.running:
+            return
+        if not self._claiming or self._group is None or self._registry.get(table, row["job_type"]) is None:
+            self.to_release.setdefault(table, []).append(lease)  # handed back at shutdown
+            return
+        self._start(table, row, self._group, confirmed=anyio.Event())
+        self.confirm(table, lease)
+        if table in self._offered:
+            self._offered[table] = max(self._offered[table] - 1, 0)
 
     def leases(self) -> dict[str, list[dict[str, Any]]]:
         by_table: dict[str, list[dict[str, Any]]] = {}
@@ -131,6 +179,7 @@ class Dispatcher:
         return by_table
 
     async def run(self, task_group: TaskGroup) -> None:
+        self._group = task_group
         try:
             while self._claiming:
                 await self._wake.wait()
@@ -144,6 +193,7 @@ class Dispatcher:
                         self._due.add(table)  # claimed again when a slot frees
                         continue
                     await self._claim(table, task_group, tick=table in ticks)
+            await self._stand_down()
         finally:
             for _ in range(self._runners):  # after the jobs already queued
                 self._jobs.put_nowait(None)
@@ -156,16 +206,24 @@ class Dispatcher:
     async def _claim(self, table: str, task_group: TaskGroup, tick: bool) -> None:
         limit = min(max(self.free(), 0), MAX_BATCH)  # a full answer must read as one
         job_types = self._registry.job_types(table)
+        standby = self.standby_seconds if self.standing_by() else 0
         try:
             if tick:
-                rows = await self._ticker.tick(table, job_types, limit)
+                rows = await self._ticker.tick(table, job_types, limit, standby)
             else:
                 rows = await self._store.claim(
-                    table, self._config.worker_id, job_types, limit, self._config.lease_seconds
+                    table, self._config.worker_id, job_types, limit, self._config.lease_seconds, standby
                 )
         except StoreError as exc:
             self._complain(exc)
             return
+        if standby:
+            offer = min(limit - len(rows), MAX_STANDBY_SLOTS)
+            if tick:  # a tick's claim never raises the standby (sql/migrations/0007)
+                offer = min(offer, self._offered.get(table, 0))
+            self._offered[table] = offer
+        else:
+            self._offered.pop(table, None)  # a claim without a standby withdraws it
         if not self.api_ok:
             logger.info(f"claiming from table {table}")
         self.api_ok, self._api_complaint = True, ""
@@ -189,7 +247,18 @@ class Dispatcher:
             logger.error(f"cannot claim jobs: {message}{hint}; retrying on the next sweep")
             self._api_complaint = message
 
-    def _start(self, table: str, row: dict[str, Any], task_group: TaskGroup) -> None:
+    async def _stand_down(self) -> None:
+        """Withdraw this worker's standby, so that no job is handed to it once it stops."""
+        for table in sorted(self._offered):
+            try:
+                await self._store.stand_down(table, self._config.worker_id)
+            except StoreError as exc:
+                logger.warning(f"could not withdraw the standby in {table}; it lapses by itself: {exc}")
+        self._offered.clear()
+
+    def _start(
+        self, table: str, row: dict[str, Any], task_group: TaskGroup, confirmed: anyio.Event | None = None
+    ) -> None:
         handler = self._registry.get(table, row["job_type"])
         if handler is None:
             return  # cannot happen: the claim names only registered types
@@ -213,7 +282,7 @@ class Dispatcher:
             worker_id=self._config.worker_id,
         )
         job._progress = self._progress_writer(job)
-        running = Running(job, handler)
+        running = Running(job, handler, confirmed=confirmed)
         self.running[(table, job.id)] = running
         if job.run_at is not None:
             pickup = (datetime.now(UTC) - job.run_at).total_seconds()
@@ -247,10 +316,14 @@ class Dispatcher:
             outcome = await self._call(job, handler)
         if outcome is None and running.scope.cancelled_caught and not (running.lost or running.released):
             outcome = self._failure(job, handler, f"timed out after {handler.timeout} s", permanent=False)
+        if running.confirmed is not None:
+            await running.confirmed.wait()  # an unconfirmed hand-off's outcome would be refused
         try:
             self._finish(running, outcome)
         finally:
             del self.running[(job.table, job.id)]
+            if self._offered.get(job.table) == 0 and self.standing_by():
+                self._due.add(job.table)  # a slot is free and no hand-off can reach it: offer it
             if self._due or not self._claiming:
                 self._wake.set()
             if not self._claiming and not self.running:

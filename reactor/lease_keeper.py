@@ -1,12 +1,19 @@
 """Keeps the leases of running jobs alive, and of finished jobs whose outcome is still waiting to
-be recorded: one batched heartbeat per table every lease/3.
+be recorded: one batched heartbeat per table every lease/3. It also confirms hand-offs.
 
 Three beats fit in a lease, so one slow or failed call costs nothing. A job the database no
 longer gives us (stale) was reaped and may run elsewhere: it is cancelled here and never reported.
+
+A hand-off (a job the database gave this worker on insert, sql/migrations/0007) holds a short
+lease until it is confirmed by a heartbeat, so each is confirmed at once: hand-offs that arrive
+together share one request, a failed request is tried again every half second, and after the
+hand-off lease (5 s) it is left to the database, which will have requeued it or not. Either way
+the dispatcher hears that the confirmation is settled.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +22,9 @@ from loguru import logger
 
 from reactor.dispatcher import Dispatcher
 from reactor.store import MAX_BATCH, Store, StoreError
+
+HAND_OFF_SECONDS = 5.0  # the hand-off lease in reactor.hand_off(), sql/migrations/0007
+_CONFIRM_RETRY = 0.5
 
 
 class LeaseKeeper:
@@ -29,11 +39,15 @@ class LeaseKeeper:
         self._dispatcher = dispatcher
         self._unreported = unreported
         self._lease_seconds = lease_seconds
+        self._to_confirm: dict[str, list[tuple[float, dict[str, Any]]]] = {}  # table -> (deadline, lease)
+        self._confirm_due = anyio.Event()
 
     async def run(self) -> None:
-        while True:
-            await anyio.sleep(self._lease_seconds / 3)
-            await self.beat()
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._confirm_hand_offs)
+            while True:
+                await anyio.sleep(self._lease_seconds / 3)
+                await self.beat()
 
     async def beat(self) -> None:
         held = self._dispatcher.leases()
@@ -49,3 +63,40 @@ class LeaseKeeper:
                     continue
                 for job_id in answer.get("stale", []):
                     self._dispatcher.lease_lost(table, job_id)
+
+    def confirm(self, table: str, lease: dict[str, Any]) -> None:
+        self._to_confirm.setdefault(table, []).append((time.monotonic() + HAND_OFF_SECONDS, lease))
+        self._confirm_due.set()
+
+    async def _confirm_hand_offs(self) -> None:
+        while True:
+            await self._confirm_due.wait()
+            self._confirm_due = anyio.Event()
+            pending, self._to_confirm = self._to_confirm, {}
+            retry = False
+            for table, items in pending.items():
+                for start in range(0, len(items), MAX_BATCH):
+                    retry |= await self._confirm(table, items[start : start + MAX_BATCH])
+            if retry:
+                await anyio.sleep(_CONFIRM_RETRY)
+                self._confirm_due.set()
+
+    async def _confirm(self, table: str, items: list[tuple[float, dict[str, Any]]]) -> bool:
+        """Confirm one batch; True when some of it waits for another try."""
+        try:
+            answer = await self._store.heartbeat(table, [lease for _, lease in items], self._lease_seconds)
+        except StoreError as exc:
+            now, keep = time.monotonic(), []
+            for deadline, lease in items:
+                if deadline > now:
+                    keep.append((deadline, lease))
+                else:  # past the hand-off lease: the database has decided; report and see
+                    self._dispatcher.confirmed(table, lease["id"])
+            logger.warning(f"confirming {len(items)} hand-offs in {table} failed: {exc}")
+            self._to_confirm.setdefault(table, []).extend(keep)
+            return bool(keep)
+        for job_id in answer.get("stale", []):
+            self._dispatcher.lease_lost(table, job_id)
+        for job_id in answer.get("extended", []):
+            self._dispatcher.confirmed(table, job_id)
+        return False

@@ -1,4 +1,5 @@
-"""The Realtime listener: hears new and re-pending jobs and wakes the dispatcher.
+"""The Realtime listener: hears new and re-pending jobs and wakes the dispatcher, and starts the
+jobs the database handed to this worker on insert (sql/migrations/0007).
 
 Realtime is a hint, never the source of truth (see DESIGN.md and supabase-wire.md A3, A5, A7.3,
 A8). The official client reports SUBSCRIBED before changes flow, never reads heartbeat replies and
@@ -41,6 +42,8 @@ class Listener:
         health_changed: Callable[[], None],
         tick_now: Callable[[], None],
         probe_seconds: float,
+        handed: Callable[[str, dict[str, Any]], None],
+        hand_off_seen: Callable[[datetime], None],
     ) -> None:
         self._url = re.sub(r"^http", "ws", supabase_url) + "/realtime/v1"
         self._key = service_key
@@ -51,6 +54,8 @@ class Listener:
         self._health_changed = health_changed
         self._tick_now = tick_now
         self._probe_seconds = probe_seconds
+        self._handed = handed  # a job the database handed to this worker on insert
+        self._hand_off_seen = hand_off_seen  # one handed to another worker, whose lease ends then
         self.state = "connecting"  # connecting, subscribed, down
         self.last_event = time.monotonic()
         self.went_down_at: float | None = None
@@ -166,7 +171,15 @@ class Listener:
             if (record.get("payload") or {}).get("worker") == self._worker_id:
                 self._probe_seen.set()
             return
-        if record.get("status") != "pending" or record.get("job_type") not in self._job_types.get(table, ()):
+        if record.get("job_type") not in self._job_types.get(table, ()):
+            return
+        if record.get("status") == "processing" and data.get("type") == "INSERT":
+            if record.get("locked_by") == self._worker_id:
+                self._handed(table, record)
+            elif (lease_ends := _parse_time(record.get("lease_expires_at"))) is not None:
+                self._hand_off_seen(lease_ends)
+            return
+        if record.get("status") != "pending":
             return
         run_at = _parse_time(record.get("run_at"))
         if run_at is not None and run_at > datetime.now(UTC):

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 MAX_BATCH = 1000  # reactor.max_batch() in sql/migrations/0001
+MAX_STANDBY_SLOTS = 16  # reactor.max_standby_slots() in sql/migrations/0007
 # The columns of reactor_claim's rows that the worker reads; PostgREST's `select` leaves the rest
 # (lease_expires_at, started_at, user_id) out of the answer, a tenth of a big claim's bytes.
 CLAIMED_COLUMNS = "id,job_type,payload,priority,attempt,max_attempts,lease_token,run_at,created_at"
@@ -100,8 +101,15 @@ class Store:
             await response.aclose()
 
     async def claim(
-        self, table: str, worker: str, job_types: Sequence[str], limit: int, lease_seconds: int
+        self,
+        table: str,
+        worker: str,
+        job_types: Sequence[str],
+        limit: int,
+        lease_seconds: int,
+        standby_seconds: int = 0,
     ) -> list[dict[str, Any]]:
+        """Claim up to `limit` jobs; with `standby_seconds`, offer the slots left for hand-offs."""
         return await self.call(
             "reactor_claim",
             {
@@ -110,9 +118,13 @@ class Store:
                 "p_job_types": list(job_types),
                 "p_limit": min(limit, MAX_BATCH),
                 "p_lease_seconds": lease_seconds,
+                "p_standby_seconds": standby_seconds,
             },
             select=CLAIMED_COLUMNS,
         )
+
+    async def stand_down(self, table: str, worker: str) -> None:
+        await self.call("reactor_stand_down", {"p_table": table, "p_worker": worker})
 
     async def heartbeat(self, table: str, leases: list[dict[str, Any]], lease_seconds: int) -> dict[str, Any]:
         return await self.call(
@@ -153,6 +165,7 @@ class Store:
         stats: bool,
         probe: bool,
         old_probe: int | None,
+        standby_seconds: int = 0,
     ) -> dict[str, Any]:
         return await self.call(
             "reactor_tick",
@@ -165,6 +178,7 @@ class Store:
                 "p_stats": stats,
                 "p_probe": probe,
                 "p_old_probe": old_probe,
+                "p_standby_seconds": standby_seconds,
             },
         )
 

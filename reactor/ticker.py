@@ -48,8 +48,11 @@ class Ticker:
         self._stats_at: dict[str, float] = {}
         self._probes: dict[str, int] = {}  # table -> our probe row, deleted by the next tick
 
-    async def tick(self, table: str, job_types: Sequence[str], limit: int) -> list[dict[str, Any]]:
-        """Do the chores for `table` and claim up to `limit` jobs; the claimed rows."""
+    async def tick(
+        self, table: str, job_types: Sequence[str], limit: int, standby_seconds: int = 0
+    ) -> list[dict[str, Any]]:
+        """Do the chores for `table` and claim up to `limit` jobs; the claimed rows. With
+        `standby_seconds`, the slots left are offered for hand-offs (store.claim)."""
         now = time.monotonic()
         stats = now >= self._stats_at.get(table, float("-inf")) + self._stats_seconds * _STATS_SLACK
         probe = self.probe is not None and self.probe.probe_wanted(table)
@@ -62,6 +65,7 @@ class Ticker:
             stats=stats,
             probe=probe,
             old_probe=self._probes.pop(table, None),
+            standby_seconds=standby_seconds,
         )
         if answer["probe"] is not None and self.probe is not None:
             self._probes[table] = answer["probe"]

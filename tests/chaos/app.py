@@ -1,7 +1,7 @@
 """The chaos run's worker app: `reactor run tests.chaos.app:app`.
 
-Each run of a handler appends one line to the file named by CHAOS_RUNS before it does its work, so
-a run is on record even when its worker is killed mid-job. Workers have no database connection;
+Each run of a handler appends one line to the file named by CHAOS_RUNS, with the time it began,
+before it does its work, so a run is on record even when its worker is killed mid-job. Workers have no database connection;
 a local append-only file is a side table that no injected fault can reach. The result names the
 lease the run held, so the audit can tell whether a completion came from the job's current owner.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import anyio
 
@@ -20,7 +21,13 @@ app = Reactor()
 
 def record_run(job: Job, worker: str) -> None:
     line = json.dumps(
-        {"id": job.id, "attempt": job.attempt, "lease_token": job.lease_token, "worker": worker}
+        {
+            "id": job.id,
+            "attempt": job.attempt,
+            "lease_token": job.lease_token,
+            "worker": worker,
+            "at": time.time(),
+        }
     )
     # One write(2) to an O_APPEND file: lines from concurrent workers never interleave.
     fd = os.open(os.environ["CHAOS_RUNS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -1,5 +1,6 @@
 -- The chaos run's audit: every change of a job's status, with the lease it ended and the lease it
--- began, stamped by the database's clock. Workers never see this schema; a trigger fills it from
+-- began, stamped by the database's clock; a job handed to a worker on insert (0007) counts as a
+-- change from pending. Workers never see this schema; a trigger fills it from
 -- inside the worker functions' own transactions, so no update of public.jobs escapes it.
 
 create schema chaos;
@@ -15,6 +16,7 @@ create table chaos.transitions (
   new_token uuid,
   old_worker text,
   new_worker text,
+  old_started boolean not null default true,  -- the lease it ended had been confirmed (started_at)
   result jsonb,
   last_error text,
   at timestamptz not null default clock_timestamp()
@@ -26,12 +28,26 @@ create function chaos.record_transition() returns trigger
 language plpgsql as $$
 begin
   insert into chaos.transitions (job_id, old_status, new_status, old_attempts, new_attempts,
-                                 old_token, new_token, old_worker, new_worker, result, last_error)
+                                 old_token, new_token, old_worker, new_worker, old_started, result, last_error)
   values (new.id, old.status, new.status, old.attempts, new.attempts,
-          old.lease_token, new.lease_token, old.locked_by, new.locked_by, new.result, new.last_error);
+          old.lease_token, new.lease_token, old.locked_by, new.locked_by, old.started_at is not null,
+          new.result, new.last_error);
   return null;
 end
 $$;
+
+create function chaos.record_hand_off() returns trigger
+language plpgsql as $$
+begin
+  insert into chaos.transitions (job_id, old_status, new_status, old_attempts, new_attempts,
+                                 new_token, new_worker)
+  values (new.id, 'pending', new.status, new.attempts - 1, new.attempts, new.lease_token, new.locked_by);
+  return null;
+end
+$$;
+
+create trigger chaos_hand_offs after insert on public.jobs
+  for each row when (new.status = 'processing') execute function chaos.record_hand_off();
 
 -- A finished job must never change again, so any update of one is recorded, status change or not.
 create trigger chaos_transitions after update on public.jobs

@@ -2,7 +2,7 @@
 
 The default run is bounded for CI (2,000 jobs, a minute of faults); `pytest -m slow tests/chaos`
 runs the full one (20,000 jobs). Each prints its seed; CHAOS_SEED=<seed> replays the same faults
-and job durations. Worker logs and the faults' timeline are kept in the test's
+and job durations; CHAOS_HAND_OFF=off runs the workers with hand-offs off. Worker logs and the faults' timeline are kept in the test's
 tmp_path/worker-logs. docs/reliability.md describes the run and its last full result.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import signal
 import time
@@ -44,6 +45,7 @@ WORKER_SETTINGS = {
     "REACTOR_RETRY_BASE_SECONDS": "1",
     "REACTOR_GRACE_SECONDS": "10",
     "REACTOR_LOG_LEVEL": "warning",
+    "REACTOR_HAND_OFF": os.environ.get("CHAOS_HAND_OFF", "on"),  # off: every job goes through a claim
 }
 MAX_ATTEMPTS = 10  # a job should never come near this: each kill or lost lease costs one attempt
 LATE_REPORT = "lease lost before the outcome was recorded; discarded"

@@ -5,6 +5,7 @@ bugs are written into the table directly, as a broken worker function would writ
 from __future__ import annotations
 
 import json
+import time
 from importlib.resources import files
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def ran(path: Path, *claims: asyncpg.Record) -> None:
     with path.open("a") as runs:
         for c in claims:
             line = {"id": c["id"], "attempt": c["attempt"], "lease_token": str(c["lease_token"])}
-            runs.write(json.dumps({**line, "worker": c["worker"]}) + "\n")
+            runs.write(json.dumps({**line, "worker": c["worker"], "at": time.time()}) + "\n")
 
 
 async def take(db: asyncpg.Connection, worker: str) -> asyncpg.Record:
@@ -118,3 +119,23 @@ async def test_a_finished_job_that_changes_again_is_flagged(
     ran(tmp_path / "runs", job)
     verdict = await examine(audited, tmp_path / "runs", 1, NO_FATES, [])
     assert len(verdict.problems) == 1 and "changed after it finished" in verdict.problems[0]
+
+
+async def test_a_rerun_after_a_hand_off_nobody_confirmed_is_explained(
+    audited: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await audited.execute("select * from public.reactor_claim('jobs', 'w0.1', array['chaos'], 5, 60, 30)")
+    [job_id] = await enqueue(audited, "chaos")
+    handed = await audited.fetchrow(
+        "select id, attempts as attempt, lease_token, locked_by as worker from public.jobs where id = $1",
+        job_id,
+    )
+    assert handed["worker"] == "w0.1"
+    second = await reclaim(audited, "w1.1")
+    assert second["attempt"] == 1  # the unconfirmed hand-off gave its attempt back
+    ran(tmp_path / "runs", dict(handed), second)
+    await complete(audited, second)
+    verdict = await examine(audited, tmp_path / "runs", 1, NO_FATES, [])
+    assert verdict.problems == []
+    assert dict(verdict.duplicate_runs) == {"hand-off not confirmed in time": 1}
+    assert len(verdict.pickup_seconds) == 1 and 0 <= verdict.pickup_seconds[0] < 60

@@ -8,7 +8,9 @@ What must hold, whatever the faults did:
 - every run of a handler ran under a lease the database granted, one run per lease, and a job's
   attempts are its claims less the claims handed back at shutdown;
 - a job that ran more than once did so because each earlier lease was reclaimed (reaped after it
-  expired, or released): every duplicate run is explained.
+  expired, released, or a hand-off requeued unconfirmed): every duplicate run is explained.
+
+Pickup is from the insert to the first handler start (each run records when it began).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Verdict:
     runs: int = 0
     duplicate_runs: Counter[str] = field(default_factory=Counter)  # why each extra run happened
     claims_never_run: int = 0  # claims whose answer never reached a worker (lost in a fault)
-    pickup_seconds: list[float] = field(default_factory=list)  # first claim - created_at, per job
+    pickup_seconds: list[float] = field(default_factory=list)  # first run's start - created_at, per job
     worst_pickup: tuple[float, int, list[str]] = (0.0, 0, [])  # seconds, job id, faults active then
     finish_seconds_max: float = 0.0  # completed_at - created_at, worst job
 
@@ -63,7 +65,7 @@ class Verdict:
             f"handler runs {self.runs}; duplicate runs {sum(self.duplicate_runs.values())}: "
             f"{dict(self.duplicate_runs) or 'none'}",
             f"claims whose answer was lost before any run: {self.claims_never_run}",
-            f"pickup (first claim - insert) p50 {statistics.median(pickups):.3f} s, "
+            f"pickup (first handler start - insert) p50 {statistics.median(pickups):.3f} s, "
             f"p99 {pickups[int(0.99 * (len(pickups) - 1))]:.3f} s, worst {worst:.3f} s "
             f"(job {worst_id}; faults active at its insert: {', '.join(active) or 'none'})",
             f"worst insert-to-completed {self.finish_seconds_max:.3f} s",
@@ -97,7 +99,7 @@ async def examine(
     verdict.runs = sum(len(r) for r in runs.values())
     for job_id, job in jobs.items():
         _check_job(verdict, job_id, job, transitions[job_id], runs.get(job_id, []), fates)
-    _latencies(verdict, jobs, transitions, faults)
+    _latencies(verdict, jobs, runs, faults)
     return verdict
 
 
@@ -126,7 +128,7 @@ def _check_job(
 
     claims = {str(t["new_token"]): t for t in history if t["new_status"] == "processing"}
     endings = {str(t["old_token"]): t for t in history if t["old_status"] == "processing"}
-    released = sum(1 for t in endings.values() if _how_ended(t) == "released")
+    released = sum(1 for t in endings.values() if _how_ended(t) in ("released", "unconfirmed"))
     if job["attempts"] != len(claims) - released:
         problem(
             f"job {job_id} has attempts {job['attempts']} after {len(claims)} claims, {released} released"
@@ -157,6 +159,8 @@ def _check_job(
             verdict.duplicate_runs[_why_reaped(job_id, run, fates)] += 1
         elif how == "released":
             verdict.duplicate_runs["handed back at shutdown"] += 1
+        elif how == "unconfirmed":
+            verdict.duplicate_runs["hand-off not confirmed in time"] += 1
         else:
             problem(f"job {job_id} ran again after a run whose lease {how}: {_history(history)}")
 
@@ -179,21 +183,20 @@ def _how_ended(ending: asyncpg.Record) -> str:
     ]:
         return "reaped"
     if ending["new_status"] == "pending" and ending["new_attempts"] == ending["old_attempts"] - 1:
-        return "released"
+        return "released" if ending["old_started"] else "unconfirmed"
     return f"ended as {ending['new_status']} ({ending['last_error']})"
 
 
 def _latencies(
     verdict: Verdict,
     jobs: dict[int, asyncpg.Record],
-    transitions: dict[int, list[asyncpg.Record]],
+    runs: dict[int, list[dict[str, Any]]],
     faults: list[FaultEvent],
 ) -> None:
     worst = (0.0, 0, datetime.min)
     for job_id, job in jobs.items():
-        claimed = next((t["at"] for t in transitions[job_id] if t["new_status"] == "processing"), None)
-        if claimed is not None:
-            seconds = (claimed - job["created_at"]).total_seconds()
+        if runs.get(job_id):
+            seconds = min(run["at"] for run in runs[job_id]) - job["created_at"].timestamp()
             verdict.pickup_seconds.append(seconds)
             if seconds > worst[0]:
                 worst = (seconds, job_id, job["created_at"])

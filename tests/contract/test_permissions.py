@@ -27,8 +27,12 @@ WORKER_CALLS = [
     "select public.reactor_cancel('jobs', array[1::bigint])",
     "select public.reactor_prune('jobs', 0, 10)",
     "select public.reactor_tick('jobs', 'w', array['t'], 10, 60, true, true, null)",
+    "select * from public.reactor_claim('jobs', 'w', array['t'], 10, 60, 30)",
+    "select public.reactor_stand_down('jobs', 'w')",
     "select reactor.create_job_table('x')",
     "select * from reactor.job_tables",
+    "select * from reactor.standby",
+    "select reactor.stand_by('jobs', 'w', array['t'], 10, 30, true)",
 ]
 
 
@@ -49,7 +53,7 @@ async def test_api_roles_cannot_run_worker_functions(db, role, sub, sql):
 
 async def test_service_role_runs_every_worker_function(db, owned_jobs):
     async with acting_as(db, "service_role"):
-        for sql in WORKER_CALLS[:-2]:
+        for sql in WORKER_CALLS[:-4]:
             await db.execute(sql)
 
 

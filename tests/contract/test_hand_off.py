@@ -1,0 +1,179 @@
+"""Hand-offs (sql/migrations/0007): an insert gives its job to a worker standing by."""
+
+import asyncio
+import datetime as dt
+
+import asyncpg
+import pytest
+
+from tests.contract.jobs import enqueue, leases, row, rpc
+
+pytestmark = pytest.mark.anyio
+
+
+async def stand_by(
+    db: asyncpg.Connection, worker: str, slots: int, types=("t",), seconds: int = 30, table="jobs"
+):
+    """Claim as a worker with `slots` free slots would, offering what is left for hand-offs."""
+    return await db.fetch(
+        "select * from public.reactor_claim($1, $2, $3, $4, 60, $5)",
+        table,
+        worker,
+        list(types),
+        slots,
+        seconds,
+    )
+
+
+async def standby(db: asyncpg.Connection) -> dict[str, int]:
+    return dict(await db.fetch("select worker, slots from reactor.standby order by worker"))
+
+
+async def test_an_insert_due_now_goes_to_the_worker_standing_by_with_a_short_unconfirmed_lease(db):
+    assert await stand_by(db, "w1", 10) == []
+    assert await standby(db) == {"w1": 10}
+    handed = await enqueue(db, "t", 3)
+    other = await enqueue(db, "other")
+    later = await enqueue(db, "t", run_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    for job_id in handed:
+        job = await row(db, job_id)
+        assert (job["status"], job["locked_by"], job["attempts"], job["started_at"]) == (
+            "processing",
+            "w1",
+            1,
+            None,
+        )
+        assert job["lease_token"] is not None
+        lease = (job["lease_expires_at"] - job["created_at"]).total_seconds()
+        assert 4.5 < lease < 6
+    for job_id in other + later:
+        assert (await row(db, job_id))["status"] == "pending"
+    assert await standby(db) == {"w1": 7}
+    done = await rpc(
+        db, "reactor_complete", p_table="jobs", p_jobs=leases([await row(db, handed[0])], result=1)
+    )
+    assert done == {"completed": [handed[0]], "stale": []}
+
+
+async def test_a_claim_offers_only_the_slots_it_left_free_and_slots_run_out(db):
+    await enqueue(db, "t", 3)
+    claimed = await stand_by(db, "w1", 5)
+    assert len(claimed) == 3
+    assert await standby(db) == {"w1": 2}
+    ids = await enqueue(db, "t", 3)
+    statuses = [(await row(db, i))["status"] for i in ids]
+    assert statuses == ["processing", "processing", "pending"]
+    assert await standby(db) == {"w1": 0}
+
+
+async def test_hand_offs_spread_over_the_workers_with_most_free_slots(db):
+    await stand_by(db, "w1", 3)
+    await stand_by(db, "w2", 3)
+    ids = await enqueue(db, "t", 4)
+    owners = [(await row(db, i))["locked_by"] for i in ids]
+    assert sorted(owners) == ["w1", "w1", "w2", "w2"]
+    assert await standby(db) == {"w1": 1, "w2": 1}
+
+
+async def test_a_lapsed_or_withdrawn_standby_takes_nothing(db):
+    await stand_by(db, "w1", 3)
+    await db.execute("update reactor.standby set expires_at = now() - interval '1 s'")
+    [lapsed] = await enqueue(db, "t")
+    assert (await row(db, lapsed))["status"] == "pending"
+    await stand_by(db, "w1", 3)  # claims the pending job, offers the two slots left
+    assert await standby(db) == {"w1": 2}
+    await stand_by(db, "w1", 3, seconds=0)
+    assert await standby(db) == {}
+    await stand_by(db, "w2", 3)
+    await db.execute("select public.reactor_stand_down('jobs', 'w2')")
+    assert await standby(db) == {}
+    [ignored] = await enqueue(db, "t")
+    assert (await row(db, ignored))["status"] == "pending"
+
+
+async def test_a_confirmed_hand_off_is_an_ordinary_lease(db):
+    await stand_by(db, "w1", 5)
+    [job_id] = await enqueue(db, "t")
+    beat = await rpc(
+        db, "reactor_heartbeat", p_table="jobs", p_leases=leases([await row(db, job_id)]), p_lease_seconds=60
+    )
+    assert beat == {"extended": [job_id], "stale": []}
+    job = await row(db, job_id)
+    assert (
+        job["started_at"] is not None and (job["lease_expires_at"] - job["started_at"]).total_seconds() > 55
+    )
+    await db.execute("update public.jobs set lease_expires_at = now() - interval '1 s' where id = $1", job_id)
+    assert await rpc(db, "reactor_reap", p_table="jobs") == {"requeued": [job_id], "failed": []}
+    job = await row(db, job_id)
+    assert job["attempts"] == 1 and job["run_at"] > job["updated_at"]  # backoff, the attempt spent
+    assert "lease expired" in job["last_error"]
+
+
+async def test_an_unconfirmed_hand_off_goes_back_at_once_with_its_attempt(db):
+    await stand_by(db, "w1", 5)
+    [job_id, last_try] = await enqueue(db, "t", 2, max_attempts=1)
+    await db.execute("update public.jobs set lease_expires_at = now() - interval '1 s'")
+    assert await rpc(db, "reactor_reap", p_table="jobs") == {"requeued": [job_id, last_try], "failed": []}
+    for i in (job_id, last_try):
+        job = await row(db, i)
+        assert (job["status"], job["attempts"], job["last_error"], job["locked_by"]) == (
+            "pending",
+            0,
+            None,
+            None,
+        )
+        assert job["run_at"] <= job["updated_at"]
+    claimed = await stand_by(db, "w2", 5)
+    assert [(j["id"], j["attempt"]) for j in claimed] == [(job_id, 1), (last_try, 1)]
+
+
+async def test_an_open_insert_holds_up_neither_a_claim_nor_another_insert(database_url, db):
+    await stand_by(db, "w1", 5)
+    holder = await asyncpg.connect(database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        [held] = await enqueue(holder, "t")
+        [other] = await asyncio.wait_for(enqueue(db, "t"), 5)
+        assert (await row(db, other))["status"] == "pending"  # the standby row was busy: no hand-off
+        claimed = await asyncio.wait_for(stand_by(db, "w1", 5), 5)
+        assert [j["id"] for j in claimed] == [other]
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            await db.execute("select public.reactor_stand_down('jobs', 'w1')")
+        await tx.commit()
+        assert (await row(db, held))["locked_by"] == "w1"
+        assert await standby(db) == {"w1": 4}  # the claim left the busy row as it was
+    finally:
+        await holder.close()
+
+
+async def test_a_table_created_later_hands_off_too(db):
+    await db.execute("select reactor.create_job_table('later_jobs')")
+    await stand_by(db, "w1", 2, table="later_jobs")
+    [job_id] = await enqueue(db, "t", table="later_jobs")
+    assert (await row(db, job_id, table="later_jobs"))["locked_by"] == "w1"
+    [plain] = await enqueue(db, "t")
+    assert (await row(db, plain))["status"] == "pending"
+
+
+@pytest.mark.parametrize("seconds", [-1, 3601])
+async def test_a_standby_out_of_range_is_refused_by_name(db, seconds):
+    with pytest.raises(asyncpg.RaiseError, match="p_standby_seconds"):
+        await stand_by(db, "w1", 2, seconds=seconds)
+    assert await standby(db) == {}
+
+
+async def test_a_claim_without_a_standby_leaves_it_and_a_tick_never_raises_it(db):
+    await stand_by(db, "w1", 5)
+    await enqueue(db, "t", 3)
+    await stand_by(db, "w1", 5, seconds=None)
+    assert await standby(db) == {"w1": 2}  # three handed off; the claim left the rest alone
+    tick = "select public.reactor_tick('jobs', 'w1', array['t'], $1, p_standby_seconds => 30)"
+    await db.execute(tick, 10)
+    assert await standby(db) == {"w1": 2}
+    await db.execute(tick, 1)
+    assert await standby(db) == {"w1": 1}
+    await db.execute("select public.reactor_tick('jobs', 'w2', array['t'], 10, p_standby_seconds => 30)")
+    assert await standby(db) == {"w1": 1}  # a tick makes no standby either
+    await db.execute(tick.replace("30", "0"), 10)
+    assert await standby(db) == {}

@@ -1,0 +1,127 @@
+"""Hand-offs end to end: a worker standing by starts inserted jobs from their Realtime event alone,
+and a hand-off nobody takes up still runs (sql/migrations/0007)."""
+
+from __future__ import annotations
+
+import anyio
+import asyncpg
+import pytest
+
+from reactor import Job, Reactor
+from tests.worker.conftest import insert, row, running, status_is, wait_until, worker_config
+from tests.worker.test_realtime import NO_POLLING, echo_app, subscribed
+
+pytestmark = pytest.mark.anyio
+
+
+async def standby(db: asyncpg.Connection) -> dict[str, int]:
+    return dict(await db.fetch("select worker, slots from reactor.standby order by worker"))
+
+
+def claims(app: Reactor) -> int:
+    return sum(n for (function, _), n in app.dispatcher.store_calls().items() if function == "reactor_claim")
+
+
+async def test_a_worker_standing_by_starts_inserted_jobs_without_claiming_them(stack, db) -> None:
+    app = echo_app()
+    config = worker_config(stack, **NO_POLLING)
+    async with running(app, config):
+        await subscribed(app)
+        await wait_until(lambda: standby(db))
+        assert await standby(db) == {config.worker_id: 10}  # concurrency 10, all free
+        before = claims(app)
+        for n in range(5):
+            job_id = await insert(db, "echo", {"n": n})
+            done = await status_is(db, job_id, "completed")
+            assert (done["locked_by"], done["attempts"], done["result"]) == (
+                config.worker_id,
+                1,
+                f'{{"n": {n}}}',
+            )
+            assert done["started_at"] is not None  # confirmed before the outcome was written
+        assert claims(app) == before
+        assert await standby(db) == {config.worker_id: 5}
+    assert await standby(db) == {}  # withdrawn at shutdown
+
+
+async def test_a_claim_after_the_slots_ran_out_offers_them_again(stack, db) -> None:
+    app = echo_app()
+    config = worker_config(stack, **NO_POLLING, concurrency=2)
+    async with running(app, config):
+        await subscribed(app)
+        await wait_until(lambda: standby(db))
+        before = claims(app)
+        ids = [await insert(db, "echo", {"n": n}) for n in range(3)]
+        for job_id in ids:
+            await status_is(db, job_id, "completed")
+        assert claims(app) > before  # the third job was pending: its event brought a claim
+        offered = await wait_until(lambda: standby(db))  # the claim for the third job offered slots again
+        assert offered[config.worker_id] >= 1
+
+
+async def _equal(value, expected) -> bool:
+    return await value == expected
+
+
+async def test_a_job_handed_to_a_worker_that_never_hears_of_it_runs_elsewhere_within_seconds(
+    stack, db
+) -> None:
+    app = echo_app()
+    async with running(app, worker_config(stack, **NO_POLLING)):
+        await subscribed(app)
+        await wait_until(lambda: standby(db))
+        await db.execute(
+            "insert into reactor.standby values ('jobs', 'gone', array['echo'], 100, now() + interval '1 hour')"
+        )
+        job_id = await insert(db, "echo", {"lost": True})
+        handed = await row(db, job_id)
+        assert (handed["status"], handed["locked_by"]) == ("processing", "gone")
+        done = await status_is(db, job_id, "completed")
+        assert done["locked_by"] != "gone" and done["attempts"] == 1  # the lost hand-off cost no attempt
+        assert app.poller.hand_off_checks >= 1 and app.poller.sweeps >= 2  # a check, not a sweep, found it
+
+
+async def test_with_hand_offs_off_a_worker_never_stands_by(stack, db) -> None:
+    app = echo_app()
+    async with running(app, worker_config(stack, **NO_POLLING, hand_off=False)):
+        await subscribed(app)
+        before = claims(app)
+        job_id = await insert(db, "echo", {})
+        await status_is(db, job_id, "completed")
+        assert claims(app) > before  # it was claimed
+        assert await standby(db) == {}
+
+
+async def test_a_worker_whose_realtime_is_down_withdraws_its_standby(stack, db) -> None:
+    app = echo_app()
+    async with running(app, worker_config(stack, **{**NO_POLLING, "poll_fast_seconds": 0.2})):
+        await subscribed(app)
+        await wait_until(lambda: standby(db))
+        stack.faults.refuse_websockets(600)
+        await stack.realtime.close_sockets(1006)
+        await wait_until(lambda: _equal(standby(db), {}))
+        job_id = await insert(db, "echo", {"while": "down"})
+        assert (await row(db, job_id))["status"] == "pending"
+        await status_is(db, job_id, "completed")
+        stack.faults.clear()
+
+
+async def test_a_hand_off_confirmed_through_an_api_outage_still_reports_its_outcome(stack, db) -> None:
+    app = Reactor()
+    started = anyio.Event()
+
+    @app.handler("slow")
+    async def slow(job: Job) -> str:
+        started.set()
+        await anyio.sleep(1.0)
+        return "done"
+
+    async with running(app, worker_config(stack, **NO_POLLING)):
+        await subscribed(app)
+        await wait_until(lambda: standby(db))
+        stack.faults.fail_rest(503, 2.0)
+        job_id = await insert(db, "slow", {})
+        with anyio.fail_after(10):
+            await started.wait()
+        done = await status_is(db, job_id, "completed", timeout=30)
+        assert done["result"] == '"done"' and done["attempts"] == 1 and done["started_at"] is not None
