@@ -63,11 +63,13 @@ begin
 end
 $$;
 
+-- BEFORE triggers fire in name order; this one is named to come after the table's own, which may
+-- set the row's run_at or job_type.
 create or replace function reactor.create_hand_off_trigger(p_name text) returns void
 language plpgsql as $$
 begin
   execute format(
-    'create or replace trigger reactor_hand_off before insert on public.%I for each row execute function reactor.hand_off()',
+    'create or replace trigger zz_reactor_hand_off before insert on public.%I for each row execute function reactor.hand_off()',
     p_name);
 end
 $$;

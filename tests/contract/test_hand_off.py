@@ -177,3 +177,15 @@ async def test_a_claim_without_a_standby_leaves_it_and_a_tick_never_raises_it(db
     assert await standby(db) == {"w1": 1}  # a tick makes no standby either
     await db.execute(tick.replace("30", "0"), 10)
     assert await standby(db) == {}
+
+
+async def test_the_tables_own_insert_triggers_run_before_the_hand_off(db):
+    await db.execute("""
+        create function public.schedule_later() returns trigger language plpgsql as $$
+        begin new.run_at := now() + interval '1 hour'; return new; end $$;
+        create trigger schedule_later before insert on public.jobs for each row execute function public.schedule_later();
+    """)
+    await stand_by(db, "w1", 5)
+    [job_id] = await enqueue(db, "t")
+    assert (await row(db, job_id))["status"] == "pending"  # scheduled by the table's trigger: not due
+    assert await standby(db) == {"w1": 5}
