@@ -11,7 +11,9 @@ Each system gets its own fresh database on the same Postgres server and the same
   shared machine, and taking turns exposes every system to the same drift;
 - pickup latency: jobs inserted one at a time at 50 and at 500 a second; from the moment the
   insert's commit returns (time.time() in this process) to the handler's start (time.time() in
-  the worker, same machine);
+  the worker, same machine). reactor runs twice: as deployed, with hand-offs (the insert leases
+  the job to the worker standing by, sql/migrations/0007), and with them off (a claim request
+  after each Realtime event), so the two paths are compared in the same run;
 - idle: what a worker with nothing to do asks of the server in 60 s, all systems at once: for
   reactor its HTTP requests (its own RPC counters), for the peers their database's committed and
   rolled-back transactions (pg_stat_database; pg_stat_statements is not loaded on this server);
@@ -225,8 +227,11 @@ async def main(server_url: str, quick: bool) -> None:
                 await rdb.execute("delete from jobs")
                 await rdb.execute("vacuum analyze")
                 for rate in (50, 500):
-                    line = await reactor_bench.pickup(stack, rdb, realtime=True, rate=rate, seconds=seconds)
-                    results["reactor"][f"pickup{rate}"] = parse_pickup(line)
+                    for hand_off, key in ((True, "pickup"), (False, "claim_pickup")):
+                        line = await reactor_bench.pickup(
+                            stack, rdb, realtime=True, rate=rate, seconds=seconds, hand_off=hand_off
+                        )
+                        results["reactor"][f"{key}{rate}"] = parse_pickup(line)
                 for name, peer in peers.items():
                     db = dbs.pop(name)
                     await db.execute("vacuum analyze")
@@ -294,6 +299,11 @@ def report(results: dict, raw: float, jobs: int, seconds: float, idle: float, pg
             f"| {name} | {m['throughput']:,.0f}{ratio} | {p50_50:.1f}{p50} / {p99_50:.1f} "
             f"| {p50_500:.1f} / {p99_500:.1f} | {m['idle']:.1f} {unit} | {m['herd']:.2f} |"
         )
+    (p50_50, p99_50), (p50_500, p99_500) = r["claim_pickup50"], r["claim_pickup500"]
+    lines.append(
+        f"| reactor, hand-offs off (a claim after each event) | | {p50_50:.1f} "
+        f"({p50_50 / r['pickup50'][0]:.2f}x) / {p99_50:.1f} | {p50_500:.1f} / {p99_500:.1f} | | |"
+    )
     lines.append(
         f"| raw SQL limit (batch 100, asyncpg) | {raw:,.0f} ({raw / r['throughput']:.2f}x) | | | | |"
     )

@@ -76,10 +76,18 @@ async def wait_done(db: asyncpg.Connection, job_type: str, n: int) -> None:
 
 
 async def pickup(
-    stack: Stack, db: asyncpg.Connection, realtime: bool, rate: int = 50, seconds: float = 10
+    stack: Stack,
+    db: asyncpg.Connection,
+    realtime: bool,
+    rate: int = 50,
+    seconds: float = 10,
+    hand_off: bool = True,
 ) -> str:
     await db.execute("delete from jobs")
-    variables = {"REACTOR_REALTIME": "on" if realtime else "off"}
+    variables = {
+        "REACTOR_REALTIME": "on" if realtime else "off",
+        "REACTOR_HAND_OFF": "on" if hand_off else "off",
+    }
     async with worker(stack, **variables):
         await asyncio.sleep(1.0)  # past "Subscribed to PostgreSQL"
         committed: dict[int, float] = {}
@@ -149,6 +157,11 @@ async def main(server_url: str | None) -> None:
             async with serve(database_url, port=0) as stack:
                 db = await asyncpg.connect(database_url)
                 print("pickup through Realtime:", await pickup(stack, db, realtime=True), flush=True)
+                print(
+                    "pickup through Realtime, hand-offs off:",
+                    await pickup(stack, db, realtime=True, hand_off=False),
+                    flush=True,
+                )
                 print("pickup through polling (2 s):", await pickup(stack, db, realtime=False), flush=True)
                 print("throughput:", await throughput(stack, db), flush=True)
                 print(await idle_and_memory(stack, db), flush=True)

@@ -6,6 +6,11 @@ A claim never asks for more jobs than there are free slots, and one claim runs a
 worker never holds a job it cannot start at once. The poller's periodic sweeps are ticks (see
 ticker.py): the same claim, with the worker's other chores done in the same request.
 
+Hand-offs (sql/migrations/0007) need no claim: while Realtime is healthy every claim offers the
+slots it leaves free, an insert takes one, and the listener brings its row here (`take`). A
+hand-off that finds no free slot (a claim for the same slots was in flight) is handed straight
+back, so concurrency stays a hard limit.
+
 Jobs run on long-lived runner tasks, one per slot ever used, fed by a queue: spawning a task per
 job cost more than a no-op job itself. The queue is asyncio's (the worker runs on asyncio, which
 the Realtime client requires): handing over an item costs one future, where anyio's memory stream
@@ -163,13 +168,17 @@ class Dispatcher:
             return
         if (table, row["id"]) in self.running:
             return
+        if table in self._offered:
+            self._offered[table] = max(self._offered[table] - 1, 0)
         if not self._claiming or self._group is None or self._registry.get(table, row["job_type"]) is None:
             self.to_release.setdefault(table, []).append(lease)  # handed back at shutdown
             return
+        if self.free() <= 0:
+            self._group.start_soon(self._hand_back, table, lease)
+            self._due.add(table)  # claimed again when a slot frees
+            return
         self._start(table, row, self._group, confirmed=anyio.Event())
         self.confirm(table, lease)
-        if table in self._offered:
-            self._offered[table] = max(self._offered[table] - 1, 0)
 
     def leases(self) -> dict[str, list[dict[str, Any]]]:
         by_table: dict[str, list[dict[str, Any]]] = {}
@@ -246,6 +255,12 @@ class Dispatcher:
                 )
             logger.error(f"cannot claim jobs: {message}{hint}; retrying on the next sweep")
             self._api_complaint = message
+
+    async def _hand_back(self, table: str, lease: dict[str, Any]) -> None:
+        try:
+            await self._store.release(table, [lease])
+        except StoreError as exc:
+            logger.warning(f"could not hand back job {lease['id']} in {table}; its hand-off lapses: {exc}")
 
     async def _stand_down(self) -> None:
         """Withdraw this worker's standby, so that no job is handed to it once it stops."""

@@ -63,6 +63,10 @@ async def _equal(value, expected) -> bool:
     return await value == expected
 
 
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def test_a_job_handed_to_a_worker_that_never_hears_of_it_runs_elsewhere_within_seconds(
     stack, db
 ) -> None:
@@ -125,3 +129,33 @@ async def test_a_hand_off_confirmed_through_an_api_outage_still_reports_its_outc
             await started.wait()
         done = await status_is(db, job_id, "completed", timeout=30)
         assert done["result"] == '"done"' and done["attempts"] == 1 and done["started_at"] is not None
+
+
+async def test_a_hand_off_beyond_the_concurrency_is_handed_back_and_runs_when_a_slot_frees(stack, db) -> None:
+    app = Reactor()
+    now_running, most = 0, 0
+    release = anyio.Event()
+
+    @app.handler("one")
+    async def one(job: Job) -> None:
+        nonlocal now_running, most
+        now_running += 1
+        most = max(most, now_running)
+        await release.wait()
+        now_running -= 1
+
+    config = worker_config(stack, **NO_POLLING, concurrency=1)
+    async with running(app, config):
+        await subscribed(app)
+        await wait_until(lambda: standby(db))
+        first = await insert(db, "one", {})
+        await wait_until(lambda: _true(now_running == 1))
+        # The race: a standby offered by a claim for the slot the first job now holds.
+        await db.execute("update reactor.standby set slots = 1")
+        second = await insert(db, "one", {})
+        await status_is(db, second, "pending")  # handed back: no slot was free
+        release.set()
+        for job_id in (first, second):
+            done = await status_is(db, job_id, "completed")
+            assert done["attempts"] == 1
+    assert most == 1
