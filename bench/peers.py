@@ -188,20 +188,23 @@ def parse_pickup(text: str) -> list[float]:
     return [float(p50), float(p99)]
 
 
-async def main(server_url: str, quick: bool) -> None:
+async def main(server_url: str, quick: bool, turns: int | None = None) -> None:
+    """The whole comparison; with `turns`, only reactor's and pgqueuer's throughput, that many
+    drains each taken in turns, for a throughput ratio with more samples than the full run's."""
     jobs, seconds, idle = (2000, 3.0, 20.0) if quick else (20000, 10.0, 60.0)
     warmup = jobs // 10
-    results: dict[str, dict[str, object]] = {name: {} for name in ("reactor", *PEERS)}
+    systems = ("reactor", "pgqueuer") if turns else ("reactor", *PEERS)
+    results: dict[str, dict[str, object]] = {name: {} for name in systems}
     server = await asyncpg.connect(server_url)
     names = {name: f"reactor_peers_{name}" for name in results}
     try:
         urls = {name: await database.create_database(server_url, db) for name, db in names.items()}
         await database.bootstrap(urls["reactor"])
         await migrations.apply(urls["reactor"])
-        for name in PEERS:
+        for name in systems[1:]:
             await PEERS[name].install(urls[name])
         with tempfile.TemporaryDirectory() as tmp:
-            peers = {name: Peer(name, urls[name], Path(tmp)) for name in PEERS}
+            peers = {name: Peer(name, urls[name], Path(tmp)) for name in systems[1:]}
             async with serve(urls["reactor"], port=0) as stack:
                 rdb = await asyncpg.connect(urls["reactor"])
                 dbs = {name: await asyncpg.connect(peer.url) for name, peer in peers.items()}
@@ -218,12 +221,15 @@ async def main(server_url: str, quick: bool) -> None:
                 for name in results:
                     await drain(name, warmup)
                 rates: dict[str, list[float]] = {name: [] for name in results}
-                for _ in range(ROUNDS):
+                for _ in range(turns or ROUNDS):
                     for name in results:
                         rates[name].append(await drain(name, jobs))
                 for name in results:
                     results[name]["throughput"] = statistics.median(rates[name])
                     results[name]["throughput_rounds"] = rates[name]
+                if turns:
+                    print(turns_report(rates, jobs))
+                    return
                 await rdb.execute("delete from jobs")
                 await rdb.execute("vacuum analyze")
                 for rate in (50, 500):
@@ -278,6 +284,21 @@ async def idle_all(stack, rdb, server, peers: dict[str, Peer], names, seconds: f
     return out
 
 
+def turns_report(rates: dict[str, list[float]], jobs: int) -> str:
+    reactor, pgqueuer = rates["reactor"], rates["pgqueuer"]
+    lines = [
+        f"Throughput, {jobs} jobs a drain, {len(reactor)} turns after a warm-up drain each.",
+        "",
+        "| turn | reactor, jobs/s | pgqueuer, jobs/s | reactor ÷ pgqueuer |",
+        "|---:|---:|---:|---:|",
+    ]
+    for turn, (r, q) in enumerate(zip(reactor, pgqueuer, strict=True), 1):
+        lines.append(f"| {turn} | {r:,.0f} | {q:,.0f} | {r / q:.2f} |")
+    r, q = statistics.median(reactor), statistics.median(pgqueuer)
+    lines.append(f"| median | {r:,.0f} | {q:,.0f} | {r / q:.2f} |")
+    return "\n".join(lines)
+
+
 def report(results: dict, raw: float, jobs: int, seconds: float, idle: float, pg: str) -> str:
     r = results["reactor"]
     lines = [
@@ -323,6 +344,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--database-url", help="a Postgres server to use; each system gets its own database")
     parser.add_argument("--quick", action="store_true", help="2,000 jobs, 3 s pickup runs, 20 s idle")
+    parser.add_argument(
+        "--throughput-turns", type=int, metavar="N", help="only reactor's and pgqueuer's drains, N turns each"
+    )
     args = parser.parse_args()
     with database.server(args.database_url) as url:
-        asyncio.run(main(url, args.quick))
+        asyncio.run(main(url, args.quick, args.throughput_turns))

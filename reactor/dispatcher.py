@@ -289,13 +289,13 @@ class Dispatcher:
             run_at=_time(row.get("run_at")),
             created_at=_time(row.get("created_at")),
         )
-        job.logger = logger.bind(
-            job_id=job.id,
-            table=table,
-            job_type=job.job_type,
-            attempt=job.attempt,
-            worker_id=self._config.worker_id,
-        )
+        job.log_context = {
+            "job_id": job.id,
+            "table": table,
+            "job_type": job.job_type,
+            "attempt": job.attempt,
+            "worker_id": self._config.worker_id,
+        }
         job._progress = self._progress_writer(job)
         running = Running(job, handler, confirmed=confirmed)
         self.running[(table, job.id)] = running
@@ -392,7 +392,7 @@ class Dispatcher:
         fields = {"outcome": kind, "duration_ms": round(duration * 1000, 1)}
         item = {"id": job.id, "lease_token": job.lease_token, **item}
         self._reporter.submit(
-            Report("complete" if kind == "completed" else "fail", job.table, item, job.logger, fields)
+            Report("complete" if kind == "completed" else "fail", job.table, item, job, fields)
         )
         if kind == "retried":
             self._schedule(job.table, datetime.fromisoformat(item["retry_at"]))

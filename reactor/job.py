@@ -57,8 +57,17 @@ class Job:
     priority: int = 0
     run_at: datetime | None = None
     created_at: datetime | None = None
-    logger: Any = field(default=_root_logger, repr=False)
+    log_context: dict[str, Any] = field(default_factory=dict, repr=False)  # the fields of its log lines
     _progress: ProgressWriter | None = field(default=None, repr=False)
+    _logger: Any = field(default=None, repr=False)
+
+    @property
+    def logger(self) -> Any:
+        """loguru's logger bound to this job's `log_context`, built the first time it is asked for,
+        so that a job whose handler and outcome write no log line never pays for binding one."""
+        if self._logger is None:
+            self._logger = _root_logger.bind(**self.log_context)
+        return self._logger
 
     async def set_progress(self, percent: int, message: str | None = None) -> bool:
         """Write progress (0-100) and a short message to the row; False once the lease is lost."""

@@ -20,6 +20,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from loguru import logger
 
+from reactor.job import Job
 from reactor.store import MAX_BATCH, Rejected, Store, StoreError
 
 _RESULT_KEYS = {"complete": ("completed",), "fail": ("retried", "failed")}
@@ -30,7 +31,7 @@ class Report:
     kind: str  # "complete" or "fail"
     table: str
     item: dict[str, Any]  # the RPC's batch item: id, lease_token, result | error, retry_at, permanent
-    log: Any  # the job's bound logger
+    job: Job  # whose log line this report writes
     fields: dict[str, Any]  # outcome, duration_ms: added to the job's log line
 
 
@@ -121,7 +122,7 @@ class Reporter:
     async def _refused(self, kind: str, table: str, report: Report, exc: Rejected) -> None:
         """The API refused one outcome. A result it cannot store fails the job for good, with why;
         a refused failure (or a refused key) can only be logged, and the reaper takes the job."""
-        log = report.log.bind(**report.fields)
+        log = report.job.logger.bind(**report.fields)
         if kind == "complete" and exc.status not in (401, 403):
             log.error(f"the result could not be recorded; failing the job: {exc}")
             item = {k: v for k, v in report.item.items() if k != "result"}
@@ -129,7 +130,7 @@ class Reporter:
                 "fail",
                 table,
                 {**item, "error": f"the result could not be recorded: {exc}"[:2000], "permanent": True},
-                report.log,
+                report.job,
                 {**report.fields, "outcome": "failed"},
             )
             await self._send_group("fail", table, [failure])
@@ -149,9 +150,9 @@ class Reporter:
             if kind == "complete" and job_id not in stale:
                 # The hot path: fields as arguments (they join `extra`) cost nothing below the
                 # log level, where a bind would build a logger per job. The message has no braces.
-                report.log.info("job completed", **report.fields)
+                logger.info("job completed", **report.job.log_context, **report.fields)
                 continue
-            log = report.log.bind(**report.fields)
+            log = report.job.logger.bind(**report.fields)
             if job_id in stale:
                 log.bind(outcome="stale").warning("lease lost before the outcome was recorded; discarded")
             elif job_id in dead:
