@@ -152,7 +152,7 @@ class Reactor:
         )
         poller_ref.append(poller)
         if listener is not None and config.hand_off:
-            dispatcher.standing_by = listener.healthy
+            dispatcher.standing_by = listener.feed_live
             # An idle worker renews its standby with every tick; it lapses after two missed ones.
             dispatcher.standby_seconds = min(3600, math.ceil(2 * poller.slow_interval()) + 5)
         self.listener, self.poller = listener, poller

@@ -86,9 +86,9 @@ class Dispatcher:
         self.to_release: dict[str, list[dict[str, Any]]] = {}  # cancelled by shutdown, not yet handed back
         self.api_ok = False  # the last claim reached the API (readiness)
         self._api_complaint = ""
-        # Hand-offs (sql/migrations/0007): while `standing_by()` holds, every claim offers the
+        # Hand-offs (sql/migrations/0007): while `standing_by(table)` holds, every claim offers the
         # slots it leaves free for `standby_seconds`; `confirm` sends a hand-off's confirmation.
-        self.standing_by: Callable[[], bool] = lambda: False
+        self.standing_by: Callable[[str], bool] = lambda table: False
         self.standby_seconds = 0
         self.confirm: Callable[[str, dict[str, Any]], None] = lambda table, lease: None
         # table -> the slots this worker's standby still has, as far as it knows: what the last
@@ -215,7 +215,7 @@ class Dispatcher:
     async def _claim(self, table: str, task_group: TaskGroup, tick: bool) -> None:
         limit = min(max(self.free(), 0), MAX_BATCH)  # a full answer must read as one
         job_types = self._registry.job_types(table)
-        standby = self.standby_seconds if self.standing_by() else 0
+        standby = self.standby_seconds if self.standing_by(table) else 0
         try:
             if tick:
                 rows = await self._ticker.tick(table, job_types, limit, standby)
@@ -337,7 +337,7 @@ class Dispatcher:
             self._finish(running, outcome)
         finally:
             del self.running[(job.table, job.id)]
-            if self._offered.get(job.table) == 0 and self.standing_by():
+            if self._offered.get(job.table) == 0 and self.standing_by(job.table):
                 self._due.add(job.table)  # a slot is free and no hand-off can reach it: offer it
             if self._due or not self._claiming:
                 self._wake.set()

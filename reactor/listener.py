@@ -62,6 +62,7 @@ class Listener:
         self.subscriptions = 0  # successful (re)subscribes, for tests and metrics
         self.probes_heard = 0  # probes that came back: the feed was checked end to end
         self.live = 0  # "Subscribed to PostgreSQL" messages: from then on changes are delivered
+        self._live_tables: set[str] = set()  # tables whose changes this connection delivers
         self._broken = anyio.Event()
         self._probe_table = next(iter(job_types))
         self._probe_wanted = False
@@ -70,6 +71,11 @@ class Listener:
 
     def healthy(self) -> bool:
         return self.state == "subscribed"
+
+    def feed_live(self, table: str) -> bool:
+        """Whether this connection delivers `table`'s changes now: only then can a hand-off's
+        event reach this worker, so only then may it stand by."""
+        return self.healthy() and table in self._live_tables
 
     async def run(self) -> None:
         failures = 0
@@ -85,6 +91,7 @@ class Listener:
 
     async def _connection(self) -> None:
         self._broken = anyio.Event()
+        self._live_tables = set()
         client = AsyncRealtimeClient(self._url, token=self._key, auto_reconnect=False, max_retries=1)
         try:
             await client.connect()
@@ -159,6 +166,7 @@ class Listener:
             if getattr(message, "message", "") == "Subscribed to PostgreSQL":
                 logger.info(f"Realtime live for table {table}")
                 self.live += 1
+                self._live_tables.add(table)
                 self._wake(table)
 
         return system
