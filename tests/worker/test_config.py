@@ -24,6 +24,7 @@ MALFORMED = {
     "REACTOR_STATS_SECONDS": "inf",
     "REACTOR_PROBE_SECONDS": "",
     "REACTOR_REALTIME": "maybe",
+    "REACTOR_HAND_OFF": "sometimes",
     "REACTOR_HEALTH_PORT": "70000",
     "REACTOR_LOG_FORMAT": "xml",
     "REACTOR_LOG_LEVEL": "loud",
