@@ -30,6 +30,7 @@ from reactor.lease_keeper import LeaseKeeper
 from reactor.listener import Listener
 from reactor.metrics import Metrics
 from reactor.poller import Poller
+from reactor.redact import Redactor
 from reactor.reporter import Reporter
 from reactor.retry import RetryPolicy
 from reactor.store import Store, StoreError
@@ -93,7 +94,7 @@ class Reactor:
             for problem in exc.problems:
                 print(f"reactor: {problem}", file=sys.stderr)
             return 2
-        log.setup(config.log_format, config.log_level, [config.service_key])
+        log.setup(config.log_format, config.log_level, [config.service_key, *config.secrets])
         if not self._specs:
             logger.error("no handlers registered: decorate functions with @app.handler('job_type')")
             return 2
@@ -120,7 +121,11 @@ class Reactor:
     async def serve(self, config: Config, handle_signals: bool = False) -> None:
         registry = self.registry(config)
         store = Store(config.supabase_url, config.service_key)
-        reporter = Reporter(store, give_up_seconds=min(config.lease_seconds / 2, 10.0))
+        reporter = Reporter(
+            store,
+            give_up_seconds=min(config.lease_seconds / 2, 10.0),
+            redactor=Redactor([config.service_key, *config.secrets]),
+        )
         poller_ref: list[Poller] = []
         ticker = Ticker(
             store,

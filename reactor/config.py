@@ -46,6 +46,9 @@ class Config:
     worker_id: str = ""
     retry_base_seconds: float = 2.0
     retry_cap_seconds: float = 3600.0
+    # Values never written to a log line or a job row, besides the service key: given in code, or
+    # from the environment variables REACTOR_SECRET_ENV names.
+    secrets: tuple[str, ...] = ()
 
 
 def _positive_int(raw: str) -> int:
@@ -172,6 +175,19 @@ def _service_key(env: Mapping[str, str], problems: list[str]) -> str:
     return ""
 
 
+def _secrets(env: Mapping[str, str], problems: list[str]) -> tuple[str, ...]:
+    raw = env.get("REACTOR_SECRET_ENV") or ""
+    found: list[str] = []
+    for name in (n.strip() for n in raw.split(",")):
+        if not name:
+            continue
+        if not env.get(name):
+            problems.append(f"REACTOR_SECRET_ENV names {name}, which is not set: name only set variables")
+            continue
+        found.append(env[name])
+    return tuple(found)
+
+
 def check_options(overrides: Mapping[str, Any]) -> None:
     """Refuse option names `Config` does not have, such as a misspelt one given in code."""
     unknown = set(overrides) - {f.name for f in fields(Config)}
@@ -199,6 +215,8 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
             problems.append(f"{variable} is malformed ({_shown(raw)}): expected {exc or expected}")
     if "service_key" not in overrides:
         values["service_key"] = _service_key(env, problems)
+    if "secrets" not in overrides:
+        values["secrets"] = _secrets(env, problems)
     values.update(overrides)
     if problems:
         raise ConfigError(problems)

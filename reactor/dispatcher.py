@@ -32,6 +32,7 @@ import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
 
+from reactor import rows
 from reactor.config import Config
 from reactor.handlers import Handler, Registry
 from reactor.job import Job, PermanentError, RetryLater
@@ -151,33 +152,23 @@ class Dispatcher:
         """Start a job the database handed to this worker on insert; its Realtime record is the
         claim. The hand-off is confirmed at once, and its outcome reported only after that."""
         try:
-            lease = {"id": int(record["id"]), "lease_token": str(record["lease_token"])}
-            row = {
-                "id": lease["id"],
-                "job_type": record["job_type"],
-                "payload": record["payload"],
-                "priority": record.get("priority", 0),
-                "attempt": int(record["attempts"]),
-                "max_attempts": int(record["max_attempts"]),
-                "lease_token": lease["lease_token"],
-                "run_at": record.get("run_at"),
-                "created_at": record.get("created_at"),
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            logger.warning(f"a hand-off in {table} is unreadable ({exc!r}); the reaper will requeue it")
+            job = rows.read(table, record, attempt_column="attempts")
+        except rows.Unreadable as exc:
+            self._unreadable(table, exc)
             return
-        if (table, row["id"]) in self.running:
+        lease = {"id": job.id, "lease_token": job.lease_token}
+        if (table, job.id) in self.running:
             return
         if table in self._offered:
             self._offered[table] = max(self._offered[table] - 1, 0)
-        if not self._claiming or self._group is None or self._registry.get(table, row["job_type"]) is None:
+        if not self._claiming or self._group is None or self._registry.get(table, job.job_type) is None:
             self.to_release.setdefault(table, []).append(lease)  # handed back at shutdown
             return
         if self.free() <= 0:
             self._group.start_soon(self._hand_back, table, lease)
             self._due.add(table)  # claimed again when a slot frees
             return
-        self._start(table, row, self._group, confirmed=anyio.Event())
+        self._start(job, self._group, confirmed=anyio.Event())
         self.confirm(table, lease)
 
     def leases(self) -> dict[str, list[dict[str, Any]]]:
@@ -218,16 +209,16 @@ class Dispatcher:
         standby = self.standby_seconds if self.standing_by(table) else 0
         try:
             if tick:
-                rows = await self._ticker.tick(table, job_types, limit, standby)
+                claimed = await self._ticker.tick(table, job_types, limit, standby)
             else:
-                rows = await self._store.claim(
+                claimed = await self._store.claim(
                     table, self._config.worker_id, job_types, limit, self._config.lease_seconds, standby
                 )
         except StoreError as exc:
             self._complain(exc)
             return
         if standby:
-            offer = min(limit - len(rows), MAX_STANDBY_SLOTS)
+            offer = min(limit - len(claimed), MAX_STANDBY_SLOTS)
             if tick:  # a tick's claim never raises the standby (sql/migrations/0007)
                 offer = min(offer, self._offered.get(table, 0))
             self._offered[table] = offer
@@ -236,9 +227,14 @@ class Dispatcher:
         if not self.api_ok:
             logger.info(f"claiming from table {table}")
         self.api_ok, self._api_complaint = True, ""
-        for row in rows:
-            self._start(table, row, task_group)
-        if limit and len(rows) == limit:
+        for row in claimed:
+            try:
+                job = rows.read(table, row)
+            except rows.Unreadable as exc:
+                self._unreadable(table, exc)
+                continue
+            self._start(job, task_group)
+        if limit and len(claimed) == limit:
             self._due.add(table)  # a full batch: more are probably waiting
 
     def _complain(self, exc: StoreError) -> None:
@@ -271,24 +267,23 @@ class Dispatcher:
                 logger.warning(f"could not withdraw the standby in {table}; it lapses by itself: {exc}")
         self._offered.clear()
 
-    def _start(
-        self, table: str, row: dict[str, Any], task_group: TaskGroup, confirmed: anyio.Event | None = None
-    ) -> None:
-        handler = self._registry.get(table, row["job_type"])
+    def _unreadable(self, table: str, exc: rows.Unreadable) -> None:
+        """A row that cannot be run fails for good with the reason; the rest of its batch runs."""
+        if exc.lease is None:
+            logger.bind(table=table).error(f"{exc}; the reaper will hand it back")
+            return
+        job = Job(exc.lease["id"], table, "", None, 0, 0, exc.lease["lease_token"])
+        job.log_context = {"job_id": job.id, "table": table, "worker_id": self._config.worker_id}
+        self._metrics.jobs[(table, "", "failed")] += 1
+        item = {**exc.lease, "error": str(exc), "permanent": True}
+        self._reporter.submit(Report("fail", table, item, job, {"outcome": "failed"}))
+
+    def _start(self, job: Job, task_group: TaskGroup, confirmed: anyio.Event | None = None) -> None:
+        table = job.table
+        handler = self._registry.get(table, job.job_type)
         if handler is None:
             return  # cannot happen: the claim names only registered types
-        job = Job(
-            id=row["id"],
-            table=table,
-            job_type=row["job_type"],
-            payload=row["payload"],
-            attempt=row["attempt"],
-            max_attempts=_max_attempts(handler, row),
-            lease_token=row["lease_token"],
-            priority=row.get("priority", 0),
-            run_at=_time(row.get("run_at")),
-            created_at=_time(row.get("created_at")),
-        )
+        job.max_attempts = _max_attempts(handler, job.max_attempts)
         job.log_context = {
             "job_id": job.id,
             "table": table,
@@ -354,15 +349,16 @@ class Dispatcher:
         except RetryLater as exc:
             return self._failure(job, handler, str(exc), permanent=False, retry_at=exc.retry_at())
         except PermanentError as exc:
-            return self._failure(job, handler, f"PermanentError: {exc}", permanent=True)
+            return self._failure(job, handler, _describe(exc), permanent=True)
         except Exception as exc:
             job.logger.opt(exception=exc).debug("handler raised")
-            return self._failure(job, handler, f"{type(exc).__name__}: {exc}", permanent=False)
+            return self._failure(job, handler, _describe(exc), permanent=False)
         try:
             if result is not None:
                 json.dumps(result, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            return self._failure(job, handler, f"the handler's result is not JSON: {exc}", permanent=True)
+        except (TypeError, ValueError, RecursionError) as exc:
+            error = f"the handler's result is not JSON: {_describe(exc)}"
+            return self._failure(job, handler, error, permanent=True)
         return "completed", {"result": result}
 
     def _failure(
@@ -398,13 +394,13 @@ class Dispatcher:
             self._schedule(job.table, datetime.fromisoformat(item["retry_at"]))
 
 
-def _max_attempts(handler: Handler, row: dict[str, Any]) -> int:
-    limit = row["max_attempts"]
+def _describe(exc: BaseException) -> str:
+    """`Type: message`, even for an exception whose message cannot be made."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return f"{type(exc).__name__} (its message could not be read)"
+
+
+def _max_attempts(handler: Handler, limit: int) -> int:
     return min(limit, handler.max_attempts) if handler.max_attempts else limit
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -44,7 +44,9 @@ class Job:
     """One claimed job, as its handler sees it.
 
     `attempt` counts from 1 and `lease_token` changes with every claim, so a handler can make its
-    side effects idempotent: delivery is at least once.
+    side effects idempotent: delivery is at least once. `user_id` is the row's owner, set by the
+    database to whoever inserted it: the one to act for and to bill. The payload is the user's to
+    write, so never take an identity from it.
     """
 
     id: int
@@ -57,6 +59,7 @@ class Job:
     priority: int = 0
     run_at: datetime | None = None
     created_at: datetime | None = None
+    user_id: str | None = None
     log_context: dict[str, Any] = field(default_factory=dict, repr=False)  # the fields of its log lines
     _progress: ProgressWriter | None = field(default=None, repr=False)
     _logger: Any = field(default=None, repr=False)

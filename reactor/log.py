@@ -15,21 +15,14 @@ from typing import Any, TextIO
 
 from loguru import logger
 
-REDACTED = "[REDACTED]"
+from reactor.redact import Redactor
+
 _TEXT_FORMAT = (
     "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}<dim>{extra[_fields]}</dim>"
 )
 
 
-class _Redactor:
-    def __init__(self, secrets: list[str]) -> None:
-        self._secrets = [s for s in secrets if s]
-
-    def text(self, value: str) -> str:
-        for secret in self._secrets:
-            value = value.replace(secret, REDACTED)
-        return value
-
+class _Redactor(Redactor):
     def value(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.text(value)
@@ -44,7 +37,7 @@ class _Redactor:
         record["extra"] = {k: self.value(v) for k, v in record["extra"].items()}
         if record["exception"] is not None:
             exc = record["exception"].value
-            if exc is not None and any(s in str(exc) for s in self._secrets):
+            if exc is not None and str(exc) in self:
                 record["exception"] = None
                 record["message"] += f" ({type(exc).__name__}: {self.text(str(exc))})"
 

@@ -21,6 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from loguru import logger
 
 from reactor.job import Job
+from reactor.redact import Redactor
 from reactor.store import MAX_BATCH, Rejected, Store, StoreError
 
 _RESULT_KEYS = {"complete": ("completed",), "fail": ("retried", "failed")}
@@ -36,8 +37,9 @@ class Report:
 
 
 class Reporter:
-    def __init__(self, store: Store, give_up_seconds: float) -> None:
+    def __init__(self, store: Store, give_up_seconds: float, redactor: Redactor) -> None:
         self._store = store
+        self._redactor = redactor  # every error stored in a row its owner reads passes through it
         self._give_up_seconds = give_up_seconds  # after close(): how long unsent outcomes may wait
         self._give_up = anyio.CancelScope()
         self._unsent: dict[tuple[str, int], str] = {}  # (table, id) -> lease token
@@ -108,6 +110,8 @@ class Reporter:
     async def _call(self, kind: str, table: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         """The API's answer, retrying for as long as it cannot be reached."""
         call = self._store.complete if kind == "complete" else self._store.fail
+        if kind == "fail":
+            items = [{**item, "error": self._redactor.storable(item["error"])} for item in items]
         delay = 0.1
         while True:
             try:

@@ -21,8 +21,8 @@ import httpx
 MAX_BATCH = 1000  # reactor.max_batch() in sql/migrations/0001
 MAX_STANDBY_SLOTS = 16  # reactor.max_standby_slots() in sql/migrations/0007
 # The columns of reactor_claim's rows that the worker reads; PostgREST's `select` leaves the rest
-# (lease_expires_at, started_at, user_id) out of the answer, a tenth of a big claim's bytes.
-CLAIMED_COLUMNS = "id,job_type,payload,priority,attempt,max_attempts,lease_token,run_at,created_at"
+# (lease_expires_at, started_at) out of the answer, a tenth of a big claim's bytes.
+CLAIMED_COLUMNS = "id,job_type,payload,priority,attempt,max_attempts,lease_token,run_at,created_at,user_id"
 
 
 class StoreError(Exception):
@@ -31,6 +31,10 @@ class StoreError(Exception):
 
 class Unavailable(StoreError):
     """The API could not be reached or answered with a server error: try again later."""
+
+
+class Unreadable(StoreError):
+    """The API answered, but with a body the worker cannot read."""
 
 
 class Rejected(StoreError):
@@ -82,7 +86,10 @@ class Store:
             self.calls[(function, "rejected")] += 1
             raise Rejected(f"{function}: {_reason(status, content)} (HTTP {status})", status)
         self.calls[(function, "ok")] += 1
-        return json.loads(content) if content else None
+        try:
+            return json.loads(content) if content else None
+        except (ValueError, RecursionError) as exc:
+            raise Unreadable(f"{function}: the API's answer is not JSON this worker can read: {exc}") from exc
 
     async def _send(
         self, method: str, url: httpx.URL, body: bytes | None = None, headers: dict[str, str] | None = None

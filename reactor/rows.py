@@ -1,0 +1,101 @@
+"""A claimed or handed-off job row, read into a `Job` on its own.
+
+Rows are written by users (docs/reliability.md, "Hostile rows"): one that cannot be read must cost
+its own job, never the worker or the rest of its batch. `read` raises `Unreadable` for such a
+row; when the row's id and lease token were readable the job can still be failed for good with
+the reason, otherwise the reaper hands it back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from reactor.job import Job
+
+
+@dataclass
+class Unreadable(Exception):
+    """A row the worker cannot run. `lease` is {id, lease_token} when those could be read."""
+
+    reason: str
+    lease: dict[str, Any] | None
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def read(table: str, row: Any, attempt_column: str = "attempt") -> Job:
+    """The `Job` a claim's row (or, with attempt_column "attempts", a hand-off's record) holds."""
+    if not isinstance(row, dict):
+        raise Unreadable(f"a row of {table} is not an object", None)
+    job_id = _integer(row.get("id"))
+    token = _lease_token(row.get("lease_token"))
+    if job_id is None or token is None:
+        raise Unreadable(f"a row of {table} has no usable id or lease token", None)
+    lease = {"id": job_id, "lease_token": token}
+    try:
+        job_type = row["job_type"]
+        if not isinstance(job_type, str):
+            raise ValueError("job_type is not text")
+        attempt = _required_integer(row, attempt_column)
+        max_attempts = _required_integer(row, "max_attempts")
+        priority = _integer(row.get("priority", 0))
+        if priority is None:
+            raise ValueError("priority is not an integer")
+        user_id = row.get("user_id")
+        if user_id is not None:
+            user_id = str(uuid.UUID(str(user_id)))
+        return Job(
+            id=job_id,
+            table=table,
+            job_type=job_type,
+            payload=row.get("payload"),
+            attempt=attempt,
+            max_attempts=max_attempts,
+            lease_token=token,
+            priority=priority,
+            run_at=_time(row.get("run_at"), "run_at"),
+            created_at=_time(row.get("created_at"), "created_at"),
+            user_id=user_id,
+        )
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise Unreadable(f"the job's row cannot be read: {_reason(exc)}", lease) from exc
+
+
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _required_integer(row: dict[str, Any], column: str) -> int:
+    value = _integer(row[column])
+    if value is None:
+        raise ValueError(f"{column} is not an integer")
+    return value
+
+
+def _lease_token(value: Any) -> str | None:
+    try:
+        return str(uuid.UUID(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _time(value: Any, column: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{column} is not a timestamp")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{column} {value[:40]!r} is not a timestamp this worker can read") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"column {exc.args[0]} is missing"
+    return str(exc) or type(exc).__name__
