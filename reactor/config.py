@@ -175,14 +175,17 @@ def _service_key(env: Mapping[str, str], problems: list[str]) -> str:
     return ""
 
 
+SECRET_ENV = "REACTOR_SECRET_ENV"  # names the variables whose values are secrets
+
+
 def _secrets(env: Mapping[str, str], problems: list[str]) -> tuple[str, ...]:
-    raw = env.get("REACTOR_SECRET_ENV") or ""
+    raw = env.get(SECRET_ENV) or ""
     found: list[str] = []
     for name in (n.strip() for n in raw.split(",")):
         if not name:
             continue
         if not env.get(name):
-            problems.append(f"REACTOR_SECRET_ENV names {name}, which is not set: name only set variables")
+            problems.append(f"{SECRET_ENV} names {name}, which is not set: name only set variables")
             continue
         found.append(env[name])
     return tuple(found)

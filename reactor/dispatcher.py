@@ -357,7 +357,7 @@ class Dispatcher:
             if result is not None:
                 json.dumps(result, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:
-            error = f"the handler's result is not JSON: {_describe(exc)}"
+            error = f"the handler's result is not JSON: {_message(exc)}"
             return self._failure(job, handler, error, permanent=True)
         return "completed", {"result": result}
 
@@ -395,11 +395,15 @@ class Dispatcher:
 
 
 def _describe(exc: BaseException) -> str:
-    """`Type: message`, even for an exception whose message cannot be made."""
+    return f"{type(exc).__name__}: {_message(exc)}"
+
+
+def _message(exc: BaseException) -> str:
+    """An exception's message, even when making it raises."""
     try:
-        return f"{type(exc).__name__}: {exc}"
+        return str(exc)
     except Exception:
-        return f"{type(exc).__name__} (its message could not be read)"
+        return "(its message could not be read)"
 
 
 def _max_attempts(handler: Handler, limit: int) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from reactor import config
-from reactor.store import MAX_BATCH, Rejected, Store, StoreError
+from reactor.store import MAX_BATCH, Rejected, Store, StoreError, Unreadable
 
 PRUNE_BATCH = 10000  # the most public.reactor_prune deletes in one call, keeping each call short
 INT32_MAX = 2**31 - 1
@@ -222,16 +222,16 @@ def _command(name: str, action: Action) -> Callable[[argparse.Namespace], int]:
         except OperatorError as exc:
             print(f"reactor {name}: {exc}", file=sys.stderr)
             return 2
+        except (Unreadable, ValueError):  # a 2xx answer that is not JSON: another server at that address
+            print(
+                f"reactor {name}: {settings.supabase_url} did not answer as the Supabase API", file=sys.stderr
+            )
+            return 1
         except StoreError as exc:
             hint = ""
             if isinstance(exc, Rejected) and exc.status in (401, 403):
                 hint = ": is the key in SUPABASE_SERVICE_ROLE_KEY the project's service-role key?"
             print(f"reactor {name}: {exc}{hint}", file=sys.stderr)
-            return 1
-        except ValueError:  # a 2xx answer that is not JSON: some other server at that address
-            print(
-                f"reactor {name}: {settings.supabase_url} did not answer as the Supabase API", file=sys.stderr
-            )
             return 1
         return 0
 

@@ -83,8 +83,14 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 async def test_readme_sql_examples_run_as_documented(db: asyncpg.Connection):
-    create, insert = blocks("sql")
+    create, allow, insert = blocks("sql")
     await db.execute(create)
+    async with acting_as(db, "authenticated", "6f0a2b9e-6d55-4c1b-9d7e-0f2f2b0c1a11"):
+        with pytest.raises(
+            asyncpg.InsufficientPrivilegeError, match='job type "send_email" may not be inserted'
+        ):
+            await db.execute(insert)
+    await db.execute(allow)
     async with acting_as(db, "authenticated", "6f0a2b9e-6d55-4c1b-9d7e-0f2f2b0c1a11"):
         await db.execute(insert)
         assert await db.fetchval("select count(*) from public.jobs") == 1
@@ -100,7 +106,7 @@ def settings_rows() -> dict[str, str]:
 def test_readme_settings_table_lists_every_variable_with_its_true_default():
     rows = settings_rows()
     variables = {variable: (name, parse) for name, (variable, parse, _) in config._VARIABLES.items()}
-    assert set(rows) == set(variables) | set(config._KEY_VARIABLES)
+    assert set(rows) == set(variables) | set(config._KEY_VARIABLES) | {config.SECRET_ENV}
     defaults = {f.name: f.default for f in fields(config.Config)}
     for variable, (name, parse) in variables.items():
         if name in ("supabase_url", "worker_id"):  # required, and made up per process
@@ -154,6 +160,7 @@ async def test_readme_frontend_snippet_watches_its_job_to_completion(
     )
     (tmp_path / "worker.py").write_text(blocks("python")[0])
     user = str(uuid.uuid4())
+    await db.execute(blocks("sql")[1])  # the README's insert policy allows send_email
     try:
         async with serve(database_url, port=0) as stack:
             env = {

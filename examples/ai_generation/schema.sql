@@ -36,3 +36,8 @@ end
 $$;
 revoke all on function public.consume_credits(uuid, integer, bigint) from public, anon, authenticated;
 grant execute on function public.consume_credits(uuid, integer, bigint) to service_role;
+
+-- Signed-in users may insert these job types, at priority 0, a few at a time.
+select reactor.allow_insert('jobs', 'ai_generation', p_max_attempts => 3, p_max_pending => 5);
+select reactor.allow_insert('jobs', 'review_processing', p_max_attempts => 3, p_max_pending => 20);
+select reactor.allow_insert('jobs', 'sentiment_analysis', p_max_attempts => 3, p_max_pending => 20);

@@ -3,10 +3,12 @@
 Credits are taken in SQL (`consume_credits` in schema.sql) before the API is called: one
 statement checks and takes them, so two jobs can never spend the same credit, and a retried job
 is never charged twice. A user without enough credits gets a permanent failure that says so, and
-the API is never called for that job.
+the API is never called for that job. The user charged is the job's owner (`job.user_id`, set by
+the database to whoever inserted the row), never a name in the payload, which is the user's to
+write. A frontend, signed in, inserts:
 
     insert into jobs (job_type, payload) values ('sentiment_analysis',
-      '{"user_id": "…", "text": "Great service, slow delivery."}');
+      '{"text": "Great service, slow delivery."}');
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ app = Reactor()
 
 async def charge(job: Job, amount: int) -> int:
     client = await supabase()
-    args = {"p_user_id": job.payload["user_id"], "p_amount": amount, "p_job_id": job.id}
+    if job.user_id is None:
+        raise PermanentError("the job has no owner to charge: insert it as a signed-in user")
+    args = {"p_user_id": job.user_id, "p_amount": amount, "p_job_id": job.id}
     try:
         return (await client.rpc("consume_credits", args).execute()).data
     except APIError as exc:

@@ -233,6 +233,21 @@ def select_list(source: Source, select: str | None, params: Params) -> str:
     return ", ".join(out)
 
 
+def returning_list(source: Source, select: str | None, primary_key: list[str]) -> str:
+    """What a write returns for `select`, as PostgREST's RETURNING: the selected columns and the
+    primary key, or every column when `*` is selected. Only these need the SELECT privilege, so a
+    table with column privileges takes writes that select the columns the role may read."""
+    if not select or select == "*":
+        return "*"
+    names = dict.fromkeys(primary_key)
+    for item in split_top(select):
+        name = item.strip().rpartition(":")[2]
+        if name == "*":
+            return "*"
+        names[_ARROW.split(name)[0]] = None
+    return ", ".join(source.column(name) for name in names)
+
+
 def order_by(source: Source, order: str | None, params: Params) -> str:
     if not order:
         return ""

@@ -15,6 +15,7 @@ from reactor.devstack.rest_query import (
     ident,
     order_by,
     paging,
+    returning_list,
     select_list,
     split_top,
     where,
@@ -180,12 +181,13 @@ async def _write(
 ) -> web.Response:
     representation = prefs.get("return") == "representation"
     if representation:
-        source = Source(
-            request.match_info["table"], (await rest.catalog()).columns[request.match_info["table"]]
-        )
+        catalog = await rest.catalog()
+        name = request.match_info["table"]
+        source = Source(name, catalog.columns[name])
         select = select_list(source, request.query.get("select"), params)
+        returning = returning_list(source, request.query.get("select"), catalog.primary_keys.get(name, []))
         sql = (
-            f"with _w as ({sql} returning *) select coalesce(json_agg(_r), '[]')::text, "
+            f"with _w as ({sql} returning {returning}) select coalesce(json_agg(_r), '[]')::text, "
             f"count(*) from (select {select} from _w) _r"
         )
     async with rest.transaction(request, claims, readonly=False) as conn:

@@ -10,8 +10,8 @@
 --    Rows already outside them are brought inside: a run_at is clamped, an active job with such a
 --    payload fails with the reason, its payload kept.
 -- 2. An insert policy for `authenticated`, stated once per job type with reactor.allow_insert():
---    the types a user may insert (none until listed), the highest priority and attempts a user
---    may ask for, how far ahead a job may be scheduled, the payload size, and per user the jobs
+--    the types a user may insert (none until listed), the highest priority a user may ask for, the
+--    most attempts a job gets, how far ahead a job may be scheduled, the payload size, and per user the jobs
 --    waiting or running and the inserts a minute. A run_at in the past is moved to now, so it
 --    cannot jump the queue. It checks the row as it will be stored, after the table's own BEFORE
 --    triggers (which may derive a priority from the project's data) and before the hand-off.
@@ -104,7 +104,8 @@ $$;
 
 -- The insert policy, for rows `authenticated` inserts (the trigger's WHEN clause). Errors carry
 -- PostgREST's status: 403 for a type not allowed, 429 for a user over a per-user limit, 413 for
--- a payload too large, 400 for a value out of bounds.
+-- a payload too large, 400 for a value out of bounds. A run_at in the past becomes now and a
+-- max_attempts above the rule becomes the rule's: asking for them harms nobody.
 create or replace function reactor.insert_policy() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -121,10 +122,8 @@ begin
     raise exception 'priority % is above the highest allowed for job type "%" (%)', new.priority, new.job_type, rule.max_priority
       using errcode = 'PT400';
   end if;
-  if new.max_attempts > rule.max_attempts then
-    raise exception 'max_attempts % is above the most allowed for job type "%" (%)', new.max_attempts, new.job_type, rule.max_attempts
-      using errcode = 'PT400';
-  end if;
+  -- Lowered, not refused: the column's default may be above a type's limit.
+  new.max_attempts := least(new.max_attempts, rule.max_attempts);
   if new.run_at < now() then
     new.run_at := now();  -- an earlier run_at would jump the queue
   elsif new.run_at > now() + make_interval(secs => rule.max_delay_seconds) then

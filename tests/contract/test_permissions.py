@@ -76,6 +76,7 @@ async def test_a_user_reads_only_their_own_jobs(db, owned_jobs):
 
 
 async def test_a_user_inserts_a_job_owned_by_them(db):
+    await db.execute("select reactor.allow_insert('jobs', 't', p_max_priority => 5)")
     async with acting_as(db, "authenticated", ALICE):
         job = await db.fetchrow(
             "insert into public.jobs (job_type, payload, priority) values ('t', $1, 5) "
@@ -86,6 +87,7 @@ async def test_a_user_inserts_a_job_owned_by_them(db):
 
 
 async def test_a_user_cannot_insert_a_job_for_someone_else(db):
+    await db.execute("select reactor.allow_insert('jobs', 't')")
     with pytest.raises(DENIED, match="row-level security"):
         async with acting_as(db, "authenticated", ALICE):
             await db.execute("insert into public.jobs (job_type, user_id) values ('t', $1)", uuid.UUID(BOB))

@@ -24,8 +24,10 @@ async def user_client(devstack, user_id: str):
 async def test_users_insert_and_see_only_their_own_jobs(devstack, db: asyncpg.Connection):
     alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
     await db.execute("insert into public.jobs (job_type, user_id) values ('t', $1)", uuid.UUID(bob))
+    await db.execute("select reactor.allow_insert('jobs', 'send')")
     sb = await user_client(devstack, alice)
-    mine = (await sb.table("jobs").insert({"job_type": "send", "payload": {"to": "a"}}).execute()).data[0]
+    insert = sb.table("jobs").insert({"job_type": "send", "payload": {"to": "a"}})
+    mine = (await insert.select("id,user_id,status,payload").execute()).data[0]
     assert (mine["user_id"], mine["status"], mine["payload"]) == (alice, "pending", {"to": "a"})
     assert [r["id"] for r in (await sb.table("jobs").select("id").execute()).data] == [mine["id"]]
     assert (await sb.table("jobs").select("id").eq("user_id", bob).execute()).data == []
