@@ -75,15 +75,16 @@ async def wait_done(db: asyncpg.Connection, job_type: str, n: int) -> None:
         await asyncio.sleep(0.05)
 
 
-async def pickup(
+async def pickup_latencies(
     stack: Stack,
     db: asyncpg.Connection,
     realtime: bool,
     rate: int = 50,
     seconds: float = 10,
     hand_off: bool = True,
-) -> str:
-    await db.execute("delete from jobs")
+) -> list[float]:
+    """Milliseconds from each insert's commit to its handler's start."""
+    await db.execute("delete from jobs where job_type = 'stamp'")
     variables = {
         "REACTOR_REALTIME": "on" if realtime else "off",
         "REACTOR_HAND_OFF": "on" if hand_off else "off",
@@ -97,12 +98,17 @@ async def pickup(
             await asyncio.sleep(1 / rate)
         await wait_done(db, "stamp", len(committed))
         rows = await db.fetch("select id, result from jobs where job_type = 'stamp'")
-    lat = [(json.loads(r["result"])["started"] - committed[r["id"]]) * 1000 for r in rows]
+    return [(json.loads(r["result"])["started"] - committed[r["id"]]) * 1000 for r in rows]
+
+
+async def pickup(stack: Stack, db: asyncpg.Connection, realtime: bool, hand_off: bool = True) -> str:
+    lat = await pickup_latencies(stack, db, realtime, hand_off=hand_off)
     return f"p50 {quantile(lat, 0.5):.1f} ms, p99 {quantile(lat, 0.99):.1f} ms over {len(lat)} jobs"
 
 
-async def throughput(stack: Stack, db: asyncpg.Connection, n: int = 20000) -> str:
-    await db.execute("delete from jobs")
+async def drain(stack: Stack, db: asyncpg.Connection, n: int = 20000) -> tuple[float, float]:
+    """Jobs a second one worker drains n no-op jobs at, and its start-up in seconds."""
+    await db.execute("delete from jobs where job_type = 'noop'")
     await db.execute("insert into jobs (job_type) select 'noop' from generate_series(1, $1)", n)
     started = time.monotonic()
     # As deployed (Realtime on), with the concurrency a no-op workload should get: each claim and
@@ -112,8 +118,12 @@ async def throughput(stack: Stack, db: asyncpg.Connection, n: int = 20000) -> st
         ready = time.monotonic()
         await wait_done(db, "noop", n)
         done = time.monotonic()
-    elapsed = done - ready
-    return f"{n / elapsed:.0f} jobs/s ({n} jobs in {elapsed:.1f} s, start-up {ready - started:.1f} s)"
+    return n / (done - ready), ready - started
+
+
+async def throughput(stack: Stack, db: asyncpg.Connection, n: int = 20000) -> str:
+    rate, start_up = await drain(stack, db, n)
+    return f"{rate:.0f} jobs/s ({n} jobs in {n / rate:.1f} s, start-up {start_up:.1f} s)"
 
 
 def rss_mb(pid: int) -> float:
