@@ -121,11 +121,8 @@ class Reactor:
     async def serve(self, config: Config, handle_signals: bool = False) -> None:
         registry = self.registry(config)
         store = Store(config.supabase_url, config.service_key)
-        reporter = Reporter(
-            store,
-            give_up_seconds=min(config.lease_seconds / 2, 10.0),
-            redactor=Redactor([config.service_key, *config.secrets]),
-        )
+        redactor = Redactor([config.service_key, *config.secrets])
+        reporter = Reporter(store, give_up_seconds=min(config.lease_seconds / 2, 10.0), redactor=redactor)
         poller_ref: list[Poller] = []
         ticker = Ticker(
             store,
@@ -142,6 +139,7 @@ class Reactor:
             self.metrics,
             ticker,
             lambda table, at: poller_ref[0].schedule(table, at),
+            redactor,
         )
         listener = self._listener(config, registry, dispatcher, poller_ref) if config.realtime else None
         ticker.probe = listener

@@ -37,6 +37,7 @@ from reactor.config import Config
 from reactor.handlers import Handler, Registry
 from reactor.job import Job, PermanentError, RetryLater
 from reactor.metrics import Metrics
+from reactor.redact import Redactor
 from reactor.reporter import Report, Reporter
 from reactor.retry import RetryPolicy
 from reactor.store import MAX_BATCH, MAX_STANDBY_SLOTS, Rejected, Store, StoreError
@@ -64,6 +65,7 @@ class Dispatcher:
         metrics: Metrics,
         ticker: Ticker,
         schedule: Any,
+        redactor: Redactor,
     ) -> None:
         self._config = config
         self._store = store
@@ -72,6 +74,7 @@ class Dispatcher:
         self._metrics = metrics
         self._ticker = ticker
         self._schedule = schedule  # callable(table, datetime): wake again when a retry falls due
+        self._redactor = redactor  # progress messages are stored in a row its owner reads
         self._policy = RetryPolicy(
             config.retry_base_seconds, max(config.retry_cap_seconds, config.retry_base_seconds)
         )
@@ -154,13 +157,14 @@ class Dispatcher:
         try:
             job = rows.read(table, record, attempt_column="attempts")
         except rows.Unreadable as exc:
+            if exc.lease is not None and (table, exc.lease["id"]) not in self.running:
+                self._took_slot(table)
             self._unreadable(table, exc)
             return
         lease = {"id": job.id, "lease_token": job.lease_token}
         if (table, job.id) in self.running:
             return
-        if table in self._offered:
-            self._offered[table] = max(self._offered[table] - 1, 0)
+        self._took_slot(table)
         if not self._claiming or self._group is None or self._registry.get(table, job.job_type) is None:
             self.to_release.setdefault(table, []).append(lease)  # handed back at shutdown
             return
@@ -170,6 +174,11 @@ class Dispatcher:
             return
         self._start(job, self._group, confirmed=anyio.Event())
         self.confirm(table, lease)
+
+    def _took_slot(self, table: str) -> None:
+        """A hand-off took one of the slots this worker's standby offered."""
+        if table in self._offered:
+            self._offered[table] = max(self._offered[table] - 1, 0)
 
     def leases(self) -> dict[str, list[dict[str, Any]]]:
         by_table: dict[str, list[dict[str, Any]]] = {}
@@ -306,6 +315,8 @@ class Dispatcher:
 
     def _progress_writer(self, job: Job) -> Any:
         async def write(percent: int, message: str | None) -> bool:
+            if message is not None:
+                message = self._redactor.storable(message)
             try:
                 held = await self._store.progress(job.table, job.id, job.lease_token, percent, message)
             except StoreError as exc:

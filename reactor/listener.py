@@ -176,7 +176,8 @@ class Listener:
         data = payload.get("data", {})
         record, table = data.get("record") or {}, data.get("table")
         if record.get("job_type") == PROBE_JOB_TYPE:
-            if (record.get("payload") or {}).get("worker") == self._worker_id:
+            probe = record.get("payload")  # a row's payload may be any JSON at all
+            if isinstance(probe, dict) and probe.get("worker") == self._worker_id:
                 self._probe_seen.set()
             return
         if record.get("job_type") not in self._job_types.get(table, ()):

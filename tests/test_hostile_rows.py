@@ -23,7 +23,7 @@ pytestmark = pytest.mark.anyio
 stack = worker_fixtures.stack  # the fixture: a local stack over the test's database
 ALICE = str(uuid.uuid4())
 SECRET = "sk-live-not-for-rows-1234"
-OWNER_COLUMNS = "id,status,attempts,result,last_error"
+OWNER_COLUMNS = "id,status,attempts,result,last_error,progress_message"
 
 
 async def user_client(stack, user_id: str = ALICE) -> AsyncClient:
@@ -116,13 +116,14 @@ async def test_a_frontend_is_told_what_the_policy_refused(stack, db) -> None:
     assert await db.fetchval("select count(*) from public.jobs") == 3
 
 
-async def test_an_error_stored_in_a_row_never_holds_the_key_a_secret_or_a_nul(stack, db) -> None:
+async def test_errors_and_progress_stored_in_a_row_never_hold_the_key_a_secret_or_a_nul(stack, db) -> None:
     await db.execute("select reactor.allow_insert('jobs', 'call_out')")
     app = Reactor()
     key = stack.keys.service_role
 
     @app.handler("call_out", max_attempts=1)
     async def call_out(job: Job) -> None:
+        assert await job.set_progress(10, f"calling with {SECRET}\x00")
         raise RuntimeError(f"GET https://api.example/v1?apikey={key}&token={SECRET} failed:\x00 \udc80")
 
     client = await user_client(stack)
@@ -132,6 +133,7 @@ async def test_an_error_stored_in_a_row_never_holds_the_key_a_secret_or_a_nul(st
         ]
         await status_is(db, job_id, "failed")
     seen = (await client.table("jobs").select(OWNER_COLUMNS).eq("id", job_id).single().execute()).data
+    assert seen["progress_message"] == "calling with [REDACTED]\ufffd"
     assert seen["last_error"] == (
         "RuntimeError: GET https://api.example/v1?apikey=[REDACTED]&token=[REDACTED] failed:\ufffd \ufffd"
     )

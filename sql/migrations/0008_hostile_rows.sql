@@ -12,7 +12,7 @@
 -- 2. An insert policy for `authenticated`, stated once per job type with reactor.allow_insert():
 --    the types a user may insert (none until listed), the highest priority a user may ask for, the
 --    most attempts a job gets, how far ahead a job may be scheduled, the payload size, and per user the jobs
---    waiting or running and the inserts a minute. A run_at in the past is moved to now, so it
+--    waiting and the inserts a minute. A run_at in the past is moved to now, so it
 --    cannot jump the queue. It checks the row as it will be stored, after the table's own BEFORE
 --    triggers (which may derive a priority from the project's data) and before the hand-off.
 --    `service_role`, operators and the project's own SECURITY DEFINER functions are not bound.
@@ -31,17 +31,20 @@ $$;
 create or replace function reactor.max_payload_bytes() returns integer
 language sql immutable as 'select 1048576';
 
-create or replace function reactor.max_payload_depth() returns integer
-language sql immutable as 'select 32';
+-- Whether a payload is nested deeper than 32 levels: whether any value sits 33 levels down.
+create or replace function reactor.too_deep(p_payload jsonb) returns boolean
+language sql immutable as $$  -- no SET clause, so the planner inlines it
+  select pg_catalog.jsonb_path_exists(p_payload, 'strict $.**{33}')
+$$;
 
 -- Why a payload is refused, or null when it is within the bounds every row obeys.
-create or replace function reactor.payload_problem(p_payload jsonb, p_max_bytes integer) returns text
+create or replace function reactor.payload_problem(p_payload jsonb) returns text
 language sql immutable set search_path = pg_catalog, pg_temp as $$
   select case
-    when pg_column_size(p_payload) > p_max_bytes
-      then format('payload is %s bytes; at most %s are accepted', pg_column_size(p_payload), p_max_bytes)
-    when jsonb_path_exists(p_payload, format('strict $.**{%s}', reactor.max_payload_depth() + 1)::jsonpath)
-      then format('payload is nested deeper than %s levels', reactor.max_payload_depth())
+    when pg_column_size(p_payload) > reactor.max_payload_bytes()
+      then format('payload is %s bytes; at most %s are accepted', pg_column_size(p_payload),
+                  reactor.max_payload_bytes())
+    when reactor.too_deep(p_payload) then 'payload is nested deeper than 32 levels'
   end
 $$;
 
@@ -60,7 +63,7 @@ create table if not exists reactor.insert_rules (
 revoke all on reactor.insert_rules from public;
 
 -- Let signed-in users insert jobs of p_job_type into p_table, within these limits (per user:
--- p_max_pending jobs of this type waiting or running, p_max_per_minute inserts of it a minute).
+-- p_max_pending jobs of this type waiting to run, p_max_per_minute inserts of it a minute).
 -- Calling it again replaces the type's limits.
 create or replace function reactor.allow_insert(
   p_table text, p_job_type text, p_max_priority integer default 0, p_max_attempts integer default 5,
@@ -142,10 +145,10 @@ begin
   perform pg_advisory_xact_lock(hashtextextended(tg_table_name || '/' || new.job_type || '/' || new.user_id::text, 0));
   execute format($q$
     select count(*) from (select 1 from public.%I where user_id = $1 and job_type = $2
-                          and status in ('pending', 'processing') limit $3) s
+                          and status = 'pending' limit $3) s
   $q$, tg_table_name) using new.user_id, new.job_type, rule.max_pending into n;
   if n >= rule.max_pending then
-    raise exception 'you already have % jobs of type "%" waiting or running, the most allowed', n, new.job_type
+    raise exception 'you already have % jobs of type "%" waiting, the most allowed', n, new.job_type
       using errcode = 'PT429', hint = 'Wait for some to finish, or cancel some.';
   end if;
   execute format($q$
@@ -165,10 +168,9 @@ create or replace function reactor.hand_off() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   taker text;
-  problem text := reactor.payload_problem(new.payload, reactor.max_payload_bytes());
 begin
-  if problem is not null then
-    raise exception '%', problem using errcode = 'PT413';
+  if pg_column_size(new.payload) > 1048576 or reactor.too_deep(new.payload) then  -- max_payload_bytes()
+    raise exception '%', reactor.payload_problem(new.payload) using errcode = 'PT413';
   end if;
   if new.status <> 'pending' or new.run_at > now() then
     return new;
@@ -256,9 +258,9 @@ begin
     execute format($q$
       update public.%I set status = 'failed', completed_at = now(), updated_at = now(),
         locked_by = null, lease_token = null, lease_expires_at = null,
-        last_error = 'refused: ' || reactor.payload_problem(payload, reactor.max_payload_bytes())
+        last_error = 'refused: ' || reactor.payload_problem(payload)
       where status in ('pending', 'processing')
-        and reactor.payload_problem(payload, reactor.max_payload_bytes()) is not null
+        and reactor.payload_problem(payload) is not null
     $q$, p_name);
     execute format($q$
       alter table public.%I add constraint %I
@@ -272,14 +274,15 @@ begin
     execute format('create index %I on public.%I (job_type, priority desc, run_at, id) where status = ''pending''',
       p_name || '_claim_idx', p_name);
   end if;
-  -- The policy counts one user's recent jobs and active jobs.
+  -- The policy counts one user's recent jobs and waiting jobs.
   if not exists (select 1 from pg_indexes where schemaname = 'public' and indexname = p_name || '_user_idx'
                  and indexdef like '%(user_id, created_at)%') then
     execute format('drop index if exists public.%I', p_name || '_user_idx');
     execute format('create index %I on public.%I (user_id, created_at)', p_name || '_user_idx', p_name);
   end if;
-  execute format('create index if not exists %I on public.%I (user_id) where status in (''pending'', ''processing'')',
-    p_name || '_active_user_idx', p_name);
+  -- Pending rows only: a claim, a heartbeat or an outcome never writes to it.
+  execute format('create index if not exists %I on public.%I (user_id, job_type) where status = ''pending''',
+    p_name || '_pending_user_idx', p_name);
 
   execute format('revoke select on public.%I from authenticated', p_name);
   execute format('grant select (%s) on public.%I to authenticated', reactor.owner_columns(), p_name);
