@@ -31,9 +31,8 @@ async def owns(user_id: str | None, session_id: str) -> bool:
     if user_id is None:
         return False
     client = await supabase()
-    found = (
-        await client.table("example_sessions").select("id").eq("id", session_id).eq("user_id", user_id).execute()
-    )
+    sessions = client.table("example_sessions").select("id")
+    found = await sessions.eq("id", session_id).eq("user_id", user_id).execute()
     return bool(found.data)
 
 
