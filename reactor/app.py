@@ -36,6 +36,10 @@ from reactor.retry import RetryPolicy
 from reactor.store import Store, StoreError
 from reactor.ticker import Ticker
 
+# At shutdown, the longest outcomes wait to be recorded after the grace period: a platform's stop
+# timeout must cover REACTOR_GRACE_SECONDS plus this (docs/deploy.md).
+OUTCOME_GIVE_UP_SECONDS = 10.0
+
 
 class Reactor:
     """A worker: `@app.handler("type")` registers handlers, `app.run()` works until SIGTERM."""
@@ -122,7 +126,8 @@ class Reactor:
         registry = self.registry(config)
         store = Store(config.supabase_url, config.service_key)
         redactor = Redactor([config.service_key, *config.secrets])
-        reporter = Reporter(store, give_up_seconds=min(config.lease_seconds / 2, 10.0), redactor=redactor)
+        give_up = min(config.lease_seconds / 2, OUTCOME_GIVE_UP_SECONDS)
+        reporter = Reporter(store, give_up_seconds=give_up, redactor=redactor)
         poller_ref: list[Poller] = []
         ticker = Ticker(
             store,

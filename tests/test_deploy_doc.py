@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
+from reactor.app import OUTCOME_GIVE_UP_SECONDS
 from reactor.config import _KEY_VARIABLES, _VARIABLES, Config
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
-OUTCOME_SECONDS = 10  # the reporter's limit for recording outcomes at shutdown (reactor/app.py)
 
 
 def blocks(language: str) -> list[str]:
@@ -22,7 +22,7 @@ def blocks(language: str) -> list[str]:
 
 
 def stop_budget(grace: float = Config.grace_seconds) -> float:
-    return grace + OUTCOME_SECONDS
+    return grace + OUTCOME_GIVE_UP_SECONDS
 
 
 def test_every_setting_named_in_the_guide_exists() -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
+import anyio
 import asyncpg
 import pytest
 
@@ -17,6 +19,7 @@ from reactor.devstack import changes
 from tests.devstack.realtime_support import JOBS, SUBSCRIBED, connect, insert_job, system
 
 pytestmark = pytest.mark.anyio
+SETTLE = "reactor_test_settle"
 
 
 class Captured:
@@ -24,6 +27,10 @@ class Captured:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, int]] = []
+        self.marks: set[str] = set()
+
+    def settled(self, _conn, _pid, _channel, payload: str) -> None:
+        self.marks.add(payload)
 
     def __call__(self, _conn, _pid, _channel, payload: str) -> None:
         change = json.loads(payload)
@@ -34,13 +41,18 @@ async def listening(database_url: str) -> tuple[asyncpg.Connection, Captured]:
     conn = await asyncpg.connect(database_url)
     captured = Captured()
     await conn.add_listener(changes.CHANNEL, captured)
+    await conn.add_listener(SETTLE, captured.settled)
     return conn, captured
 
 
-async def settle(db: asyncpg.Connection) -> None:
-    """Commit a no-op and wait: notifications before it have reached the listener by then."""
-    await db.execute("select pg_notify('reactor_test_settle', '')")
-    await asyncio.sleep(0.3)
+async def settle(db: asyncpg.Connection, captured: Captured) -> None:
+    """Commit a notification of our own and wait for it: Postgres delivers a session's
+    notifications in commit order, so every capture committed before it has arrived too."""
+    token = uuid.uuid4().hex
+    await db.execute("select pg_notify($1, $2)", SETTLE, token)
+    with anyio.fail_after(10):
+        while token not in captured.marks:
+            await asyncio.sleep(0.01)
 
 
 async def test_a_table_nobody_subscribes_to_is_not_captured(devstack, db, database_url) -> None:
@@ -48,7 +60,7 @@ async def test_a_table_nobody_subscribes_to_is_not_captured(devstack, db, databa
     try:
         job = await insert_job(db, "quiet")
         await db.execute("update public.jobs set priority = 1 where id = $1", job)
-        await settle(db)
+        await settle(db, captured)
         assert captured.seen == []
     finally:
         await conn.close()
@@ -68,7 +80,7 @@ async def test_only_changes_a_filter_can_match_are_captured_and_each_is_delivere
         job = await insert_job(db, "t")  # INSERT: nobody asked
         await db.execute("update public.jobs set status = 'processing' where id = $1", job)  # no match
         await db.execute("update public.jobs set status = 'pending' where id = $1", job)  # match
-        await settle(db)
+        await settle(db, captured)
         assert captured.seen == [("UPDATE", job)]
         frame = await raw.recv()
         assert frame["event"] == "postgres_changes"
@@ -131,6 +143,8 @@ async def test_a_statement_that_changes_many_rows_sends_each_change_in_row_order
     conn = await asyncpg.connect(database_url)
     sent: list[dict] = []
     await conn.add_listener(changes.CHANNEL, lambda *args: sent.append(json.loads(args[3])))
+    barrier = Captured()
+    await conn.add_listener(SETTLE, barrier.settled)
     try:
         ids = [
             r["id"]
@@ -144,7 +158,7 @@ async def test_a_statement_that_changes_many_rows_sends_each_change_in_row_order
             "update public.jobs set priority = -priority where job_type = 'bulk' returning id"
         )
         deleted = await db.fetch("delete from public.jobs where job_type = 'bulk' returning id")
-        await settle(db)
+        await settle(db, barrier)
         assert [(c["type"], (c["record"] or c["old_record"])["id"]) for c in sent] == [
             *(("INSERT", i) for i in ids),
             *(("UPDATE", r["id"]) for r in updated),

@@ -52,5 +52,5 @@ async def test_three_workers_complete_two_thousand_jobs_and_reruns_are_only_recl
     )
     reruns = await db.fetch("select id, attempts, last_error from public.jobs where attempts > 1")
     assert wrong == 0
-    assert all(r["last_error"].startswith("lease expired") for r in reruns), reruns
+    assert reruns == []  # no fault, so no job runs twice
     print(f"{len(reruns)} of {JOBS} jobs ran twice, each after a reclaim")

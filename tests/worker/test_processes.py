@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import anyio
 import asyncpg
 import pytest
 
+from reactor.app import OUTCOME_GIVE_UP_SECONDS
 from reactor.store import Store
 from tests.worker.conftest import insert, row, status_is, worker_env, worker_process
 
@@ -49,8 +51,11 @@ async def test_sigterm_drains_running_jobs_hands_back_the_rest_and_exits_zero(
         slow_id = await insert(db, "sleep", {"seconds": 60})
         await status_is(db, quick_id, "processing")
         await status_is(db, slow_id, "processing")
+        signalled = time.monotonic()
         worker.signal(signal.SIGTERM)
         assert await worker.wait() == 0
+        # README: give a worker REACTOR_GRACE_SECONDS plus 10 s to stop; 10 times the grace is 15 s.
+        assert time.monotonic() - signalled < 1.5 + OUTCOME_GIVE_UP_SECONDS
     assert (await row(db, quick_id))["status"] == "completed"
     slow = await row(db, slow_id)
     assert (slow["status"], slow["attempts"], slow["locked_by"]) == ("pending", 0, None)

@@ -82,14 +82,16 @@ async def test_silent_feed_is_found_by_the_probe_and_polling_takes_over(
 ) -> None:
     app = echo_app()
     config = worker_config(
-        stack, realtime=True, poll_fast_seconds=0.2, poll_slow_seconds=600.0, probe_seconds=3.0
+        stack, realtime=True, poll_fast_seconds=0.2, poll_slow_seconds=600.0, probe_seconds=6.0
     )
     async with running(app, config):
         await subscribed(app)
         stack.faults.go_silent(600)
         silent_at = time.monotonic()
         await wait_until(lambda: _true(app.listener.went_down_at is not None), timeout=30)
-        assert app.listener.went_down_at - silent_at <= 3.0 + 1.0
+        # Found within probe_seconds (6 s): quiet for 4 s, then a probe given 2 s. A probe sent only
+        # after a whole quiet probe period would take 8 s.
+        assert app.listener.went_down_at - silent_at <= 6.0 + 1.0
         job_id = await insert(db, "echo", {"while": "silent"})
         await status_is(db, job_id, "completed")
         stack.faults.clear()
