@@ -194,8 +194,9 @@ async def test_job_retried_later_starts_on_its_timer_not_on_the_next_sweep(
             raise RetryLater(at=requested[0])
         return "second time"
 
-    config = worker_config(stack, poll_fast_seconds=120.0, poll_slow_seconds=120.0)
-    async with running(app, config):
+    # No sweep for two minutes (sweeps also reap and fetch statistics, so those wait too).
+    slow = dict.fromkeys(("poll_fast_seconds", "poll_slow_seconds", "reap_seconds", "stats_seconds"), 120.0)
+    async with running(app, worker_config(stack, **slow)):
         await anyio.sleep(0.3)  # the start-up sweep is done: only the timer can find the retry
         job_id = await insert(db, "twice")
         app.dispatcher.wake("jobs")  # stands in for the Realtime event of the insert
