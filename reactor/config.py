@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+# reactor.create_job_table()'s rule, checked against it in tests/contract/test_constants.py.
+TABLE_NAME = re.compile(r"\A[a-z][a-z0-9_]{0,47}\Z")
 
 
 class ConfigError(Exception):

@@ -23,7 +23,7 @@ from loguru import logger
 from reactor.dispatcher import Dispatcher
 from reactor.store import MAX_BATCH, Store, StoreError
 
-HAND_OFF_SECONDS = 5.0  # the hand-off lease in reactor.hand_off(), sql/migrations/0007
+HAND_OFF_SECONDS = 5.0  # the hand-off lease in reactor.hand_off() (tests/contract/test_constants.py)
 _CONFIRM_RETRY = 0.5
 
 

@@ -24,7 +24,7 @@ import anyio
 from loguru import logger
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 
-PROBE_JOB_TYPE = "reactor.probe"  # reactor.probe_job_type() in sql/migrations/0004_tick.sql
+PROBE_JOB_TYPE = "reactor.probe"  # reactor.probe_job_type() (tests/contract/test_constants.py)
 _PLAIN_VALUE = re.compile(r"^[^,()\"\\\s]+$")  # usable unquoted in a classic `in.(...)` filter
 _SUBSCRIBE_TIMEOUT = 15.0
 _PROBE_WAIT = 5.0  # a probe's event arrives in milliseconds; five seconds is a silent feed

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-MAX_BATCH = 1000  # reactor.max_batch() in sql/migrations/0001
-MAX_STANDBY_SLOTS = 16  # reactor.max_standby_slots() in sql/migrations/0007
+MAX_BATCH = 1000  # reactor.max_batch() (tests/contract/test_constants.py)
+MAX_STANDBY_SLOTS = 16  # reactor.max_standby_slots() (tests/contract/test_constants.py)
 # The columns of reactor_claim's rows that the worker reads; PostgREST's `select` leaves the rest
 # (lease_expires_at, started_at) out of the answer, a tenth of a big claim's bytes.
 CLAIMED_COLUMNS = "id,job_type,payload,priority,attempt,max_attempts,lease_token,run_at,created_at,user_id"
