@@ -1,14 +1,15 @@
-"""The Realtime listener: hears new and re-pending jobs and wakes the dispatcher, and starts the
-jobs the database handed to this worker on insert (sql/migrations/0007).
+"""The Realtime listener: hears new and re-pending jobs and wakes the dispatcher, and starts the jobs
+the database handed to this worker on insert (sql/migrations/0007).
 
-Realtime is a hint, never the source of truth (see DESIGN.md and supabase-wire.md A3, A5, A7.3,
-A8). The official client reports SUBSCRIBED before changes flow, never reads heartbeat replies and
-gives up after five failed reconnects, so this module keeps its own supervisor: it runs the client
-with its reconnect switched off, builds a fresh connection after any failure with backoff and full
-jitter, forever, and sweeps (claims) after every subscribe and after "Subscribed to PostgreSQL",
-since changes committed before that message are never delivered. A probe checks end to end that
-events still flow: when nothing has arrived for a while the next tick inserts a row that only its
-own subscription hears, and a feed that stays silent is treated as down.
+Realtime is a hint, never the source of truth: Supabase promises at-most-once delivery and no
+replay, and a change made while a socket is down is never sent. The official client reports
+SUBSCRIBED before changes flow, never reads heartbeat replies and gives up after five failed
+reconnects, so this module keeps its own supervisor: it runs the client with its reconnect switched
+off, builds a fresh connection after any failure with backoff and full jitter, forever, and sweeps
+(claims) after every subscribe and after "Subscribed to PostgreSQL", since changes committed before
+that message are never delivered. A probe checks end to end that events still flow: when nothing has
+arrived for a while the next tick inserts a row that only its own subscription hears, and a feed
+that stays silent is treated as down.
 """
 
 from __future__ import annotations

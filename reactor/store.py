@@ -1,6 +1,7 @@
 """Every call the worker makes to the database: the `public.reactor_*` functions over PostgREST RPC.
 
-The worker talks HTTPS only (see DESIGN.md). Calls go straight to httpx's transport, its pool of
+The worker talks HTTPS only: no database connection, so it runs anywhere the project's API
+answers. Calls go straight to httpx's transport, its pool of
 kept-alive connections, with the headers supabase-py sends: no query builder, and none of the
 client layer's per-request work (URL merging, cookies, auth and redirect handling), which the
 worker never needs and which was a third of a request's time (docs/benchmarks.md). Errors are

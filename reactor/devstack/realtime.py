@@ -3,7 +3,7 @@
 The gateway hands websocket requests to `Realtime.handle`. Changes come from changes.py as they
 commit; each goes straight to every live channel whose bindings match it (schema, table, event,
 filters), trimmed to what the subscriber's role and claims may select, in the exact payload
-shape of Supabase Realtime (see shared/reference/supabase-wire.md, part A).
+shape of Supabase Realtime's postgres_changes.
 """
 
 from __future__ import annotations

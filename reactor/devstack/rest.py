@@ -2,7 +2,8 @@
 
 Every request runs in one transaction with `role` and `request.jwt.claims` set from its bearer
 token, exactly as PostgREST runs it, so Postgres itself enforces grants and row-level security.
-Status codes and error bodies follow PostgREST (shared/reference/supabase-wire.md, part B).
+Status codes and error bodies follow PostgREST's (its error reference: SQLSTATE to HTTP status,
+`PGRST…` codes, and `PTxyz` for a status a function raises).
 """
 
 from __future__ import annotations
