@@ -33,6 +33,10 @@ WORKER_CALLS = [
     "select * from reactor.job_tables",
     "select * from reactor.standby",
     "select reactor.stand_by('jobs', 'w', array['t'], 10, 30, true)",
+    "select reactor.allow_insert('jobs', 't', 1000)",
+    "select reactor.forbid_insert('jobs', 't')",
+    "select * from reactor.insert_rules",
+    "select reactor.guard_job_table('jobs')",
 ]
 
 
@@ -53,8 +57,20 @@ async def test_api_roles_cannot_run_worker_functions(db, role, sub, sql):
 
 async def test_service_role_runs_every_worker_function(db, owned_jobs):
     async with acting_as(db, "service_role"):
-        for sql in WORKER_CALLS[:-4]:
-            await db.execute(sql)
+        for sql in WORKER_CALLS:
+            if " public.reactor_" in sql:  # reactor's own schema is for operators alone
+                await db.execute(sql)
+
+
+async def test_only_signed_in_users_may_cancel_their_own_jobs(db, owned_jobs):
+    with pytest.raises(DENIED):
+        async with acting_as(db, "anon"):
+            await db.execute("select public.reactor_cancel_own('jobs', $1)", owned_jobs["alice"])
+    async with acting_as(db, "authenticated", ALICE):
+        await db.execute("select public.reactor_cancel_own('jobs', $1)", owned_jobs["alice"])
+    with pytest.raises(DENIED):  # no user: the service role has the operator's reactor_cancel
+        async with acting_as(db, "service_role"):
+            await db.execute("select public.reactor_cancel_own('jobs', $1)", owned_jobs["bob"])
 
 
 async def test_anon_can_neither_read_nor_insert_jobs(db, owned_jobs):
