@@ -1,10 +1,12 @@
 """Pickup and throughput while one signed-in user floods the queue with hostile rows, side by side
 with the code from before the insert policy (docs/benchmarks.md, "Hostile rows").
 
-Four measurements, each on a fresh database and local stack (its default profile), taking turns:
+Five measurements, each on a fresh database and local stack (its default profile), taking turns:
 the code before (`--before`, default the commit before sql/migrations/0008, checked out as a git
 worktree with this tree's bench/ copied in, so both run the same measurement against their own
-worker, SQL and stack) and this tree, each quiet and flooded. Each measures bench/worker.py's
+worker, SQL and stack) and this tree, each quiet and flooded; and, as a control, this tree while
+the same flood goes to a neighbour (another project on the same machine): what the flood's
+requests cost the shared cores alone, whatever they insert. Each measures bench/worker.py's
 pickup through Realtime (50 inserts a second for 10 s, hand-offs on) and its drain of 20,000
 no-op jobs by one worker at concurrency 1,000.
 
@@ -71,39 +73,55 @@ async def flood(stack, statuses: Counter[int], backlog_done: asyncio.Event) -> N
             await asyncio.sleep(max(0.0, 0.05 - (time.monotonic() - started)))
 
 
-async def measure(server_url: str, flooded: bool) -> dict:
-    from bench.worker import drain, pickup_latencies, quantile
+@contextlib.asynccontextmanager
+async def project(server_url: str):
+    """A fresh database with reactor's contract, and a local stack over it."""
     from reactor import migrations
     from reactor.devstack import database
     from reactor.devstack.stack import serve
 
     name = f"reactor_bench_flood_{uuid.uuid4().hex[:8]}"
     database_url = await database.create_database(server_url, name)
-    statuses: Counter[int] = Counter()
     try:
         await database.bootstrap(database_url)
         await migrations.apply(database_url)
         async with serve(database_url, port=0) as stack:
             db = await asyncpg.connect(database_url)
-            if await db.fetchval("select to_regproc('reactor.allow_insert') is not null"):
-                await db.execute("select reactor.allow_insert('jobs', 'sleep')")
-            flooding = None
-            if flooded:
-                backlog_done = asyncio.Event()
-                flooding = asyncio.create_task(flood(stack, statuses, backlog_done))
-                await backlog_done.wait()
             try:
-                lat = await pickup_latencies(stack, db, realtime=True)
-                rate, _ = await drain(stack, db)
+                if await db.fetchval("select to_regproc('reactor.allow_insert') is not null"):
+                    await db.execute("select reactor.allow_insert('jobs', 'sleep')")
+                yield stack, db
             finally:
-                if flooding is not None:
-                    flooding.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await flooding
-            rows = await db.fetchval("select count(*) from jobs")
-            await db.close()
+                await db.close()
     finally:
         await database.drop_database(server_url, name)
+
+
+async def measure(server_url: str, flood_at: str) -> dict:
+    """Pickup and drain of a worker on its own project, while the flood goes to `flood_at`: nowhere,
+    the worker's own project, or a neighbour (another project on the same machine, the control)."""
+    from bench.worker import drain, pickup_latencies, quantile
+
+    statuses: Counter[int] = Counter()
+    async with contextlib.AsyncExitStack() as stack_of:
+        stack, db = await stack_of.enter_async_context(project(server_url))
+        target = stack
+        if flood_at == "neighbour":
+            target, _ = await stack_of.enter_async_context(project(server_url))
+        flooding = None
+        if flood_at != "nowhere":
+            backlog_done = asyncio.Event()
+            flooding = asyncio.create_task(flood(target, statuses, backlog_done))
+            await backlog_done.wait()
+        try:
+            lat = await pickup_latencies(stack, db, realtime=True)
+            rate, _ = await drain(stack, db)
+        finally:
+            if flooding is not None:
+                flooding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flooding
+        rows = await db.fetchval("select count(*) from jobs")
     return {
         "p50": quantile(lat, 0.5),
         "p99": quantile(lat, 0.99),
@@ -122,10 +140,10 @@ def before_tree(commit: str) -> Path:
     return tree
 
 
-def run(tree: Path, server_url: str, flooded: bool) -> dict:
-    command = [sys.executable, "bench/hostile_flood.py", "--measure", "--database-url", server_url]
+def run(tree: Path, server_url: str, flood_at: str) -> dict:
+    command = [sys.executable, "bench/hostile_flood.py", "--measure", flood_at, "--database-url", server_url]
     result = subprocess.run(
-        [*command, *(["--flood"] if flooded else [])],
+        command,
         cwd=tree,
         env={**os.environ, "PYTHONPATH": str(tree)},
         capture_output=True,
@@ -139,24 +157,23 @@ def main(server_url: str | None, commit: str, turns: int) -> None:
     from reactor.devstack import database
 
     trees = {"before": before_tree(commit), "now": ROOT}
-    results: dict[tuple[str, bool], list[dict]] = {}
+    kinds = {"before": ("nowhere", "queue"), "now": ("nowhere", "queue", "neighbour")}
+    results: dict[tuple[str, str], list[dict]] = {}
     with database.server(server_url) as url:
         for turn in range(turns):
             for label, tree in trees.items():
-                for flooded in (False, True):
-                    found = run(tree, url, flooded)
-                    results.setdefault((label, flooded), []).append(found)
-                    kind = "flooded" if flooded else "quiet"
-                    print(f"turn {turn + 1}: {label}, {kind}: {json.dumps(found)}", flush=True)
-    print("\n| code | flood | pickup p50 | pickup p99 | drain | flood answers |")
+                for flood_at in kinds[label]:
+                    found = run(tree, url, flood_at)
+                    results.setdefault((label, flood_at), []).append(found)
+                    print(f"turn {turn + 1}: {label}, flood at {flood_at}: {json.dumps(found)}", flush=True)
+    print("\n| code | flood at | pickup p50 | pickup p99 | drain | flood answers |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for (label, flooded), runs in results.items():
+    for (label, flood_at), runs in results.items():
         p50 = statistics.median(r["p50"] for r in runs)
         p99 = statistics.median(r["p99"] for r in runs)
         rate = statistics.median(r["rate"] for r in runs)
         answers = ", ".join(f"{n} x {code}" for code, n in runs[-1]["statuses"].items()) or "-"
-        flood = "yes" if flooded else "no"
-        cells = [label, flood, f"{p50:.1f} ms", f"{p99:.1f} ms", f"{rate:,.0f} jobs/s", answers]
+        cells = [label, flood_at, f"{p50:.1f} ms", f"{p99:.1f} ms", f"{rate:,.0f} jobs/s", answers]
         print(f"| {' | '.join(cells)} |")
 
 
@@ -165,10 +182,9 @@ if __name__ == "__main__":
     parser.add_argument("--database-url", help="a Postgres server; each measurement makes its own database")
     parser.add_argument("--before", default=BEFORE, help="the commit to compare with")
     parser.add_argument("--turns", type=int, default=1, help="measurements of each kind; medians reported")
-    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--flood", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=("nowhere", "queue", "neighbour"), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.measure:
-        print(json.dumps(asyncio.run(measure(options.database_url, options.flood))))
+        print(json.dumps(asyncio.run(measure(options.database_url, options.measure))))
     else:
         main(options.database_url, options.before, options.turns)
