@@ -12,8 +12,8 @@ import anyio
 from reactor import migrations, operator
 
 
-def _sql(_: argparse.Namespace) -> int:
-    sys.stdout.write(migrations.script())
+def _sql(args: argparse.Namespace) -> int:
+    sys.stdout.write(migrations.script() if args.upgrade else migrations.schema_script())
     return 0
 
 
@@ -67,7 +67,12 @@ def _devstack(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="reactor", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    sql = sub.add_parser("sql", help="print the database migrations as one script")
+    sql = sub.add_parser("sql", help="print the database contract, for a new project")
+    sql.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="print the migrations as one script instead, for a project with an earlier version",
+    )
     sql.set_defaults(run=_sql)
     migrate = sub.add_parser("migrate", help="apply the database migrations")
     migrate.add_argument("--database-url", required=True, help="postgresql://… of the project")

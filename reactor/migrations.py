@@ -1,7 +1,10 @@
-"""The database contract in `sql/migrations/`: list it, print it as one script, apply it.
+"""The database contract: `sql/schema.sql` as it stands today, `sql/migrations/` to get there.
 
-Each migration is idempotent and records its own version as its last statement, so applying the
-set again, or pasting `reactor sql` into the Supabase SQL editor twice, changes nothing.
+`schema_script()` is the whole contract for a new project (`reactor sql`); it records every
+migration it holds. The migrations bring a project with an earlier version up to date: list them,
+print them as one script (`reactor sql --upgrade`), apply them. Each migration is idempotent and
+records its own version as its last statement, so applying the set again, or pasting either script
+into the Supabase SQL editor twice, changes nothing.
 """
 
 from __future__ import annotations
@@ -11,27 +14,36 @@ from pathlib import Path
 import asyncpg
 
 _PACKAGE = Path(__file__).resolve().parent
-# Inside a wheel the migrations ship as reactor/sql; in a source checkout they sit beside reactor/.
-_CANDIDATES = (_PACKAGE / "sql" / "migrations", _PACKAGE.parent / "sql" / "migrations")
+# Inside a wheel the sql directory ships as reactor/sql; in a source checkout it sits beside reactor/.
+_CANDIDATES = (_PACKAGE / "sql", _PACKAGE.parent / "sql")
 
 _LOCK = "select pg_advisory_xact_lock(hashtext('reactor.migrations'))"
 _APPLIED = "select version from reactor.schema_migrations"
 
 
-def migrations_dir() -> Path:
+def sql_dir() -> Path:
     for candidate in _CANDIDATES:
-        if candidate.is_dir():
+        if (candidate / "migrations").is_dir():
             return candidate
     raise FileNotFoundError("reactor's sql/migrations directory is missing from this installation")
+
+
+def migrations_dir() -> Path:
+    return sql_dir() / "migrations"
 
 
 def migration_files() -> list[Path]:
     return sorted(migrations_dir().glob("[0-9][0-9][0-9][0-9]_*.sql"))
 
 
+def schema_script() -> str:
+    """The whole contract as it stands today, for a new project: sql/schema.sql."""
+    return (sql_dir() / "schema.sql").read_text()
+
+
 def script() -> str:
     """Every migration, in order, as one script for the SQL editor or supabase/migrations/."""
-    parts = ["-- reactor: the whole database contract. Safe to run again.\n"]
+    parts = ["-- reactor: every migration, to upgrade a project with an earlier version; safe to rerun.\n"]
     for path in migration_files():
         parts.append(f"\n-- ==== {path.name} ====\n\n{path.read_text()}")
     return "".join(parts)

@@ -15,7 +15,7 @@ import anyio
 import asyncpg
 import pytest
 
-from reactor import config
+from reactor import config, migrations
 from reactor.devstack.stack import serve
 from tests.contract.jobs import acting_as
 from tests.devstack import test_supabase_js as supabase_js
@@ -70,11 +70,21 @@ async def test_readme_worker_example_runs_a_job(database_url: str, db: asyncpg.C
     assert done["progress"] == 100
 
 
+def reactor_sql(*args: str) -> str:
+    command = [sys.executable, "-m", "reactor.cli", "sql", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
 def test_reactor_sql_prints_the_contract():
-    out = subprocess.run(
-        [sys.executable, "-m", "reactor.cli", "sql"], capture_output=True, text=True, check=True
-    )
-    assert "create or replace function public.reactor_claim" in out.stdout
+    out = reactor_sql()
+    assert out == migrations.schema_script()
+    assert "create or replace function public.reactor_claim" in out
+
+
+def test_reactor_sql_upgrade_prints_the_migrations():
+    out = reactor_sql("--upgrade")
+    assert out == migrations.script()
+    assert all(f"-- ==== {path.name} ====" in out for path in migrations.migration_files())
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -1,3 +1,6 @@
+import uuid
+from collections.abc import Callable
+
 import asyncpg
 import pytest
 
@@ -15,22 +18,29 @@ async def test_applying_migrations_twice_is_a_no_op(database_url: str, db: async
     assert after == before
 
 
-async def test_the_printed_script_can_be_pasted_twice(server_url: str):
-    url = await database.create_database(server_url, "reactor_script_twice")
+@pytest.mark.parametrize("script", [migrations.schema_script, migrations.script], ids=["fresh", "upgrade"])
+async def test_the_printed_script_can_be_pasted_twice(server_url: str, script: Callable[[], str]):
+    name = f"reactor_script_twice_{uuid.uuid4().hex[:12]}"
+    url = await database.create_database(server_url, name)
     try:
         await database.bootstrap(url)
         conn = await asyncpg.connect(url)
         try:
-            await conn.execute(migrations.script())
-            first = await conn.fetch("select version, applied_at from reactor.schema_migrations")
-            await conn.execute(migrations.script())
-            assert await conn.fetch("select version, applied_at from reactor.schema_migrations") == first
+            ledger = "select version, applied_at from reactor.schema_migrations order by 1"
+            await conn.execute(script())
+            first = await conn.fetch(ledger)
+            assert [r["version"] for r in first] == [p.stem for p in migrations.migration_files()]
+            await conn.execute(script())
+            assert await conn.fetch(ledger) == first
             assert await migrations.apply(url) == []
             assert await conn.fetchval("select count(*) from reactor.job_tables") == 1
+            job_id = await conn.fetchval("insert into public.jobs (job_type) values ('paste') returning id")
+            claimed = await conn.fetch("select id from public.reactor_claim('jobs', 'w1', array['paste'])")
+            assert [r["id"] for r in claimed] == [job_id]
         finally:
             await conn.close()
     finally:
-        await database.drop_database(server_url, "reactor_script_twice")
+        await database.drop_database(server_url, name)
 
 
 async def test_migrations_need_no_superuser(server_url: str):

@@ -1,0 +1,1200 @@
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0008 build.
+--
+-- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
+-- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
+-- nothing, and it records every migration it contains, so `reactor migrate` afterwards applies only
+-- later ones. A project with an earlier version upgrades with the migrations instead (`reactor
+-- migrate`, or paste `reactor sql --upgrade`). tests/contract/test_schema.py keeps this file equal
+-- to what the migrations build.
+--
+-- Internals live in schema `reactor`, which the API roles cannot use. Entry points are
+-- `public.reactor_*` (the schema PostgREST exposes), SECURITY DEFINER with the search path
+-- pg_catalog, pg_temp, executable by `service_role` only (reactor_cancel_own also by
+-- `authenticated`). Batches are JSON arrays of objects, at most reactor.max_batch() items; a
+-- malformed item rejects the whole call before anything changes. Complete, fail, release,
+-- heartbeat and progress act only when the caller holds the job's current lease token, and report
+-- the items whose token was stale.
+
+
+-- A project with an earlier version of this contract upgrades with the migrations: this file would
+-- leave the earlier versions of functions whose arguments changed beside the current ones.
+do $$
+begin
+  if to_regclass('reactor.schema_migrations') is null then
+    return;  -- a new project
+  end if;
+  if exists (select 1 from reactor.schema_migrations)
+     and not exists (select 1 from reactor.schema_migrations where version = '0008_hostile_rows') then
+    raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
+      using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
+  end if;
+end
+$$;
+
+
+-- ==== 1. The schema, the ledger and the registries ====
+
+create schema if not exists reactor;
+revoke all on schema reactor from public;
+
+-- The migrations applied to this database, by file stem (sql/migrations/<version>.sql).
+create table if not exists reactor.schema_migrations (
+  version text primary key,
+  applied_at timestamptz not null default now()
+);
+
+-- Every table created by reactor.create_job_table(); entry points accept only these names.
+create table if not exists reactor.job_tables (
+  name text primary key,
+  created_at timestamptz not null default now()
+);
+
+-- Workers standing by for hand-offs (section 6): per job table and worker, the job types it takes
+-- and its free slots, until expires_at.
+create table if not exists reactor.standby (
+  job_table text not null references reactor.job_tables (name) on delete cascade,
+  worker text not null,
+  job_types text[] not null,
+  slots integer not null check (slots >= 0),
+  expires_at timestamptz not null,
+  primary key (job_table, worker)
+);
+revoke all on reactor.standby from public;
+
+-- What one job type's inserts by `authenticated` may be (section 5). No row: such inserts are
+-- refused.
+create table if not exists reactor.insert_rules (
+  job_table text not null references reactor.job_tables (name) on delete cascade,
+  job_type text not null,
+  max_priority integer not null,
+  max_attempts integer not null check (max_attempts between 1 and 1000),
+  max_delay_seconds integer not null check (max_delay_seconds >= 0),
+  max_payload_bytes integer not null check (max_payload_bytes between 2 and 1048576),
+  max_pending integer not null check (max_pending >= 1),
+  max_per_minute integer not null check (max_per_minute >= 1),
+  primary key (job_table, job_type)
+);
+revoke all on reactor.insert_rules from public;
+
+
+-- ==== 2. Numbers the SQL and the Python worker both need ====
+--
+-- The worker keeps copies of some (reactor/store.py, reactor/listener.py); they must agree.
+
+-- The most items one call may ask for; it keeps a single request's transaction short.
+create or replace function reactor.max_batch() returns integer
+language sql immutable as $$ select 1000 $$;
+
+-- At most this many jobs wait on one worker's hand-off lease when that worker dies unheard; a
+-- burst beyond it takes the claim path, which offers the slots again.
+create or replace function reactor.max_standby_slots() returns integer
+language sql immutable as 'select 16';
+
+-- The job type of probe rows: a worker inserts them as `cancelled`, so no worker claims them, and
+-- hears them over Realtime to check that Realtime still delivers. Statistics leave them out.
+create or replace function reactor.probe_job_type() returns text
+language sql immutable as $$ select 'reactor.probe' $$;
+
+-- The largest payload any row may carry, as Postgres stores it: 1 MiB.
+create or replace function reactor.max_payload_bytes() returns integer
+language sql immutable as 'select 1048576';
+
+-- The columns of a job table its owner may read: not the lease token, the worker or the lease's
+-- end.
+create or replace function reactor.owner_columns() returns text
+language sql immutable as $$
+  select 'id, job_type, payload, priority, run_at, max_attempts, user_id, status, attempts, result, '
+         'last_error, progress, progress_message, created_at, started_at, completed_at, updated_at'
+$$;
+
+
+-- ==== 3. Validation helpers ====
+
+-- Refuse a missing value or one outside p_min .. p_max, naming it.
+create or replace function reactor.check_range(p_name text, p_value bigint, p_min bigint, p_max bigint)
+returns void
+language plpgsql immutable as $$
+begin
+  if p_value is null then
+    raise exception '% is missing', p_name;
+  end if;
+  if p_value < p_min or p_value > p_max then
+    raise exception '% must be between % and %, got %', p_name, p_min, p_max, p_value;
+  end if;
+end
+$$;
+
+-- The registered job table for `p_table`, or a clear error. Entry points interpolate only names
+-- returned from here, and only through format('%I').
+create or replace function reactor.job_table(p_table text) returns text
+language plpgsql stable as $$
+begin
+  if p_table is null or p_table = '' then
+    raise exception 'job table name is missing';
+  end if;
+  if not exists (select 1 from reactor.job_tables where name = p_table) then
+    raise exception 'unknown job table "%"', left(p_table, 100)
+      using hint = 'Create it with: select reactor.create_job_table(''<name>'');';
+  end if;
+  return p_table;
+end
+$$;
+
+-- A worker id: 1 to 200 characters.
+create or replace function reactor.check_worker(p_worker text) returns void
+language plpgsql immutable as $$
+begin
+  if p_worker is null or p_worker = '' or length(p_worker) > 200 then
+    raise exception 'p_worker must be a worker id of 1 to 200 characters';
+  end if;
+end
+$$;
+
+-- A lease: 1 s to a day.
+create or replace function reactor.check_lease_seconds(p_lease_seconds integer) returns void
+language sql immutable as $$
+  select reactor.check_range('p_lease_seconds', p_lease_seconds, 1, 86400)
+$$;
+
+-- The job types a worker handles: at least one, and no null.
+create or replace function reactor.check_job_types(p_job_types text[]) returns void
+language plpgsql immutable as $$
+begin
+  if p_job_types is null or cardinality(p_job_types) = 0 or array_position(p_job_types, null) is not null then
+    raise exception 'p_job_types must list the job types this worker handles';
+  end if;
+end
+$$;
+
+-- Validate a batch and return it as rows, in the batch's order. `p_kind` says which keys an item
+-- may carry:
+--   lease    {id, lease_token}
+--   complete {id, lease_token, result?}
+--   fail     {id, lease_token, error, retry_at?, permanent?}
+-- One query finds each item's first problem, and the call fails with the first item that has one.
+-- Only a lease token or retry_at that the cheap checks cannot settle pays for an exception block.
+create or replace function reactor.batch_items(p_items jsonb, p_kind text)
+returns table (id bigint, lease_token uuid, result jsonb, error text, retry_at timestamptz, permanent boolean)
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+declare
+  allowed text[] := case p_kind
+    when 'lease' then array['id', 'lease_token']
+    when 'complete' then array['id', 'lease_token', 'result']
+    when 'fail' then array['id', 'lease_token', 'error', 'retry_at', 'permanent']
+  end;
+  problem text;
+begin
+  if p_items is null or jsonb_typeof(p_items) <> 'array' then
+    raise exception 'items must be a JSON array of objects';
+  end if;
+  if jsonb_array_length(p_items) > reactor.max_batch() then
+    raise exception 'a batch holds at most % items, got %', reactor.max_batch(), jsonb_array_length(p_items);
+  end if;
+  select format('item %s: %s', c.o, c.problem) into problem
+  from (
+    select x.o, case
+      when jsonb_typeof(x.e) <> 'object' then 'must be a JSON object'
+      when (x.e - allowed) <> '{}' then format('unknown key "%s"', left((
+        select k.key from jsonb_object_keys(x.e) with ordinality as k(key, ko)
+        where not k.key = any(allowed) order by k.ko limit 1), 100))
+      -- 0003's test, (x.e ->> 'id') ~ '^[0-9]{1,18}$' and >= 1, without a regex per item.
+      when jsonb_typeof(x.e -> 'id') is distinct from 'number'
+           or scale((x.e -> 'id')::numeric) <> 0
+           or (x.e -> 'id')::numeric not between 1 and 999999999999999999 then 'id must be a positive integer'
+      when row_number() over (partition by x.e -> 'id' order by x.o) > 1
+        then format('job %s appears twice in one batch', x.e ->> 'id')
+      when jsonb_typeof(x.e -> 'lease_token') is distinct from 'string' then 'lease_token is missing'
+      when not reactor.canonical_uuid(x.e ->> 'lease_token')
+           and not reactor.casts_to_uuid(x.e ->> 'lease_token') then 'lease_token is not a UUID'
+      when p_kind <> 'fail' then null
+      when jsonb_typeof(x.e -> 'error') is distinct from 'string' or x.e ->> 'error' = ''
+        then 'error must be a non-empty string'
+      when coalesce(jsonb_typeof(x.e -> 'retry_at'), 'null') <> 'null'
+           and not reactor.casts_to_timestamptz(x.e ->> 'retry_at')
+        then 'retry_at must be an ISO 8601 timestamp'
+      when coalesce(jsonb_typeof(x.e -> 'permanent'), 'null') not in ('null', 'boolean')
+        then 'permanent must be true or false'
+    end as problem
+    from jsonb_array_elements(p_items) with ordinality as x(e, o)
+  ) c
+  where c.problem is not null
+  order by c.o
+  limit 1;
+  if problem is not null then
+    raise exception '%', problem;
+  end if;
+  return query
+    select (x.e ->> 'id')::bigint, (x.e ->> 'lease_token')::uuid, x.e -> 'result',
+           case when p_kind = 'fail' then left(x.e ->> 'error', 10000) end,
+           case when p_kind = 'fail' and jsonb_typeof(x.e -> 'retry_at') = 'string'
+                then (x.e ->> 'retry_at')::timestamptz end,
+           p_kind = 'fail' and coalesce((x.e -> 'permanent')::boolean, false)
+    from jsonb_array_elements(p_items) with ordinality as x(e, o)
+    order by x.o;
+end
+$$;
+
+-- Whether a text casts to the type; only for values the set-based checks of batch_items cannot
+-- settle.
+create or replace function reactor.casts_to_uuid(p_value text) returns boolean
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+begin
+  perform p_value::uuid;
+  return true;
+exception when invalid_text_representation then
+  return false;
+end
+$$;
+
+create or replace function reactor.casts_to_timestamptz(p_value text) returns boolean
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+begin
+  perform p_value::timestamptz;
+  return true;
+exception when others then
+  return false;
+end
+$$;
+
+-- Whether a text is a UUID in the form Postgres prints (the form every lease token comes back
+-- in), checked without a regex.
+create or replace function reactor.canonical_uuid(p_value text) returns boolean
+language sql immutable as $$  -- no SET clause, so the planner inlines it
+  select pg_catalog.length(p_value) = 36
+     and pg_catalog.substr(p_value, 9, 1) = '-' and pg_catalog.substr(p_value, 14, 1) = '-'
+     and pg_catalog.substr(p_value, 19, 1) = '-' and pg_catalog.substr(p_value, 24, 1) = '-'
+     and pg_catalog.ltrim(pg_catalog.replace(p_value, '-', ''), '0123456789abcdef') = ''
+$$;
+
+-- The ids of a validated batch that are not in p_done, in order: the items whose lease was stale.
+create or replace function reactor.stale_ids(p_items jsonb, p_done bigint[]) returns jsonb
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+  select coalesce(jsonb_agg(s.id order by s.id), '[]')
+  from (select (x ->> 'id')::bigint as id from jsonb_array_elements(p_items) x
+        except all select unnest(p_done)) s
+$$;
+
+-- Retry delay after `p_attempt` failed attempts: exponential with full jitter, a uniform draw
+-- between zero and min(cap, base * 2^(attempt - 1)). With the defaults (base 2 s, cap 1 h) the
+-- ceiling is 2 s after the first failure, 4 s after the second, 16 s after the fourth, 8 min 32 s
+-- after the ninth, and 1 h from the twelfth on. Full jitter spreads a burst of failures evenly
+-- instead of retrying them in lockstep.
+create or replace function reactor.backoff(
+  p_attempt integer, p_base_seconds double precision default 2, p_cap_seconds double precision default 3600
+) returns interval
+language sql volatile as $$
+  select make_interval(secs => random() * least(
+    p_cap_seconds, p_base_seconds * power(2::double precision, least(greatest(p_attempt, 1), 60) - 1)
+  ))
+$$;
+
+-- Whether a payload is nested deeper than 32 levels: whether any value sits 33 levels down.
+create or replace function reactor.too_deep(p_payload jsonb) returns boolean
+language sql immutable as $$  -- no SET clause, so the planner inlines it
+  select pg_catalog.jsonb_path_exists(p_payload, 'strict $.**{33}')
+$$;
+
+-- Why a payload is refused, or null when it is within the bounds every row obeys.
+create or replace function reactor.payload_problem(p_payload jsonb) returns text
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+  select case
+    when pg_column_size(p_payload) > reactor.max_payload_bytes()
+      then format('payload is %s bytes; at most %s are accepted', pg_column_size(p_payload),
+                  reactor.max_payload_bytes())
+    when reactor.too_deep(p_payload) then 'payload is nested deeper than 32 levels'
+  end
+$$;
+
+
+-- ==== 4. Job tables ====
+--
+-- A job table lives in `public` so a frontend can insert through PostgREST under RLS, and is in
+-- the `supabase_realtime` publication so workers hear inserts. `select reactor.create_job_table('x')`
+-- makes another with the same shape; calling it again changes nothing.
+
+-- Make reactor.claim_<table>, the claim query of one job table. Its query is static SQL, which
+-- plpgsql plans once per database session and then reuses; a query built with format() would be
+-- planned on every call (docs/benchmarks.md). It claims up to p_limit due, pending jobs of the
+-- given types, highest priority first, then oldest run_at, with one ordered index scan per job
+-- type (the claim index leads with job_type), merged: rows of types this worker does not handle,
+-- however many and at whatever priority, are never read. Each claimed job counts an attempt and
+-- gets a fresh lease token.
+create or replace function reactor.create_claim_function(p_name text) returns void
+language plpgsql as $$
+begin
+  execute format($ddl$
+    create or replace function reactor.%1$I(
+      p_worker text, p_job_types text[], p_limit integer, p_lease_seconds integer
+    ) returns table (
+      id bigint, job_type text, payload jsonb, priority integer, attempt integer,
+      max_attempts integer, lease_token uuid, lease_expires_at timestamptz, run_at timestamptz,
+      created_at timestamptz, started_at timestamptz, user_id uuid
+    )
+    language plpgsql volatile set search_path = pg_catalog, pg_temp as $body$
+    begin
+      return query
+        with picked as (
+          select c.id from (select distinct x from unnest(p_job_types) x) t(job_type)
+          cross join lateral (
+            select j.id, j.priority, j.run_at from public.%2$I j
+            where j.status = 'pending' and j.job_type = t.job_type and j.run_at <= now()
+            order by j.priority desc, j.run_at, j.id
+            limit p_limit
+            for update skip locked
+          ) c
+          order by c.priority desc, c.run_at, c.id
+          limit p_limit
+        ), claimed as (
+          update public.%2$I j
+          set status = 'processing', attempts = j.attempts + 1, locked_by = p_worker,
+              lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+              lease_token = gen_random_uuid(), started_at = now(), updated_at = now()
+          from picked where j.id = picked.id
+          returning j.*
+        )
+        select c.id, c.job_type, c.payload, c.priority, c.attempts, c.max_attempts, c.lease_token,
+               c.lease_expires_at, c.run_at, c.created_at, c.started_at, c.user_id
+        from claimed c order by c.priority desc, c.run_at, c.id;
+    end
+    $body$
+  $ddl$, 'claim_' || p_name, p_name);
+  execute format('revoke all on function reactor.%I(text, text[], integer, integer) from public',
+    'claim_' || p_name);
+end
+$$;
+
+-- Give a job table its hand-off trigger (section 5). BEFORE triggers fire in name order; this one
+-- is named to come after the table's own, which may set the row's run_at or job_type, and after
+-- the insert policy.
+create or replace function reactor.create_hand_off_trigger(p_name text) returns void
+language plpgsql as $$
+begin
+  execute format(
+    'create or replace trigger zz_reactor_hand_off before insert on public.%I for each row execute function reactor.hand_off()',
+    p_name);
+end
+$$;
+
+-- The bounds and grants every job table has beyond its shape: a `run_at` from 2000 to 2200 (a check
+-- constraint; rows outside are clamped first, and active rows with a payload out of bounds fail
+-- with the reason), the claim index leading with job_type, the indexes the insert policy counts
+-- with, owners reading only reactor.owner_columns(), anon and authenticated kept off the id
+-- sequence, and the insert policy's trigger. Idempotent and cheap once done: create_job_table()
+-- runs it on every call.
+create or replace function reactor.guard_job_table(p_name text) returns void
+language plpgsql as $$
+begin
+  if not exists (select 1 from pg_constraint where conrelid = format('public.%I', p_name)::regclass
+                 and conname = p_name || '_run_at_bounds') then
+    -- Bring existing rows inside the bounds before the constraint holds them there.
+    execute format($q$
+      update public.%I set run_at = least(greatest(run_at, '2000-01-01 00:00:00+00'), '2199-12-31 00:00:00+00')
+      where run_at < '2000-01-01 00:00:00+00' or run_at >= '2200-01-01 00:00:00+00'
+    $q$, p_name);
+    execute format($q$
+      update public.%I set status = 'failed', completed_at = now(), updated_at = now(),
+        locked_by = null, lease_token = null, lease_expires_at = null,
+        last_error = 'refused: ' || reactor.payload_problem(payload)
+      where status in ('pending', 'processing')
+        and reactor.payload_problem(payload) is not null
+    $q$, p_name);
+    execute format($q$
+      alter table public.%I add constraint %I
+        check (run_at >= '2000-01-01 00:00:00+00' and run_at < '2200-01-01 00:00:00+00')
+    $q$, p_name, p_name || '_run_at_bounds');
+  end if;
+
+  if not exists (select 1 from pg_indexes where schemaname = 'public' and indexname = p_name || '_claim_idx'
+                 and indexdef like '%(job_type, priority DESC, run_at, id)%') then
+    execute format('drop index if exists public.%I', p_name || '_claim_idx');
+    execute format('create index %I on public.%I (job_type, priority desc, run_at, id) where status = ''pending''',
+      p_name || '_claim_idx', p_name);
+  end if;
+  -- The policy counts one user's recent jobs and waiting jobs.
+  if not exists (select 1 from pg_indexes where schemaname = 'public' and indexname = p_name || '_user_idx'
+                 and indexdef like '%(user_id, created_at)%') then
+    execute format('drop index if exists public.%I', p_name || '_user_idx');
+    execute format('create index %I on public.%I (user_id, created_at)', p_name || '_user_idx', p_name);
+  end if;
+  -- Pending rows only: a claim, a heartbeat or an outcome never writes to it.
+  execute format('create index if not exists %I on public.%I (user_id, job_type) where status = ''pending''',
+    p_name || '_pending_user_idx', p_name);
+
+  execute format('revoke select on public.%I from authenticated', p_name);
+  execute format('grant select (%s) on public.%I to authenticated', reactor.owner_columns(), p_name);
+  execute format('revoke all on sequence %s from public, anon, authenticated',
+    pg_get_serial_sequence(format('public.%I', p_name), 'id'));
+
+  execute format(
+    'create or replace trigger zy_reactor_insert_policy before insert on public.%I for each row '
+    'when (current_user = ''authenticated'') execute function reactor.insert_policy()', p_name);
+end
+$$;
+
+-- Create the job table public.<p_name> and register it, or, for a registered one, make sure it
+-- has everything above; an unregistered table of that name is refused. Supabase grants every API
+-- role everything in `public` by default; this takes it back and gives `authenticated` exactly:
+-- insert its own rows (user-writable columns only) and read them (owner columns only).
+create or replace function reactor.create_job_table(p_name text) returns text
+language plpgsql as $$
+begin
+  if p_name is null or p_name !~ '^[a-z][a-z0-9_]{0,47}$' then
+    raise exception 'invalid job table name "%"', left(coalesce(p_name, '<null>'), 100)
+      using hint = 'Use 1 to 48 lowercase letters, digits and underscores, starting with a letter.';
+  end if;
+  if to_regclass(format('public.%I', p_name)) is not null
+     and not exists (select 1 from reactor.job_tables where name = p_name) then
+    raise exception 'table public.% already exists and is not a reactor job table', p_name;
+  end if;
+
+  execute format($ddl$
+    create table if not exists public.%1$I (
+      id bigint generated always as identity primary key,
+      job_type text not null check (job_type <> '' and length(job_type) <= 200),
+      payload jsonb not null default '{}'::jsonb,
+      priority integer not null default 0,
+      run_at timestamptz not null default now(),
+      max_attempts integer not null default 5 check (max_attempts between 1 and 1000),
+      user_id uuid default auth.uid(),
+      status text not null default 'pending'
+        check (status in ('pending', 'processing', 'completed', 'failed', 'cancelled')),
+      attempts integer not null default 0,
+      result jsonb,
+      last_error text,
+      progress smallint check (progress between 0 and 100),
+      progress_message text,
+      locked_by text,
+      lease_expires_at timestamptz,
+      lease_token uuid,
+      created_at timestamptz not null default now(),
+      started_at timestamptz,
+      completed_at timestamptz,
+      updated_at timestamptz not null default now()
+    )$ddl$, p_name);
+
+  -- The claim and owner indexes are the guard's, below.
+  execute format('create index if not exists %I on public.%I (lease_expires_at) where status = ''processing''',
+    p_name || '_lease_idx', p_name);
+  execute format('create index if not exists %I on public.%I (completed_at) where status in (''completed'', ''failed'', ''cancelled'')',
+    p_name || '_finished_idx', p_name);
+
+  -- Supabase grants every API role everything in `public` by default; take it back, then give
+  -- `authenticated` exactly: insert its own rows (user-writable columns only) and read them (the
+  -- columns meant for owners, granted by the guard).
+  execute format('revoke all on public.%I from public, anon, authenticated', p_name);
+  execute format('grant insert (job_type, payload, priority, run_at, max_attempts, user_id) on public.%I to authenticated', p_name);
+  execute format('grant all on public.%I to service_role', p_name);
+
+  execute format('alter table public.%I enable row level security', p_name);
+  if not exists (select 1 from pg_policies where schemaname = 'public' and tablename = p_name and policyname = 'reactor_owner_reads') then
+    execute format('create policy reactor_owner_reads on public.%I for select to authenticated using (user_id = auth.uid())', p_name);
+  end if;
+  if not exists (select 1 from pg_policies where schemaname = 'public' and tablename = p_name and policyname = 'reactor_owner_inserts') then
+    execute format('create policy reactor_owner_inserts on public.%I for insert to authenticated with check (user_id = auth.uid())', p_name);
+  end if;
+
+  if not exists (select 1 from pg_publication where pubname = 'supabase_realtime') then
+    create publication supabase_realtime;
+  end if;
+  if not exists (select 1 from pg_publication_tables where pubname = 'supabase_realtime' and schemaname = 'public' and tablename = p_name) then
+    execute format('alter publication supabase_realtime add table public.%I', p_name);
+  end if;
+
+  insert into reactor.job_tables (name) values (p_name) on conflict do nothing;
+  perform reactor.guard_job_table(p_name);
+  return p_name;
+end
+$$;
+
+-- Registering a table in reactor.job_tables (create_job_table does) makes its claim function and
+-- its hand-off trigger.
+create or replace function reactor.job_table_registered() returns trigger
+language plpgsql as $$
+begin
+  perform reactor.create_claim_function(new.name);
+  perform reactor.create_hand_off_trigger(new.name);
+  return null;
+end
+$$;
+
+create or replace trigger job_table_registered after insert on reactor.job_tables
+  for each row execute function reactor.job_table_registered();
+
+
+-- ==== 5. What an insert goes through ====
+--
+-- Frontends insert job rows as signed-in users, and with anonymous sign-ins every visitor is
+-- signed in, so every inserted row is hostile: no value one user can insert may crash a worker,
+-- stop a chore, stall other users' jobs, buy priority or read what is not theirs
+-- (docs/reliability.md, "Hostile rows"). A row passes, after the table's own BEFORE INSERT
+-- triggers: the insert policy (trigger zy_reactor_insert_policy, for rows `authenticated` inserts;
+-- `service_role`, operators and the project's own SECURITY DEFINER functions are not bound), then
+-- the hand-off (trigger zz_reactor_hand_off, for every row), then the table's checks and RLS.
+
+-- The insert policy, stated once per job type with reactor.allow_insert(): the types a user may
+-- insert (none until listed), the highest priority a user may ask for, the most attempts a job
+-- gets, how far ahead a job may be scheduled, the payload size, and per user the jobs waiting and
+-- the inserts a minute. It checks the row as it will be stored, after the table's own BEFORE
+-- triggers (which may derive a priority from the project's data). Errors carry PostgREST's
+-- status: 403 for a type not allowed, 429 for a user over a per-user limit, 413 for a payload too
+-- large, 400 for a value out of bounds. A run_at in the past becomes now (so it cannot jump the
+-- queue) and a max_attempts above the rule becomes the rule's: asking for them harms nobody.
+create or replace function reactor.insert_policy() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  rule reactor.insert_rules;
+  n bigint;
+begin
+  select * into rule from reactor.insert_rules r where r.job_table = tg_table_name and r.job_type = new.job_type;
+  if not found then
+    raise exception 'job type "%" may not be inserted into % by signed-in users', left(new.job_type, 200), tg_table_name
+      using errcode = '42501',
+            hint = format('An operator allows it with: select reactor.allow_insert(%L, %L);', tg_table_name, left(new.job_type, 200));
+  end if;
+  if new.priority > rule.max_priority then
+    raise exception 'priority % is above the highest allowed for job type "%" (%)', new.priority, new.job_type, rule.max_priority
+      using errcode = 'PT400';
+  end if;
+  -- Lowered, not refused: the column's default may be above a type's limit.
+  new.max_attempts := least(new.max_attempts, rule.max_attempts);
+  if new.run_at < now() then
+    new.run_at := now();  -- an earlier run_at would jump the queue
+  elsif new.run_at > now() + make_interval(secs => rule.max_delay_seconds) then
+    raise exception 'run_at % is more than % seconds ahead, the most allowed for job type "%"', new.run_at, rule.max_delay_seconds, new.job_type
+      using errcode = 'PT400';
+  end if;
+  if pg_column_size(new.payload) > rule.max_payload_bytes then
+    raise exception 'payload is % bytes; job type "%" accepts at most %', pg_column_size(new.payload), new.job_type, rule.max_payload_bytes
+      using errcode = 'PT413';
+  end if;
+  if new.user_id is null then
+    raise exception 'a job inserted by a signed-in user must name its owner in user_id' using errcode = 'PT400';
+  end if;
+  -- One user's inserts of one type are counted one at a time, so a burst of parallel requests
+  -- cannot all pass the same count.
+  perform pg_advisory_xact_lock(hashtextextended(tg_table_name || '/' || new.job_type || '/' || new.user_id::text, 0));
+  execute format($q$
+    select count(*) from (select 1 from public.%I where user_id = $1 and job_type = $2
+                          and status = 'pending' limit $3) s
+  $q$, tg_table_name) using new.user_id, new.job_type, rule.max_pending into n;
+  if n >= rule.max_pending then
+    raise exception 'you already have % jobs of type "%" waiting, the most allowed', n, new.job_type
+      using errcode = 'PT429', hint = 'Wait for some to finish, or cancel some.';
+  end if;
+  execute format($q$
+    select count(*) from (select 1 from public.%I where user_id = $1 and created_at > now() - interval '1 minute'
+                          and job_type = $2 limit $3) s
+  $q$, tg_table_name) using new.user_id, new.job_type, rule.max_per_minute into n;
+  if n >= rule.max_per_minute then
+    raise exception 'you inserted % jobs of type "%" in the last minute, the most allowed', n, new.job_type
+      using errcode = 'PT429', hint = 'Try again in a minute.';
+  end if;
+  return new;
+end
+$$;
+
+-- Let signed-in users insert jobs of p_job_type into p_table, within these limits (per user:
+-- p_max_pending jobs of this type waiting to run, p_max_per_minute inserts of it a minute).
+-- Calling it again replaces the type's limits.
+create or replace function reactor.allow_insert(
+  p_table text, p_job_type text, p_max_priority integer default 0, p_max_attempts integer default 5,
+  p_max_delay_seconds integer default 2592000, p_max_payload_bytes integer default 65536,
+  p_max_pending integer default 100, p_max_per_minute integer default 60
+) returns void
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+begin
+  if p_job_type is null or p_job_type = '' or length(p_job_type) > 200 then
+    raise exception 'p_job_type must be a job type of 1 to 200 characters';
+  end if;
+  if p_job_type like 'reactor.%' then
+    raise exception 'job types starting with "reactor." are reactor''s own and cannot be inserted by users';
+  end if;
+  perform reactor.check_range('p_max_priority', p_max_priority, -2147483648, 2147483647);
+  perform reactor.check_range('p_max_attempts', p_max_attempts, 1, 1000);
+  perform reactor.check_range('p_max_delay_seconds', p_max_delay_seconds, 0, 2147483647);
+  perform reactor.check_range('p_max_payload_bytes', p_max_payload_bytes, 2, reactor.max_payload_bytes());
+  perform reactor.check_range('p_max_pending', p_max_pending, 1, 2147483647);
+  perform reactor.check_range('p_max_per_minute', p_max_per_minute, 1, 2147483647);
+  insert into reactor.insert_rules as r values (
+    t, p_job_type, p_max_priority, p_max_attempts, p_max_delay_seconds, p_max_payload_bytes,
+    p_max_pending, p_max_per_minute)
+  on conflict (job_table, job_type) do update set
+    max_priority = excluded.max_priority, max_attempts = excluded.max_attempts,
+    max_delay_seconds = excluded.max_delay_seconds, max_payload_bytes = excluded.max_payload_bytes,
+    max_pending = excluded.max_pending, max_per_minute = excluded.max_per_minute;
+end
+$$;
+
+-- Stop signed-in users inserting jobs of p_job_type into p_table; true when it was allowed.
+create or replace function reactor.forbid_insert(p_table text, p_job_type text) returns boolean
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+begin
+  delete from reactor.insert_rules where job_table = reactor.job_table(p_table) and job_type = p_job_type;
+  return found;
+end
+$$;
+
+-- The hand-off, which fires last on every insert. It refuses a payload out of the bounds every row
+-- obeys. A row that is pending and due at once then takes a slot from a worker standing by for
+-- its type (section 6), in the same statement: it is written already `processing`, locked by that
+-- worker, with a lease token and a 5 s lease, and `started_at` null until the worker confirms it.
+-- The insert's Realtime event is all the worker needs to start the handler.
+create or replace function reactor.hand_off() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  taker text;
+begin
+  if pg_column_size(new.payload) > 1048576 or reactor.too_deep(new.payload) then  -- max_payload_bytes()
+    raise exception '%', reactor.payload_problem(new.payload) using errcode = 'PT413';
+  end if;
+  if new.status <> 'pending' or new.run_at > now() then
+    return new;
+  end if;
+  select s.worker into taker from reactor.standby s
+  where s.job_table = tg_table_name and s.slots > 0 and s.expires_at > now()
+    and new.job_type = any(s.job_types)
+  order by s.slots desc
+  limit 1
+  for update skip locked;
+  if taker is null then
+    return new;
+  end if;
+  update reactor.standby s set slots = s.slots - 1 where s.job_table = tg_table_name and s.worker = taker;
+  -- clock_timestamp(): the insert's transaction may have started long before this row.
+  new.status := 'processing';
+  new.attempts := new.attempts + 1;
+  new.locked_by := taker;
+  new.lease_token := gen_random_uuid();
+  new.lease_expires_at := clock_timestamp() + interval '5 seconds';
+  new.started_at := null;
+  return new;
+end
+$$;
+
+
+-- ==== 6. Claim and hand-off ====
+--
+-- A worker with free slots and a live Realtime subscription says so with every claim: a row in
+-- reactor.standby with its job types and free slots, which inserts take jobs' slots from
+-- (reactor.hand_off). Realtime is still a hint. A hand-off's lease is short (5 s) and its
+-- `started_at` stays null until the worker confirms it with a heartbeat, which it sends at once. A
+-- hand-off nobody confirmed (the event was lost, the worker died or lost its socket) is reaped
+-- like any expired lease, but goes back to `pending` at once and gives its attempt back: the
+-- handler may never have run.
+--
+-- Standby rows are only ever locked with SKIP LOCKED or briefly: an insert holds the row it took a
+-- slot from until its transaction commits, and a claim that finds its row locked leaves it as it
+-- is rather than wait for someone else's transaction.
+
+-- Offer p_slots slots of p_table to hand-offs until p_seconds from now; 0 seconds withdraws the
+-- offer. A row some insert holds is left alone: that insert is taking one of its slots. Without
+-- p_refill the offer is only renewed, never raised or made: a tick does that, and a tick also runs
+-- while the Realtime feed is silent without the worker knowing yet, when jobs handed to it would
+-- wait out their hand-off lease. Claims that follow a Realtime event refill. A tick also deletes
+-- the table's standby rows that expired more than a minute ago, which every hand-off would
+-- otherwise read past.
+create or replace function reactor.stand_by(
+  p_table text, p_worker text, p_job_types text[], p_slots integer, p_seconds integer, p_refill boolean
+) returns void
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+begin
+  if not p_refill then
+    delete from reactor.standby s where s.ctid = any(array(
+      select e.ctid from reactor.standby e
+      where e.job_table = p_table and e.expires_at < now() - interval '1 minute'
+      for update skip locked));
+  end if;
+  perform 1 from reactor.standby s where s.job_table = p_table and s.worker = p_worker for update skip locked;
+  if found then
+    if p_seconds > 0 then
+      update reactor.standby s
+      set job_types = p_job_types, expires_at = now() + make_interval(secs => p_seconds),
+          slots = case when p_refill then p_slots else least(s.slots, p_slots) end
+      where s.job_table = p_table and s.worker = p_worker;
+    else
+      delete from reactor.standby s where s.job_table = p_table and s.worker = p_worker;
+    end if;
+  elsif p_seconds > 0 and p_refill
+        and not exists (select 1 from reactor.standby s where s.job_table = p_table and s.worker = p_worker) then
+    insert into reactor.standby (job_table, worker, job_types, slots, expires_at)
+    values (p_table, p_worker, p_job_types, p_slots, now() + make_interval(secs => p_seconds))
+    on conflict do nothing;
+  end if;
+end
+$$;
+
+-- Claim up to p_limit due, pending jobs of the given types, highest priority first, then oldest
+-- run_at, through the table's claim function; then the worker's standby: p_standby_seconds > 0
+-- offers the slots this claim left free (p_limit less the jobs it returns, at most
+-- max_standby_slots()) for that long; 0 withdraws any offer; null leaves it as it is.
+-- A claim does not wait for its WAL flush (docs/benchmarks.md): if the server crashes before the
+-- claim reaches the disk, the job is back to `pending` with its attempts unspent, the worker's
+-- outcome for it is refused as stale, and the job runs again, as at-least-once delivery allows.
+-- Outcomes and heartbeats commit synchronously (unless the server says otherwise), and any of
+-- them flushes the claims before it.
+create or replace function public.reactor_claim(
+  p_table text, p_worker text, p_job_types text[], p_limit integer default 1,
+  p_lease_seconds integer default 60, p_standby_seconds integer default 0
+) returns table (
+  id bigint, job_type text, payload jsonb, priority integer, attempt integer, max_attempts integer,
+  lease_token uuid, lease_expires_at timestamptz, run_at timestamptz, created_at timestamptz,
+  started_at timestamptz, user_id uuid
+)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  n integer;
+begin
+  perform set_config('synchronous_commit', 'off', true);
+  perform reactor.check_worker(p_worker);
+  perform reactor.check_range('p_limit', p_limit, 1, reactor.max_batch());
+  perform reactor.check_lease_seconds(p_lease_seconds);
+  perform reactor.check_job_types(p_job_types);
+  if p_standby_seconds is not null then
+    perform reactor.check_range('p_standby_seconds', p_standby_seconds, 0, 3600);
+  end if;
+  return query execute format('select * from reactor.%I($1, $2, $3, $4)', 'claim_' || t)
+    using p_worker, p_job_types, p_limit, p_lease_seconds;
+  get diagnostics n = row_count;
+  if p_standby_seconds is not null then
+    perform reactor.stand_by(t, p_worker, p_job_types, least(p_limit - n, reactor.max_standby_slots()),
+                             p_standby_seconds, true);
+  end if;
+end
+$$;
+
+-- Withdraw a worker's standby (it is stopping). Waits at most 2 s for an insert holding the row.
+create or replace function public.reactor_stand_down(p_table text, p_worker text) returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+begin
+  perform reactor.check_worker(p_worker);
+  perform set_config('lock_timeout', '2s', true);
+  delete from reactor.standby s where s.job_table = t and s.worker = p_worker;
+end
+$$;
+
+-- Extend the leases of running jobs, and confirm hand-offs: their `started_at` is set.
+-- Returns {"extended": [ids], "stale": [ids]}.
+create or replace function public.reactor_heartbeat(
+  p_table text, p_leases jsonb, p_lease_seconds integer default 60
+) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  done bigint[];
+begin
+  perform reactor.check_lease_seconds(p_lease_seconds);
+  execute format($q$
+    with hit as (
+      update public.%1$I j
+      set lease_expires_at = now() + make_interval(secs => $1), updated_at = now(),
+          started_at = coalesce(j.started_at, now())
+      from reactor.batch_items($2, 'lease') i
+      where j.id = i.id and j.lease_token = i.lease_token and j.status = 'processing'
+      returning j.id
+    ) select coalesce(array_agg(id order by id), '{}') from hit
+  $q$, t) using p_lease_seconds, p_leases into done;
+  return jsonb_build_object('extended', to_jsonb(done), 'stale', reactor.stale_ids(p_leases, done));
+end
+$$;
+
+
+-- ==== 7. Outcomes ====
+
+-- Finish running jobs with their results. Returns {"completed": [ids], "stale": [ids]}.
+create or replace function public.reactor_complete(p_table text, p_jobs jsonb) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  done bigint[];
+begin
+  execute format($q$
+    with hit as (
+      update public.%1$I j
+      set status = 'completed', result = i.result, progress = 100, completed_at = now(),
+          lease_token = null, lease_expires_at = null, updated_at = now()
+      from reactor.batch_items($1, 'complete') i
+      where j.id = i.id and j.lease_token = i.lease_token and j.status = 'processing'
+      returning j.id
+    ) select coalesce(array_agg(id order by id), '{}') from hit
+  $q$, t) using p_jobs into done;
+  return jsonb_build_object('completed', to_jsonb(done), 'stale', reactor.stale_ids(p_jobs, done));
+end
+$$;
+
+-- Record failed attempts. Each job goes back to pending at its retry_at (default: backoff), kept
+-- from now to the bounds every row's run_at obeys, or to `failed` (the dead letter) when it is
+-- permanent or its attempts are spent. Returns {"retried": [ids], "failed": [ids], "stale": [ids]}.
+create or replace function public.reactor_fail(p_table text, p_jobs jsonb) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  retried bigint[];
+  dead bigint[];
+begin
+  execute format($q$
+    with hit as (
+      update public.%1$I j
+      set status = case when i.permanent or j.attempts >= j.max_attempts then 'failed' else 'pending' end,
+          run_at = case when i.permanent or j.attempts >= j.max_attempts then j.run_at
+                        else least(greatest(coalesce(i.retry_at, now() + reactor.backoff(j.attempts)), now()),
+                                   '2199-12-31 00:00:00+00') end,
+          completed_at = case when i.permanent or j.attempts >= j.max_attempts then now() end,
+          last_error = i.error, locked_by = null, lease_token = null, lease_expires_at = null,
+          updated_at = now()
+      from reactor.batch_items($1, 'fail') i
+      where j.id = i.id and j.lease_token = i.lease_token and j.status = 'processing'
+      returning j.id, j.status
+    ) select coalesce(array_agg(id order by id) filter (where status = 'pending'), '{}'),
+             coalesce(array_agg(id order by id) filter (where status = 'failed'), '{}')
+      from hit
+  $q$, t) using p_jobs into retried, dead;
+  return jsonb_build_object('retried', to_jsonb(retried), 'failed', to_jsonb(dead),
+                            'stale', reactor.stale_ids(p_jobs, retried || dead));
+end
+$$;
+
+-- Hand running jobs back without spending an attempt (graceful shutdown).
+-- Returns {"released": [ids], "stale": [ids]}.
+create or replace function public.reactor_release(p_table text, p_leases jsonb) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  done bigint[];
+begin
+  execute format($q$
+    with hit as (
+      update public.%1$I j
+      set status = 'pending', attempts = greatest(j.attempts - 1, 0), started_at = null,
+          locked_by = null, lease_token = null, lease_expires_at = null, updated_at = now()
+      from reactor.batch_items($1, 'lease') i
+      where j.id = i.id and j.lease_token = i.lease_token and j.status = 'processing'
+      returning j.id
+    ) select coalesce(array_agg(id order by id), '{}') from hit
+  $q$, t) using p_leases into done;
+  return jsonb_build_object('released', to_jsonb(done), 'stale', reactor.stale_ids(p_leases, done));
+end
+$$;
+
+-- Write a running job's progress (0-100) and a short message. False when the lease is stale.
+create or replace function public.reactor_progress(
+  p_table text, p_id bigint, p_lease_token uuid, p_progress integer, p_message text default null
+) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  hit boolean;
+begin
+  perform reactor.check_range('p_progress', p_progress, 0, 100);
+  if p_lease_token is null then
+    raise exception 'p_lease_token is missing';
+  end if;
+  execute format($q$
+    update public.%1$I set progress = $1, progress_message = left($2, 1000), updated_at = now()
+    where id = $3 and lease_token = $4 and status = 'processing'
+  $q$, t) using p_progress, p_message, p_id, p_lease_token;
+  get diagnostics hit = row_count;
+  return hit;
+end
+$$;
+
+
+-- ==== 8. Maintenance ====
+
+-- Reclaim jobs whose lease expired: back to pending after a backoff, or `failed` when their
+-- attempts are spent. The attempt was counted at claim, so a job that kills every worker ends in
+-- `failed` after max_attempts. A hand-off nobody confirmed (started_at is null) goes back to
+-- pending at once, with its attempt given back and no error: its handler may never have run. Rows
+-- another reaper holds are skipped, so concurrent reapers never handle a job twice.
+-- Returns {"requeued": [ids], "failed": [ids]}.
+create or replace function public.reactor_reap(p_table text, p_limit integer default 1000) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  requeued bigint[];
+  dead bigint[];
+begin
+  perform reactor.check_range('p_limit', p_limit, 1, reactor.max_batch());
+  execute format($q$
+    with expired as (
+      select j.id, j.started_at is null as unconfirmed,
+             j.started_at is not null and j.attempts >= j.max_attempts as spent
+      from public.%1$I j
+      where j.status = 'processing' and j.lease_expires_at < now()
+      order by j.lease_expires_at
+      limit $1
+      for update skip locked
+    ), hit as (
+      update public.%1$I j
+      set status = case when e.spent then 'failed' else 'pending' end,
+          attempts = case when e.unconfirmed then greatest(j.attempts - 1, 0) else j.attempts end,
+          run_at = case when e.unconfirmed or e.spent then j.run_at else now() + reactor.backoff(j.attempts) end,
+          completed_at = case when e.spent then now() end,
+          last_error = case when e.unconfirmed then j.last_error
+                       else format('lease expired: worker %%s stopped reporting during attempt %%s of %%s%%s',
+                                   j.locked_by, j.attempts, j.max_attempts,
+                                   case when e.spent then '; attempts exhausted' else '' end) end,
+          locked_by = null, lease_token = null, lease_expires_at = null, updated_at = now()
+      from expired e
+      where j.id = e.id
+      returning j.id, j.status
+    ) select coalesce(array_agg(id order by id) filter (where status = 'pending'), '{}'),
+             coalesce(array_agg(id order by id) filter (where status = 'failed'), '{}')
+      from hit
+  $q$, t) using p_limit into requeued, dead;
+  return jsonb_build_object('requeued', to_jsonb(requeued), 'failed', to_jsonb(dead));
+end
+$$;
+
+-- Queue health for one table: counts by status, due and scheduled pending jobs, how long the
+-- oldest due job has waited, pending jobs by type, and leases already expired. The counts leave
+-- out the workers' probe rows, which are always cancelled.
+create or replace function public.reactor_stats(p_table text) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  stats jsonb;
+begin
+  execute format($q$
+    select jsonb_build_object(
+      'table', $1,
+      'counts', (select jsonb_build_object(
+                   'pending', count(*) filter (where status = 'pending'),
+                   'processing', count(*) filter (where status = 'processing'),
+                   'completed', count(*) filter (where status = 'completed'),
+                   'failed', count(*) filter (where status = 'failed'),
+                   'cancelled', count(*) filter (where status = 'cancelled'))
+                 from public.%1$I where job_type <> reactor.probe_job_type()),
+      'due', (select count(*) from public.%1$I where status = 'pending' and run_at <= now()),
+      'scheduled', (select count(*) from public.%1$I where status = 'pending' and run_at > now()),
+      'oldest_due_age_seconds', (select round(extract(epoch from now() - min(run_at))::numeric, 3)
+                                 from public.%1$I where status = 'pending' and run_at <= now()),
+      'pending_by_type', (select coalesce(jsonb_object_agg(job_type, n), '{}')
+                          from (select job_type, count(*) n from public.%1$I
+                                where status = 'pending' group by job_type) s),
+      'expired_leases', (select count(*) from public.%1$I
+                         where status = 'processing' and lease_expires_at < now())
+    )
+  $q$, t) using t into stats;
+  return stats;
+end
+$$;
+
+-- One worker's periodic chores for one table in one request, in this order:
+--   1. reap expired leases (as reactor_reap);
+--   2. claim up to p_limit due jobs (as reactor_claim; p_limit 0 claims nothing);
+--   3. renew the worker's standby for p_standby_seconds (0 withdraws it) without raising it
+--      (reactor.stand_by), and delete the table's long-expired standby rows;
+--   4. find when the next pending job of these types falls due, in seconds from now, measured on
+--      the database's clock so a skewed worker clock cannot make it early or late, so the worker
+--      can set a timer instead of waiting for a sweep;
+--   5. when p_stats, the queue statistics (as reactor_stats);
+--   6. delete the probe row p_old_probe (only if it is a probe row), and when p_probe, insert a
+--      new one for this worker; the insert reaches Realtime when this call commits.
+-- Returns {"reaped": {...}, "claimed": [rows as reactor_claim returns them],
+--          "next_due_seconds": number or null, "stats": {...} or null, "probe": id or null}.
+create or replace function public.reactor_tick(
+  p_table text, p_worker text, p_job_types text[], p_limit integer, p_lease_seconds integer default 60,
+  p_stats boolean default false, p_probe boolean default false, p_old_probe bigint default null,
+  p_standby_seconds integer default 0
+) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  reaped jsonb;
+  claimed jsonb := '[]';
+  next_due double precision;
+  probe bigint;
+begin
+  perform reactor.check_worker(p_worker);
+  perform reactor.check_range('p_limit', p_limit, 0, reactor.max_batch());
+  perform reactor.check_lease_seconds(p_lease_seconds);
+  perform reactor.check_job_types(p_job_types);
+  perform reactor.check_range('p_standby_seconds', p_standby_seconds, 0, 3600);
+  reaped := public.reactor_reap(p_table);
+  if p_limit > 0 then
+    select coalesce(jsonb_agg(to_jsonb(c)), '[]') into claimed
+    from public.reactor_claim(p_table, p_worker, p_job_types, p_limit, p_lease_seconds, null) c;
+  end if;
+  perform reactor.stand_by(t, p_worker, p_job_types,
+                           least(p_limit - jsonb_array_length(claimed), reactor.max_standby_slots()),
+                           p_standby_seconds, false);
+  execute format($q$
+    select extract(epoch from min(run_at) - now()) from public.%1$I
+    where status = 'pending' and run_at > now() and job_type = any($1)
+  $q$, t) using p_job_types into next_due;
+  if p_old_probe is not null then
+    execute format('delete from public.%1$I where id = $1 and job_type = reactor.probe_job_type()', t)
+      using p_old_probe;
+  end if;
+  if p_probe then
+    execute format($q$
+      insert into public.%1$I (job_type, status, payload)
+      values (reactor.probe_job_type(), 'cancelled', jsonb_build_object('worker', $1))
+      returning id
+    $q$, t) using p_worker into probe;
+  end if;
+  return jsonb_build_object(
+    'reaped', reaped,
+    'claimed', claimed,
+    'next_due_seconds', round(next_due::numeric, 3),
+    'stats', case when p_stats then public.reactor_stats(p_table) end,
+    'probe', probe
+  );
+end
+$$;
+
+
+-- ==== 9. Operator and owner calls ====
+
+-- Put failed jobs back to pending with fresh attempts: the ones in p_ids, or else every failed
+-- job (of p_job_type, when given), at most p_limit. Returns {"retried": [ids]}.
+create or replace function public.reactor_retry(
+  p_table text, p_ids bigint[] default null, p_job_type text default null, p_limit integer default 1000
+) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  done bigint[];
+begin
+  perform reactor.check_range('p_limit', p_limit, 1, reactor.max_batch());
+  perform reactor.check_range('number of ids', cardinality(coalesce(p_ids, '{}')), 0, reactor.max_batch());
+  execute format($q$
+    with picked as (
+      select j.id from public.%1$I j
+      where j.status = 'failed' and ($1::bigint[] is null or j.id = any($1))
+        and ($2::text is null or j.job_type = $2)
+      order by j.id limit $3 for update skip locked
+    ), hit as (
+      update public.%1$I j
+      set status = 'pending', attempts = 0, run_at = now(), completed_at = null, result = null,
+          progress = null, progress_message = null, updated_at = now()
+      from picked where j.id = picked.id
+      returning j.id
+    ) select coalesce(array_agg(id order by id), '{}') from hit
+  $q$, t) using p_ids, p_job_type, p_limit into done;
+  return jsonb_build_object('retried', to_jsonb(done));
+end
+$$;
+
+-- Cancel pending jobs. Running and finished jobs are left alone and listed as not cancelled.
+-- Returns {"cancelled": [ids], "not_cancelled": [ids]}.
+create or replace function public.reactor_cancel(p_table text, p_ids bigint[]) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  done bigint[];
+begin
+  if p_ids is null or array_position(p_ids, null) is not null then
+    raise exception 'p_ids must list the jobs to cancel';
+  end if;
+  perform reactor.check_range('number of ids', cardinality(p_ids), 1, reactor.max_batch());
+  execute format($q$
+    with hit as (
+      update public.%1$I j
+      set status = 'cancelled', completed_at = now(), updated_at = now()
+      where j.id = any($1) and j.status = 'pending'
+      returning j.id
+    ) select coalesce(array_agg(id order by id), '{}') from hit
+  $q$, t) using p_ids into done;
+  return jsonb_build_object('cancelled', to_jsonb(done),
+    'not_cancelled', to_jsonb(array(select distinct x from unnest(p_ids) x where not x = any(done) order by x)));
+end
+$$;
+
+-- Delete finished jobs (completed, failed, cancelled) that finished more than
+-- p_older_than_seconds ago, at most p_limit per call. Returns {"pruned": n}.
+create or replace function public.reactor_prune(
+  p_table text, p_older_than_seconds integer, p_limit integer default 10000
+) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  n bigint;
+begin
+  perform reactor.check_range('p_older_than_seconds', p_older_than_seconds, 0, 2147483647);
+  perform reactor.check_range('p_limit', p_limit, 1, 100000);
+  execute format($q$
+    with old as (
+      select j.id from public.%1$I j
+      where j.status in ('completed', 'failed', 'cancelled')
+        and j.completed_at < now() - make_interval(secs => $1)
+      order by j.completed_at limit $2 for update skip locked
+    ) delete from public.%1$I j using old where j.id = old.id
+  $q$, t) using p_older_than_seconds, p_limit;
+  get diagnostics n = row_count;
+  return jsonb_build_object('pruned', n);
+end
+$$;
+
+-- A signed-in user cancels one of their own pending jobs. Returns {"id", "cancelled", "status"};
+-- a job that is not theirs is reported exactly as one that does not exist.
+create or replace function public.reactor_cancel_own(p_table text, p_id bigint) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  owner uuid := auth.uid();
+  state text;
+begin
+  if owner is null then
+    raise exception 'only a signed-in user can cancel their jobs' using errcode = '42501';
+  end if;
+  execute format($q$
+    update public.%I set status = 'cancelled', completed_at = now(), updated_at = now()
+    where id = $1 and user_id = $2 and status = 'pending' returning status
+  $q$, t) using p_id, owner into state;
+  if state is null then
+    execute format('select status from public.%I where id = $1 and user_id = $2', t)
+      using p_id, owner into state;
+  end if;
+  if state is null then
+    raise exception 'job % not found in %', p_id, t using errcode = 'PT404';
+  end if;
+  return jsonb_build_object('id', p_id, 'cancelled', state = 'cancelled', 'status', state);
+end
+$$;
+
+
+-- ==== 10. Grants ====
+--
+-- Only the service role runs the entry points; Supabase's default privileges would otherwise hand
+-- them to anon and authenticated. Signed-in users may cancel their own jobs. No API role runs
+-- anything in schema `reactor`.
+
+do $$
+declare
+  fn regprocedure;
+begin
+  for fn in
+    select p.oid::regprocedure from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+    where n.nspname = 'public' and p.proname like 'reactor\_%'
+  loop
+    execute format('revoke all on function %s from public, anon, authenticated', fn);
+    execute format('grant execute on function %s to service_role', fn);
+  end loop;
+end
+$$;
+grant execute on function public.reactor_cancel_own(text, bigint) to authenticated;
+revoke all on all functions in schema reactor from public;
+
+
+-- ==== 11. The first job table, and the ledger ====
+
+select reactor.create_job_table('jobs');
+
+-- This file holds every migration up to the last one listed here: record them all, so that
+-- `reactor migrate` applies only later ones.
+insert into reactor.schema_migrations (version) values
+  ('0001_reactor_schema'),
+  ('0002_job_tables'),
+  ('0003_worker_functions'),
+  ('0004_tick'),
+  ('0005_hot_path'),
+  ('0006_claim_plans'),
+  ('0007_hand_off'),
+  ('0008_hostile_rows')
+on conflict do nothing;
