@@ -57,6 +57,10 @@ class Realtime:
 
     async def stop(self) -> None:
         await self.close_sockets(1001)
+        # Let the rewrites finish rather than cancel them: one cancelled while its pool opens a
+        # connection leaves that connection to fail later, outside any task.
+        if self._rewrites:
+            await asyncio.wait(list(self._rewrites), timeout=5)
         for rewrite in list(self._rewrites):
             rewrite.cancel()
             with contextlib.suppress(asyncio.CancelledError):
