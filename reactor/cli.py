@@ -44,24 +44,44 @@ def _run(args: argparse.Namespace) -> int:
     return app.run()
 
 
-def _dev(args: argparse.Namespace) -> int:
-    from reactor import dev
+# What the local stack needs beyond the worker: the `devstack` extra in pyproject.toml.
+_STACK_MODULES = frozenset({"aiohttp", "jwt", "pgserver"})
 
+
+def _dev(args: argparse.Namespace) -> int:
     try:
+        from reactor import dev
+
         return dev.run(args.database_url, args.port, Path(args.home))
+    except ModuleNotFoundError as exc:
+        return _without_stack("dev", exc)
     except OSError as exc:
         print(f"reactor dev: {exc}", file=sys.stderr)
         return 1
 
 
 def _devstack(args: argparse.Namespace) -> int:
-    from reactor.devstack import foreground
-
     try:
+        from reactor.devstack import foreground
+
         return foreground.run(args.database_url, args.port, Path(args.home), args.fresh, migrations.apply)
+    except ModuleNotFoundError as exc:
+        return _without_stack("devstack", exc)
     except OSError as exc:
         print(f"reactor devstack: {exc}", file=sys.stderr)
         return 1
+
+
+def _without_stack(command: str, exc: ModuleNotFoundError) -> int:
+    missing = (exc.name or "").partition(".")[0]
+    if missing not in _STACK_MODULES:
+        raise exc
+    print(
+        f"reactor {command}: the local stack is not installed ({missing} is missing):"
+        " pip install 'reactor[devstack]'",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def parser() -> argparse.ArgumentParser:

@@ -74,3 +74,15 @@ async def test_embedded_postgres_keeps_data_and_keys_until_fresh(tmp_path: Path)
     async with devstack(tmp_path, "--fresh") as fresh:
         assert fresh["SUPABASE_ANON_KEY"] != first["SUPABASE_ANON_KEY"]
         assert await jobs(fresh) == []
+
+
+@pytest.mark.parametrize("command", ["devstack", "dev"])
+@pytest.mark.parametrize("module", ["aiohttp", "jwt"])
+def test_without_the_stacks_extra_the_command_says_what_to_install(command: str, module: str) -> None:
+    """As in the runtime image, which installs the worker's dependencies only."""
+    hide = f"import sys; sys.modules[{module!r}] = None; from reactor.cli import main; sys.exit(main([{command!r}]))"
+    done = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"reactor {command}: the local stack is not installed ({module} is missing): pip install 'reactor[devstack]'\n"
+    )
