@@ -84,10 +84,11 @@ class Reactor:
     def load_config(self, env: dict[str, str] | None = None) -> Config:
         return config_module.load(env, **self._overrides)
 
-    def registry(self, config: Config) -> Registry:
+    def registry(self, default_table: str) -> Registry:
+        """The handlers, each serving its own table or else `default_table`."""
         registry = Registry()
         for spec in self._specs:
-            registry.add(Handler(**{**spec, "table": spec["table"] or config.table}))
+            registry.add(Handler(**{**spec, "table": spec["table"] or default_table}))
         return registry
 
     def run(self) -> int:
@@ -103,7 +104,7 @@ class Reactor:
             logger.error("no handlers registered: decorate functions with @app.handler('job_type')")
             return 2
         try:
-            self.registry(config)
+            self.registry(config.table)
         except ValueError as exc:  # two handlers for one job type, once tables are known
             logger.error(str(exc))
             return 2
@@ -123,7 +124,7 @@ class Reactor:
             self._stop_requested()
 
     async def serve(self, config: Config, handle_signals: bool = False) -> None:
-        registry = self.registry(config)
+        registry = self.registry(config.table)
         store = Store(config.supabase_url, config.service_key)
         redactor = Redactor([config.service_key, *config.secrets])
         give_up = min(config.lease_seconds / 2, OUTCOME_GIVE_UP_SECONDS)

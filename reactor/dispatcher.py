@@ -20,22 +20,22 @@ also builds a receiver record, an event and task information for every item.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
 
-from reactor import rows
+from reactor import executor, rows
 from reactor.config import Config
+from reactor.executor import Outcome
 from reactor.handlers import Handler, Registry
-from reactor.job import Job, PermanentError, RetryLater
+from reactor.job import Job
 from reactor.metrics import Metrics
 from reactor.redact import Redactor
 from reactor.reporter import Report, Reporter
@@ -292,7 +292,7 @@ class Dispatcher:
         handler = self._registry.get(table, job.job_type)
         if handler is None:
             return  # cannot happen: the claim names only registered types
-        job.max_attempts = _max_attempts(handler, job.max_attempts)
+        job.max_attempts = executor.max_attempts(handler, job.max_attempts)
         job.log_context = {
             "job_id": job.id,
             "table": table,
@@ -330,13 +330,13 @@ class Dispatcher:
 
     async def _execute(self, running: Running) -> None:
         job, handler = running.job, running.handler
-        outcome: tuple[str, dict[str, Any]] | None = None
+        outcome: Outcome | None = None
         if handler.timeout:
             running.scope.deadline = anyio.current_time() + handler.timeout
         with running.scope:
-            outcome = await self._call(job, handler)
+            outcome = await executor.call(job, handler, self._policy)
         if outcome is None and running.scope.cancelled_caught and not (running.lost or running.released):
-            outcome = self._failure(job, handler, f"timed out after {handler.timeout} s", permanent=False)
+            outcome = executor.timed_out(job, handler, self._policy)
         if running.confirmed is not None:
             await running.confirmed.wait()  # an unconfirmed hand-off's outcome would be refused
         try:
@@ -350,39 +350,7 @@ class Dispatcher:
             if not self._claiming and not self.running:
                 self._drained.set()
 
-    async def _call(self, job: Job, handler: Handler) -> tuple[str, dict[str, Any]]:
-        if job.attempt > job.max_attempts:
-            # A reaped job counts its attempts against the row's limit; the handler's may be lower.
-            error = f"attempts exhausted: attempt {job.attempt} of at most {job.max_attempts}"
-            return "failed", {"error": error, "permanent": True}
-        try:
-            result = await handler.function(job)
-        except RetryLater as exc:
-            return self._failure(job, handler, str(exc), permanent=False, retry_at=exc.retry_at())
-        except PermanentError as exc:
-            return self._failure(job, handler, _describe(exc), permanent=True)
-        except Exception as exc:
-            job.logger.opt(exception=exc).debug("handler raised")
-            return self._failure(job, handler, _describe(exc), permanent=False)
-        try:
-            if result is not None:
-                json.dumps(result, allow_nan=False)
-        except (TypeError, ValueError, RecursionError) as exc:
-            error = f"the handler's result is not JSON: {_message(exc)}"
-            return self._failure(job, handler, error, permanent=True)
-        return "completed", {"result": result}
-
-    def _failure(
-        self, job: Job, handler: Handler, error: str, *, permanent: bool, retry_at: datetime | None = None
-    ) -> tuple[str, dict[str, Any]]:
-        if permanent or job.attempt >= job.max_attempts:
-            return "failed", {"error": error, "permanent": True}
-        if retry_at is None:
-            policy = handler.retry or self._policy
-            retry_at = datetime.now(UTC) + timedelta(seconds=policy.delay(job.attempt))
-        return "retried", {"error": error, "retry_at": retry_at.isoformat()}
-
-    def _finish(self, running: Running, outcome: tuple[str, dict[str, Any]] | None) -> None:
+    def _finish(self, running: Running, outcome: Outcome | None) -> None:
         job = running.job
         duration = time.monotonic() - running.started
         if running.lost:
@@ -393,29 +361,11 @@ class Dispatcher:
             self.to_release.setdefault(job.table, []).append({"id": job.id, "lease_token": job.lease_token})
             job.logger.bind(outcome="released").info("job cancelled by shutdown; handing it back")
             return
-        kind, item = outcome
-        self._metrics.jobs[(job.table, job.job_type, kind)] += 1
+        self._metrics.jobs[(job.table, job.job_type, outcome.kind)] += 1
         self._metrics.handler_seconds.observe((job.table, job.job_type), duration)
-        fields = {"outcome": kind, "duration_ms": round(duration * 1000, 1)}
-        item = {"id": job.id, "lease_token": job.lease_token, **item}
-        self._reporter.submit(
-            Report("complete" if kind == "completed" else "fail", job.table, item, job, fields)
-        )
-        if kind == "retried":
-            self._schedule(job.table, datetime.fromisoformat(item["retry_at"]))
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {_message(exc)}"
-
-
-def _message(exc: BaseException) -> str:
-    """An exception's message, even when making it raises."""
-    try:
-        return str(exc)
-    except Exception:
-        return "(its message could not be read)"
-
-
-def _max_attempts(handler: Handler, limit: int) -> int:
-    return min(limit, handler.max_attempts) if handler.max_attempts else limit
+        fields = {"outcome": outcome.kind, "duration_ms": round(duration * 1000, 1)}
+        item = {"id": job.id, "lease_token": job.lease_token, **outcome.item()}
+        kind = "complete" if outcome.kind == "completed" else "fail"
+        self._reporter.submit(Report(kind, job.table, item, job, fields))
+        if outcome.retry_at is not None:
+            self._schedule(job.table, outcome.retry_at)

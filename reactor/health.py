@@ -15,6 +15,8 @@ from anyio.abc import SocketStream
 from loguru import logger
 
 _MAX_REQUEST = 8192
+# The classic text format, which every Prometheus version reads; prometheus_client writes it.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Health:
@@ -67,7 +69,7 @@ class Health:
             status = "200 OK" if state["ready"] else "503 Service Unavailable"
             return status, "application/json", json.dumps(state).encode() + b"\n"
         if path == b"/metrics":
-            return "200 OK", "text/plain; version=0.0.4", self._metrics().encode()
+            return "200 OK", METRICS_CONTENT_TYPE, self._metrics().encode()
         return "404 Not Found", "text/plain", b"not found\n"
 
 

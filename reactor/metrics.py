@@ -1,14 +1,24 @@
-"""The worker's counters and histograms, rendered in the Prometheus text format for /metrics."""
+"""The worker's counters and histograms, exposed to Prometheus through prometheus_client.
+
+Recording stays on reactor's own plain counters: the worker counts every job on its hot path, and
+prometheus_client's `labels(...).inc()` costs a dict lookup and a lock per call. At scrape time a
+collector turns them into metric families, and prometheus_client writes the exposition format.
+"""
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+REALTIME_STATES = ("off", "connecting", "subscribed", "down")
 
 
 @dataclass
@@ -40,72 +50,70 @@ class Metrics:
     realtime_state: Callable[[], str] = lambda: "off"
 
     def render(self, rpc_calls: Counter[tuple[str, str]], running: int) -> str:
-        lines: list[str] = []
-        lines += _counter(
-            "reactor_jobs_total",
+        """The Prometheus text exposition of this worker's metrics, read now."""
+        registry = CollectorRegistry()  # never the global one: two workers may share a process
+        registry.register(_Scrape(self, rpc_calls, running))
+        return generate_latest(registry).decode()
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity, as the registry keys its collectors
+class _Scrape(Collector):
+    """One scrape's view of the worker's metrics, as prometheus_client metric families."""
+
+    metrics: Metrics
+    rpc_calls: Counter[tuple[str, str]]
+    running: int
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield _counter(
+            "reactor_jobs",
             "Jobs finished by this worker, by outcome.",
             ("table", "job_type", "outcome"),
-            self.jobs.items(),
+            m.jobs.items(),
         )
-        lines += _histogram(
-            "reactor_handler_duration_seconds",
-            "Handler run time.",
-            ("table", "job_type"),
-            self.handler_seconds,
+        yield _histogram(
+            "reactor_handler_duration_seconds", "Handler run time.", ("table", "job_type"), m.handler_seconds
         )
-        lines += _histogram(
+        yield _histogram(
             "reactor_pickup_latency_seconds",
             "From run_at (or insert) to handler start.",
             ("table",),
-            self.pickup_seconds,
+            m.pickup_seconds,
         )
-        lines += _counter(
-            "reactor_rpc_calls_total",
+        yield _counter(
+            "reactor_rpc_calls",
             "Calls to the reactor_* RPC functions.",
             ("function", "outcome"),
-            rpc_calls.items(),
+            self.rpc_calls.items(),
         )
-        lines += [
-            "# HELP reactor_jobs_running Jobs running now.",
-            "# TYPE reactor_jobs_running gauge",
-            f"reactor_jobs_running {running}",
-        ]
-        state = self.realtime_state()
-        lines += [
-            "# HELP reactor_realtime_state 1 for the listener's current state.",
-            "# TYPE reactor_realtime_state gauge",
-        ]
-        lines += [
-            f'reactor_realtime_state{{state="{s}"}} {int(s == state)}'
-            for s in ("off", "connecting", "subscribed", "down")
-        ]
-        return "\n".join(lines) + "\n"
-
-
-def _labels(names: Iterable[str], values: Iterable[str]) -> str:
-    pairs = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    return "{" + ",".join(pairs) + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        yield GaugeMetricFamily("reactor_jobs_running", "Jobs running now.", value=self.running)
+        yield _realtime_state(m.realtime_state())
 
 
 def _counter(
     name: str, help_: str, names: tuple[str, ...], items: Iterable[tuple[tuple[str, ...], int]]
-) -> list[str]:
-    lines = [f"# HELP {name} {help_}", f"# TYPE {name} counter"]
-    lines += [f"{name}{_labels(names, labels)} {value}" for labels, value in sorted(items)]
-    return lines
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_, labels=names)
+    for labels, value in sorted(items):
+        family.add_metric(labels, value)
+    return family
 
 
-def _histogram(name: str, help_: str, names: tuple[str, ...], hist: Histogram) -> list[str]:
-    lines = [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
+def _histogram(name: str, help_: str, names: tuple[str, ...], hist: Histogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, help_, labels=names)
     for labels in sorted(hist.counts):
-        base = _labels(names, labels)[1:-1]
-        for bound, count in zip(hist.buckets, hist.cumulative(labels), strict=True):
-            lines.append(f'{name}_bucket{{{base},le="{bound}"}} {count}')
-        lines.append(f'{name}_bucket{{{base},le="+Inf"}} {hist.counts[labels]}')
-        lines.append(f"{name}_sum{{{base}}} {hist.sums[labels]:.6f}")
-        lines.append(f"{name}_count{{{base}}} {hist.counts[labels]}")
-    return lines
+        bounds = [*map(str, hist.buckets), "+Inf"]
+        counts = [*hist.cumulative(labels), hist.counts[labels]]
+        buckets = list(zip(bounds, counts, strict=True))
+        family.add_metric(labels, buckets, hist.sums[labels])
+    return family
+
+
+def _realtime_state(state: str) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "reactor_realtime_state", "1 for the listener's current state.", labels=("state",)
+    )
+    for s in REALTIME_STATES:
+        family.add_metric((s,), float(s == state))
+    return family

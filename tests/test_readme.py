@@ -75,6 +75,21 @@ def reactor_sql(*args: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
+def test_readme_handler_test_runs_with_pytest_and_no_database(tmp_path: Path):
+    worker, handler_test = blocks("python")[:2]
+    (tmp_path / "worker.py").write_text(worker)
+    (tmp_path / "test_worker.py").write_text(handler_test)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_worker.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout
+
+
 def test_reactor_sql_prints_the_contract():
     out = reactor_sql()
     assert out == migrations.schema_script()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from reactor import Job, Reactor
 from reactor.config import load
@@ -38,12 +39,49 @@ async def test_ready_worker_reports_health_and_job_metrics(stack, db) -> None:
         missing = await get(app, "/nothing")
     assert ready.status_code == 200
     assert ready.json() == {"ready": True, "api": "reachable", "realtime": "off", "polling_seconds": 0.2}
-    assert 'reactor_jobs_total{table="jobs",job_type="echo",outcome="completed"} 1' in metrics
+    assert 'reactor_jobs_total{job_type="echo",outcome="completed",table="jobs"} 1.0' in metrics
     assert 'reactor_rpc_calls_total{function="reactor_tick",outcome="ok"}' in metrics
-    assert 'reactor_handler_duration_seconds_count{table="jobs",job_type="echo"} 1' in metrics
-    assert 'reactor_pickup_latency_seconds_count{table="jobs"} 1' in metrics
-    assert 'reactor_realtime_state{state="off"} 1' in metrics
+    assert 'reactor_handler_duration_seconds_count{job_type="echo",table="jobs"} 1.0' in metrics
+    assert 'reactor_pickup_latency_seconds_count{table="jobs"} 1.0' in metrics
+    assert 'reactor_realtime_state{state="off"} 1.0' in metrics
     assert missing.status_code == 404
+
+
+async def test_metrics_parse_as_prometheus_text_with_escaped_label_values(stack, db) -> None:
+    app = app_with_echo()
+    weird = 'we"ird\\type\nx'
+
+    @app.handler(weird)
+    async def odd(job: Job) -> object:
+        return None
+
+    async with running(app, worker_config(stack, health_port=0)):
+        await status_is(db, await insert(db, "echo"), "completed")
+        await status_is(db, await insert(db, weird), "completed")
+        response = await get(app, "/metrics")
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert {name: f.type for name, f in families.items()} == {
+        "reactor_jobs": "counter",
+        "reactor_handler_duration_seconds": "histogram",
+        "reactor_pickup_latency_seconds": "histogram",
+        "reactor_rpc_calls": "counter",
+        "reactor_jobs_running": "gauge",
+        "reactor_realtime_state": "gauge",
+    }
+    jobs = {s.labels["job_type"]: s for s in families["reactor_jobs"].samples}
+    assert jobs["echo"].name == "reactor_jobs_total"
+    assert jobs["echo"].labels == {"table": "jobs", "job_type": "echo", "outcome": "completed"}
+    assert jobs["echo"].value == 1.0
+    assert jobs[weird].value == 1.0
+    assert 'job_type="we\\"ird\\\\type\\nx"' in response.text
+    handler = families["reactor_handler_duration_seconds"].samples
+    for job_type in ("echo", weird):
+        (inf,) = [s for s in handler if s.labels.get("le") == "+Inf" and s.labels["job_type"] == job_type]
+        (count,) = [s for s in handler if s.name.endswith("_count") and s.labels["job_type"] == job_type]
+        assert inf.value == count.value == 1.0
+    states = {s.labels["state"]: s.value for s in families["reactor_realtime_state"].samples}
+    assert states == {"off": 1.0, "connecting": 0.0, "subscribed": 0.0, "down": 0.0}
 
 
 async def test_worker_that_cannot_reach_the_api_is_live_but_not_ready() -> None:

@@ -1,0 +1,80 @@
+"""Run a handler in a unit test, with no database and no local stack.
+
+    done = await perform(app, "send_email", {"to": "ada@example.com"})
+    assert done.outcome.kind == "completed"
+
+The job is built as a claim builds it and the handler runs under its timeout through the same code
+the worker uses (reactor/executor.py), so `outcome` is what the worker would write to the row:
+`completed` with the result, `retried` with the error and the retry time, or `failed` with the
+error. `progress` lists what the handler reported with `set_progress`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from reactor import executor
+from reactor.app import Reactor
+from reactor.executor import Outcome
+from reactor.job import Job
+from reactor.retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class Performed:
+    outcome: Outcome
+    progress: list[tuple[int, str | None]]
+
+
+async def perform(
+    app: Reactor,
+    job_type: str,
+    payload: Any = None,
+    *,
+    table: str = "jobs",
+    attempt: int = 1,
+    max_attempts: int = 5,
+    user_id: str | None = None,
+    priority: int = 0,
+    policy: RetryPolicy | None = None,
+) -> Performed:
+    """Run `app`'s handler for `job_type` once, as attempt `attempt` of a job with this payload.
+
+    `policy` stands in for the worker's retry settings (default: the worker's defaults); a handler
+    with its own `retry` uses that instead, as in the worker.
+    """
+    handler = app.registry(table).get(table, job_type)
+    if handler is None:
+        raise LookupError(f"no handler for job type {job_type!r} in table {table!r}")
+    now = datetime.now(UTC)
+    job = Job(
+        id=1,
+        table=table,
+        job_type=job_type,
+        payload={} if payload is None else payload,
+        attempt=attempt,
+        max_attempts=executor.max_attempts(handler, max_attempts),
+        lease_token="00000000-0000-4000-8000-000000000001",
+        priority=priority,
+        run_at=now,
+        created_at=now,
+        user_id=user_id,
+    )
+    progress: list[tuple[int, str | None]] = []
+
+    async def record(percent: int, message: str | None) -> bool:
+        progress.append((percent, message))
+        return True
+
+    job._progress = record
+    policy = policy or RetryPolicy()
+    outcome: Outcome | None = None
+    with anyio.move_on_after(handler.timeout or float("inf")):
+        outcome = await executor.call(job, handler, policy)
+    if outcome is None:
+        outcome = executor.timed_out(job, handler, policy)
+    return Performed(outcome, progress)
