@@ -1,14 +1,15 @@
 """Pickup and throughput while one signed-in user floods the queue with hostile rows, side by side
 with the code from before the insert policy (docs/benchmarks.md, "Hostile rows").
 
-Five measurements, each on a fresh database and local stack (its default profile), taking turns:
+Six measurements, each on a fresh database and local stack (its default profile), taking turns:
 the code before (`--before`, default the commit before sql/migrations/0008, checked out as a git
 worktree with this tree's bench/ copied in, so both run the same measurement against their own
 worker, SQL and stack) and this tree, each quiet and flooded; and, as a control, this tree while
 the same flood goes to a neighbour (another project on the same machine): what the flood's
-requests cost the shared cores alone, whatever they insert. Each measures bench/worker.py's
-pickup through Realtime (50 inserts a second for 10 s, hand-offs on) and its drain of 20,000
-no-op jobs by one worker at concurrency 1,000.
+requests cost the shared cores alone, whatever they insert; and this tree while the user sends
+only rows the policy takes, at the same pace (`allowed`): the cost of the work a user is allowed.
+Each measures bench/worker.py's pickup through Realtime (50 inserts a second for 10 s, hand-offs
+on) and its drain of 20,000 no-op jobs by one worker at concurrency 1,000.
 
 The flood is one user's requests to the REST API, as a frontend sends them:
 - first a backlog: 100 requests of 1,000 rows each of a job type no worker handles, at priority
@@ -54,7 +55,8 @@ STEADY = [
 ]
 
 
-async def flood(stack, statuses: Counter[int], backlog_done: asyncio.Event) -> None:
+async def flood(stack, statuses: Counter[int], backlog_done: asyncio.Event, hostile: bool = True) -> None:
+    """One user's requests; without `hostile`, only the rows the policy takes, at the same pace."""
     headers = {
         "apikey": stack.keys.anon,
         "Authorization": f"Bearer {stack.keys.user_token(str(uuid.uuid4()))}",
@@ -62,13 +64,14 @@ async def flood(stack, statuses: Counter[int], backlog_done: asyncio.Event) -> N
     }
     async with httpx.AsyncClient(base_url=f"{stack.url}/rest/v1", headers=headers, timeout=60) as client:
         backlog = [STEADY[2]] * 1000
-        for _ in range(100):
+        for _ in range(100 if hostile else 0):
             statuses[(await client.post("/jobs", json=backlog)).status_code] += 1
         backlog_done.set()
+        steady = STEADY if hostile else STEADY[:1]
         n = 0
         while True:
             started = time.monotonic()
-            statuses[(await client.post("/jobs", json=STEADY[n % len(STEADY)])).status_code] += 1
+            statuses[(await client.post("/jobs", json=steady[n % len(steady)])).status_code] += 1
             n += 1
             await asyncio.sleep(max(0.0, 0.05 - (time.monotonic() - started)))
 
@@ -99,19 +102,20 @@ async def project(server_url: str):
 
 async def measure(server_url: str, flood_at: str) -> dict:
     """Pickup and drain of a worker on its own project, while the flood goes to `flood_at`: nowhere,
-    the worker's own project, or a neighbour (another project on the same machine, the control)."""
+    the worker's own project (`queue`; `allowed`: only the rows the policy takes), or a neighbour
+    (another project on the same machine)."""
     from bench.worker import drain, pickup_latencies, quantile
 
     statuses: Counter[int] = Counter()
     async with contextlib.AsyncExitStack() as stack_of:
         stack, db = await stack_of.enter_async_context(project(server_url))
         target = stack
-        if flood_at == "neighbour":
+        if flood_at == "neighbour":  # the control for the requests' cost
             target, _ = await stack_of.enter_async_context(project(server_url))
         flooding = None
         if flood_at != "nowhere":
             backlog_done = asyncio.Event()
-            flooding = asyncio.create_task(flood(target, statuses, backlog_done))
+            flooding = asyncio.create_task(flood(target, statuses, backlog_done, flood_at != "allowed"))
             await backlog_done.wait()
         try:
             lat = await pickup_latencies(stack, db, realtime=True)
@@ -157,7 +161,7 @@ def main(server_url: str | None, commit: str, turns: int) -> None:
     from reactor.devstack import database
 
     trees = {"before": before_tree(commit), "now": ROOT}
-    kinds = {"before": ("nowhere", "queue"), "now": ("nowhere", "queue", "neighbour")}
+    kinds = {"before": ("nowhere", "queue"), "now": ("nowhere", "queue", "neighbour", "allowed")}
     results: dict[tuple[str, str], list[dict]] = {}
     with database.server(server_url) as url:
         for turn in range(turns):
@@ -182,7 +186,9 @@ if __name__ == "__main__":
     parser.add_argument("--database-url", help="a Postgres server; each measurement makes its own database")
     parser.add_argument("--before", default=BEFORE, help="the commit to compare with")
     parser.add_argument("--turns", type=int, default=1, help="measurements of each kind; medians reported")
-    parser.add_argument("--measure", choices=("nowhere", "queue", "neighbour"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", choices=("nowhere", "queue", "neighbour", "allowed"), help=argparse.SUPPRESS
+    )
     options = parser.parse_args()
     if options.measure:
         print(json.dumps(asyncio.run(measure(options.database_url, options.measure))))
