@@ -100,3 +100,42 @@ async def test_each_way_a_handler_ends_is_what_the_worker_records(
 async def test_an_unknown_job_type_is_named() -> None:
     with pytest.raises(LookupError, match="no handler for job type 'nope' in table 'jobs'"):
         await perform(app, "nope")
+
+
+@app.handler("unprintable")
+async def unprintable(job: Job) -> None:
+    class Odd(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    raise Odd()
+
+
+async def test_a_job_past_its_attempts_fails_without_running() -> None:
+    done = await perform(app, "echo", attempt=6, max_attempts=5)
+    assert (done.outcome.kind, done.outcome.error, done.progress) == (
+        "failed",
+        "attempts exhausted: attempt 6 of at most 5",
+        [],
+    )
+    assert done.outcome.item() == {"error": "attempts exhausted: attempt 6 of at most 5", "permanent": True}
+
+
+async def test_a_retry_at_a_time_keeps_that_time() -> None:
+    done = await perform(app, "later")
+    assert done.outcome.retry_at == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+async def test_outcomes_become_the_items_the_worker_sends() -> None:
+    assert (await perform(app, "echo")).outcome.item() == {
+        "result": {"payload": {}, "owner": None, "attempt": 1}
+    }
+    assert (await perform(app, "doomed")).outcome.item() == {
+        "error": "PermanentError: no such account",
+        "permanent": True,
+    }
+
+
+async def test_an_exception_whose_message_cannot_be_made_is_still_recorded() -> None:
+    done = await perform(app, "unprintable")
+    assert done.outcome.error == "Odd: (its message could not be read)"
