@@ -14,6 +14,8 @@ from postgrest.exceptions import APIError
 from supabase import AsyncClient, acreate_client
 
 from reactor import Job, Reactor
+from tests.devstack.realtime_support import client as realtime_client
+from tests.devstack.realtime_support import subscribe
 from tests.worker import conftest as worker_fixtures
 from tests.worker.conftest import insert, running, status_is, worker_config
 from tests.worker.test_realtime import NO_POLLING, subscribed
@@ -167,3 +169,25 @@ async def test_owners_see_their_jobs_without_the_lease_or_the_worker_and_cancel_
     rows = (await client.table("jobs").select(OWNER_COLUMNS).order("id").execute()).data
     assert [r["status"] for r in rows] == ["cancelled", "completed"]
     assert rows[1]["result"] == {"payload": {}, "owner": ALICE}  # the handler knows who asked
+
+
+async def test_an_owner_watching_over_realtime_never_receives_the_lease_or_the_worker(stack, db) -> None:
+    await db.execute("select reactor.allow_insert('jobs', 'echo')")
+    watcher = await realtime_client(stack.url, stack.keys.anon, stack.keys.user_token(ALICE))
+    feed = await subscribe(watcher, "mine", {"event": "*", "schema": "public", "table": "jobs"})
+    client = await user_client(stack)
+    app = echo_app()
+    async with running(app, worker_config(stack)):
+        job_id = (await client.table("jobs").insert({"job_type": "echo"}).select("id").execute()).data[0][
+            "id"
+        ]
+        await status_is(db, job_id, "completed")
+    seen = []
+    while not seen or seen[-1]["record"].get("status") != "completed":
+        seen.append((await feed.next_change())["data"])
+    assert seen[0]["type"] == "INSERT" and "processing" in [c["record"]["status"] for c in seen]
+    for change in seen:
+        assert {"lease_token", "locked_by", "lease_expires_at"}.isdisjoint(change["record"]), change
+        assert {"lease_token", "locked_by"}.isdisjoint(c["name"] for c in change["columns"]), change
+        assert change["record"]["id"] == job_id
+    await watcher.realtime.close()
