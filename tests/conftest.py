@@ -18,6 +18,8 @@ import pytest
 from reactor import migrations
 from reactor.devstack import database
 
+pytest_plugins = ["tests.support.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:

@@ -17,8 +17,7 @@ import pytest
 from reactor import Job, Reactor, RetryLater
 from reactor.config import load
 from reactor.devstack import database
-from tests.worker import conftest as worker_fixtures
-from tests.worker.conftest import (
+from tests.support.worker import (
     insert,
     row,
     running,
@@ -30,7 +29,6 @@ from tests.worker.conftest import (
 
 pytestmark = pytest.mark.anyio
 
-stack = worker_fixtures.stack  # the fixture: a local stack over the test's database
 empty = Reactor()  # `reactor run tests.test_bad_input:empty`: an app with no handlers
 twice = Reactor()  # `reactor run tests.test_bad_input:twice`: two handlers for one job type
 

@@ -19,10 +19,8 @@ import asyncpg
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from tests.worker import conftest as worker_fixtures
-from tests.worker.conftest import WorkerProcess, insert, status_is, worker_env
+from tests.support.worker import WorkerProcess, insert, status_is, worker_env
 
-stack = worker_fixtures.stack  # the fixture: a local stack over the test's database
 ROOT = Path(__file__).resolve().parents[1]
 APP = """
 from reactor import Job, Reactor

@@ -14,15 +14,12 @@ from postgrest.exceptions import APIError
 from supabase import AsyncClient, acreate_client
 
 from reactor import Job, Reactor
-from tests.devstack.realtime_support import client as realtime_client
-from tests.devstack.realtime_support import subscribe
-from tests.worker import conftest as worker_fixtures
-from tests.worker.conftest import insert, running, status_is, worker_config
-from tests.worker.test_realtime import NO_POLLING, subscribed
+from tests.support.realtime import client as realtime_client
+from tests.support.realtime import subscribe
+from tests.support.worker import NO_POLLING, insert, running, status_is, subscribed, wait_until, worker_config
 
 pytestmark = pytest.mark.anyio
 
-stack = worker_fixtures.stack  # the fixture: a local stack over the test's database
 ALICE = str(uuid.uuid4())
 SECRET = "sk-live-not-for-rows-1234"
 OWNER_COLUMNS = "id,status,attempts,result,last_error,progress_message"
@@ -67,7 +64,7 @@ async def test_a_row_the_worker_cannot_read_fails_alone_and_its_batch_runs(stack
     async with running(app, worker_config(stack, **options)):
         if path == "hand-off":
             await subscribed(app)
-            await worker_fixtures.wait_until(lambda: db.fetchval("select count(*) from reactor.standby"))
+            await wait_until(lambda: db.fetchval("select count(*) from reactor.standby"))
             poison = await poison_rows(db)
             good = [await insert(db, "echo", {"n": n}) for n in range(3)]
         else:
@@ -75,7 +72,7 @@ async def test_a_row_the_worker_cannot_read_fails_alone_and_its_batch_runs(stack
                 poison = await poison_rows(db)
                 good = [await insert(db, "echo", {"n": n}) for n in range(3)]
         for job_id in poison:
-            failed = await worker_fixtures.wait_until(lambda job_id=job_id: failed_row(db, job_id))
+            failed = await wait_until(lambda job_id=job_id: failed_row(db, job_id))
             assert failed["attempts"] == 1
             assert failed["last_error"].startswith("the job's row cannot be read: run_at '")
             assert failed["last_error"].endswith("' is not a timestamp this worker can read")

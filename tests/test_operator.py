@@ -14,12 +14,9 @@ import pytest
 from aiohttp import web
 
 from reactor.devstack.stack import Stack
-from tests.worker import conftest as worker_fixtures
-from tests.worker.conftest import insert, row, worker_env
+from tests.support.worker import insert, row, worker_env
 
 pytestmark = pytest.mark.anyio
-
-stack = worker_fixtures.stack  # the fixture: a local stack over the test's database
 
 
 @dataclass

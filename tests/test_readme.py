@@ -17,13 +17,11 @@ import pytest
 
 from reactor import config, migrations
 from reactor.devstack.stack import serve
-from tests.contract.jobs import acting_as
-from tests.devstack import test_supabase_js as supabase_js
-from tests.worker.conftest import WorkerProcess, insert, status_is, worker_env, worker_process
+from tests.support.contract import acting_as
+from tests.support.worker import WorkerProcess, insert, status_is, worker_env, worker_process
 
 pytestmark = pytest.mark.anyio
 
-js_dir = supabase_js.js_dir  # the fixture: supabase-js and Node 22, installed once into a cache
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import TaskGroup
 
-from tests.worker.conftest import REACTOR_COMMAND, WorkerProcess
+from tests.support.worker import REACTOR_COMMAND, WorkerProcess
 
 
 class Fleet:

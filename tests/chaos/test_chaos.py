@@ -28,7 +28,7 @@ from tests.chaos.gateway import Gateway
 from tests.chaos.injector import Injector
 from tests.chaos.plan import WORKERS, Plan, draw, seed_from_environment
 from tests.chaos.verdict import Fates, Verdict, examine
-from tests.worker.conftest import wait_until, worker_env
+from tests.support.worker import wait_until, worker_env
 
 pytestmark = pytest.mark.anyio
 

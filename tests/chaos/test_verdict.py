@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from tests.chaos.verdict import Fates, examine
-from tests.contract.jobs import claim, enqueue, leases, rpc
+from tests.support.contract import claim, enqueue, leases, rpc
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,7 @@ import json
 import asyncpg
 import pytest
 
-from tests.contract.jobs import claim, enqueue, row
+from tests.support.contract import claim, enqueue, row
 
 pytestmark = pytest.mark.anyio
 

@@ -6,7 +6,7 @@ import datetime as dt
 import asyncpg
 import pytest
 
-from tests.contract.jobs import enqueue, leases, row, rpc
+from tests.support.contract import enqueue, leases, row, rpc
 
 pytestmark = pytest.mark.anyio
 

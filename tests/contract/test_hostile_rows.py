@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from tests.contract.jobs import acting_as, claim, enqueue, rpc
+from tests.support.contract import acting_as, claim, enqueue, rpc
 
 pytestmark = pytest.mark.anyio
 

@@ -3,7 +3,7 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.contract.jobs import claim, enqueue, leases, row, rpc
+from tests.support.contract import claim, enqueue, leases, row, rpc
 
 pytestmark = pytest.mark.anyio
 

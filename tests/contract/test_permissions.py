@@ -1,4 +1,4 @@
-"""The permission matrix, acting as PostgREST does for each role (see tests/contract/jobs.py)."""
+"""The permission matrix, acting as PostgREST does for each role (see tests/support/contract.py)."""
 
 import json
 import uuid
@@ -6,7 +6,7 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.contract.jobs import acting_as, claim, enqueue, leases
+from tests.support.contract import acting_as, claim, enqueue, leases
 
 pytestmark = pytest.mark.anyio
 

@@ -3,7 +3,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from tests.contract.jobs import claim, enqueue, row, rpc
+from tests.support.contract import claim, enqueue, row, rpc
 
 pytestmark = pytest.mark.anyio
 

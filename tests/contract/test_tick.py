@@ -7,7 +7,7 @@ import json
 import asyncpg
 import pytest
 
-from tests.contract.jobs import claim, enqueue, row, rpc
+from tests.support.contract import claim, enqueue, row, rpc
 
 pytestmark = pytest.mark.anyio
 

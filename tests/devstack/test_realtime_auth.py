@@ -12,7 +12,7 @@ import jwt
 import pytest
 import websockets
 
-from tests.devstack.realtime_support import (
+from tests.support.realtime import (
     JOBS,
     SUBSCRIBED,
     Raw,

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from reactor.devstack import changes
-from tests.devstack.realtime_support import JOBS, SUBSCRIBED, connect, insert_job, system
+from tests.support.realtime import JOBS, SUBSCRIBED, connect, insert_job, system
 
 pytestmark = pytest.mark.anyio
 SETTLE = "reactor_test_settle"

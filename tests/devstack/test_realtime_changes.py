@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from realtime import RealtimeSubscribeStates
 
-from tests.devstack.realtime_support import client, insert_job, subscribe
+from tests.support.realtime import client, insert_job, subscribe
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ import websockets
 from realtime import RealtimeSubscribeStates
 
 from reactor.devstack.changes import APPLICATION_NAME
-from tests.devstack.realtime_support import client, insert_job, subscribe, websocket_url
+from tests.support.realtime import client, insert_job, subscribe, websocket_url
 
 pytestmark = pytest.mark.anyio
 

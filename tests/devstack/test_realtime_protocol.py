@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 import websockets
 
-from tests.devstack.realtime_support import (
+from tests.support.realtime import (
     JOBS,
     SUBSCRIBED,
     Raw,

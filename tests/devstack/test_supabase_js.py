@@ -9,47 +9,15 @@ tests fail, saying why: the README's frontend claim must not go unchecked.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.anyio
-
-JS_DIR = Path(__file__).parent / "js"
-CACHE = Path(os.environ.get("REACTOR_JS_CACHE", Path.home() / ".cache" / "reactor-js"))
-NO_JS = "SUPABASE-JS NOT CHECKED: "
-
-
-@pytest.fixture(scope="session")
-def js_dir() -> Path:
-    """A directory with supabase-js and Node 22 installed, the round-trip script beside them."""
-    package = (JS_DIR / "package.json").read_bytes()
-    target = CACHE / hashlib.sha256(package).hexdigest()[:16]
-    node = target / "node_modules" / ".bin" / "node"
-    if not node.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail(NO_JS + "npm is not on PATH, so supabase-js and Node 22 cannot be installed")
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(JS_DIR / "package.json", target / "package.json")
-        done = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund"],
-            cwd=target,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if done.returncode != 0 or not node.exists():
-            pytest.fail(NO_JS + f"npm install failed (offline?): {done.stderr[-1500:]}")
-    shutil.copy(JS_DIR / "roundtrip.mjs", target / "roundtrip.mjs")
-    return target
 
 
 async def test_supabase_js_subscribe_insert_select_round_trip(devstack, js_dir: Path) -> None:

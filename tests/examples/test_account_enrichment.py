@@ -10,14 +10,14 @@ import pytest
 
 from examples.account_enrichment.fake_api import EnrichmentApi
 from examples.fake_server import serving
-from tests.examples.conftest import apply_schema, example_worker, stack  # noqa: F401
-from tests.worker.conftest import insert, status_is
+from tests.support.examples import apply_schema, example_worker
+from tests.support.worker import insert, status_is
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_a_flaky_lookup_is_retried_and_every_step_is_logged_for_the_job(
-    stack,  # noqa: F811
+    stack,
     db: asyncpg.Connection,
 ) -> None:
     await apply_schema(db, "account_enrichment")

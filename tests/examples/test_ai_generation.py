@@ -11,14 +11,14 @@ import pytest
 
 from examples.ai_generation.fake_api import ChatApi
 from examples.fake_server import serving
-from tests.examples.conftest import apply_schema, example_worker, insert_as, stack  # noqa: F401
-from tests.worker.conftest import status_is
+from tests.support.examples import apply_schema, example_worker, insert_as
+from tests.support.worker import status_is
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_jobs_spend_credits_once_and_a_user_who_cannot_pay_fails_without_an_api_call(
-    stack,  # noqa: F811
+    stack,
     db: asyncpg.Connection,
 ) -> None:
     await apply_schema(db, "ai_generation")
@@ -51,7 +51,7 @@ async def test_jobs_spend_credits_once_and_a_user_who_cannot_pay_fails_without_a
 
 
 async def test_the_owner_pays_whoever_the_payload_names(
-    stack,  # noqa: F811
+    stack,
     db: asyncpg.Connection,
 ) -> None:
     await apply_schema(db, "ai_generation")

@@ -8,8 +8,8 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.examples.conftest import apply_schema, example_worker, insert_as, stack  # noqa: F401
-from tests.worker.conftest import status_is
+from tests.support.examples import apply_schema, example_worker, insert_as
+from tests.support.worker import status_is
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +26,7 @@ async def session(db: asyncpg.Connection, plan: str, owner: str = OWNER) -> str:
 
 
 async def test_sessions_run_by_plan_and_a_dead_job_fails_its_session(
-    stack,  # noqa: F811
+    stack,
     db: asyncpg.Connection,
 ) -> None:
     await apply_schema(db, "coding_sessions")
@@ -63,7 +63,7 @@ async def test_sessions_run_by_plan_and_a_dead_job_fails_its_session(
     )
 
 
-async def test_a_frontend_cannot_buy_priority_by_writing_the_column(stack, db: asyncpg.Connection) -> None:  # noqa: F811
+async def test_a_frontend_cannot_buy_priority_by_writing_the_column(stack, db: asyncpg.Connection) -> None:
     await apply_schema(db, "coding_sessions")
     free = await session(db, "free")
     job_id = await insert_as(stack, OWNER, "coding_session", {"session_id": free, "task": "x"}, priority=1000)
@@ -71,7 +71,7 @@ async def test_a_frontend_cannot_buy_priority_by_writing_the_column(stack, db: a
 
 
 async def test_naming_someone_elses_session_buys_nothing_and_does_nothing(
-    stack,  # noqa: F811
+    stack,
     db: asyncpg.Connection,
 ) -> None:
     await apply_schema(db, "coding_sessions")

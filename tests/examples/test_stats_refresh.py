@@ -10,14 +10,14 @@ import pytest
 
 from examples.fake_server import serving
 from examples.stats_refresh.fake_api import Cache
-from tests.examples.conftest import apply_schema, example_worker, stack  # noqa: F401
-from tests.worker.conftest import insert, status_is
+from tests.support.examples import apply_schema, example_worker
+from tests.support.worker import insert, status_is
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_ten_functions_run_side_by_side_then_the_cache_is_invalidated_on_the_third_try(
-    stack,  # noqa: F811
+    stack,
     db: asyncpg.Connection,
 ) -> None:
     await apply_schema(db, "stats_refresh")

@@ -11,14 +11,14 @@ import pytest
 
 from examples.fake_server import serving
 from examples.vehicle_quotes.fake_api import LIMIT_PER_SECOND, QuoteApi
-from tests.examples.conftest import example_worker, stack  # noqa: F401
-from tests.worker.conftest import insert, status_is
+from tests.support.examples import example_worker
+from tests.support.worker import insert, status_is
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_quotes_fan_out_within_the_rate_limit_and_count_partial_failures(
-    stack,  # noqa: F811
+    stack,
     db: asyncpg.Connection,
 ) -> None:
     api = QuoteApi()

@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 import asyncpg
 import pytest
 
-from tests.worker.conftest import wait_until, worker_env, worker_process
+from tests.support.worker import wait_until, worker_env, worker_process
 
 pytestmark = pytest.mark.anyio
 

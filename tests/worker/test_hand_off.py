@@ -8,8 +8,17 @@ import asyncpg
 import pytest
 
 from reactor import Job, Reactor
-from tests.worker.conftest import insert, row, running, status_is, wait_until, worker_config
-from tests.worker.test_realtime import NO_POLLING, echo_app, subscribed
+from tests.support.worker import (
+    NO_POLLING,
+    echo_app,
+    insert,
+    row,
+    running,
+    status_is,
+    subscribed,
+    wait_until,
+    worker_config,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reactor import Job, Reactor
 from reactor.config import load
-from tests.worker.conftest import FAST, insert, running, status_is, wait_until, worker_config
+from tests.support.worker import FAST, insert, running, status_is, wait_until, worker_config
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ from loguru import logger
 
 from reactor import Job, PermanentError, Reactor, RetryLater
 from reactor.retry import RetryPolicy
-from tests.worker.conftest import insert, row, running, status_is, wait_until, worker_config
+from tests.support.worker import insert, row, running, status_is, wait_until, worker_config
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ import pytest
 
 from reactor.app import OUTCOME_GIVE_UP_SECONDS
 from reactor.store import Store
-from tests.worker.conftest import insert, row, status_is, worker_env, worker_process
+from tests.support.worker import insert, row, status_is, worker_env, worker_process
 
 pytestmark = pytest.mark.anyio
 

@@ -10,41 +10,18 @@ import asyncpg
 import pytest
 
 from reactor import Job, Reactor
-from tests.worker.conftest import insert, running, status_is, wait_until, worker_config
+from tests.support.worker import (
+    NO_POLLING,
+    echo_app,
+    insert,
+    running,
+    status_is,
+    subscribed,
+    wait_until,
+    worker_config,
+)
 
 pytestmark = pytest.mark.anyio
-
-NO_POLLING = {  # no ticks at all: reaping and statistics ride on them too
-    "realtime": True,
-    "poll_fast_seconds": 600.0,
-    "poll_slow_seconds": 600.0,
-    "reap_seconds": 600.0,
-    "stats_seconds": 600.0,
-}
-
-
-def echo_app() -> Reactor:
-    app = Reactor()
-
-    @app.handler("echo")
-    async def echo(job: Job) -> object:
-        return job.payload
-
-    return app
-
-
-async def subscribed(app: Reactor, times: int = 1) -> None:
-    """Wait for the `times`-th subscription to be live: its "Subscribed to PostgreSQL" arrived."""
-
-    async def check() -> bool:
-        listener = app.listener
-        return (
-            listener is not None
-            and listener.healthy()
-            and min(listener.subscriptions, listener.live) >= times
-        )
-
-    await wait_until(check, timeout=30)
 
 
 async def test_jobs_are_picked_up_through_realtime_alone(stack, db: asyncpg.Connection) -> None:

@@ -1,4 +1,4 @@
-"""Fixtures for the examples: each runs as a real `reactor run examples.<name>.worker:app`
+"""Helpers for the examples: each runs as a real `reactor run examples.<name>.worker:app`
 against the local stack, with its outside services played by its own fake_api on localhost."""
 
 from __future__ import annotations
@@ -11,10 +11,7 @@ from typing import Any
 import asyncpg
 from supabase import acreate_client
 
-from tests.worker import conftest as worker_fixtures
-from tests.worker.conftest import WorkerProcess, worker_env, worker_process
-
-stack = worker_fixtures.stack  # the fixture: a local stack over the test's database
+from tests.support.worker import WorkerProcess, worker_env, worker_process
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -1,5 +1,5 @@
-"""Fixtures for worker tests: a running local stack over the test's database, and helpers to
-insert jobs, run a worker in this process or as a real `reactor run` subprocess, and wait."""
+"""Helpers for worker tests: insert jobs, run a worker in this process or as a real `reactor run`
+subprocess, and wait. The `stack` fixture they run against is in fixtures.py."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import asyncpg
-import pytest
 
-from reactor import Reactor
+from reactor import Job, Reactor
 from reactor.config import Config, load
 
 if TYPE_CHECKING:
@@ -32,14 +31,6 @@ FAST = {  # short leases and sweeps keep tests quick; each test overrides what i
     "health_port": None,
     "realtime": False,
 }
-
-
-@pytest.fixture
-async def stack(database_url: str) -> AsyncIterator[Stack]:
-    from reactor.devstack.stack import serve  # the worker tests' only tie to the devstack
-
-    async with serve(database_url, port=0) as running:
-        yield running
 
 
 def worker_config(stack: Stack, **overrides: Any) -> Config:
@@ -173,3 +164,36 @@ async def worker_process(
                 if process.returncode is None:
                     process.kill()
                 await process.wait()
+
+
+NO_POLLING = {  # no ticks at all: reaping and statistics ride on them too
+    "realtime": True,
+    "poll_fast_seconds": 600.0,
+    "poll_slow_seconds": 600.0,
+    "reap_seconds": 600.0,
+    "stats_seconds": 600.0,
+}
+
+
+def echo_app() -> Reactor:
+    app = Reactor()
+
+    @app.handler("echo")
+    async def echo(job: Job) -> object:
+        return job.payload
+
+    return app
+
+
+async def subscribed(app: Reactor, times: int = 1) -> None:
+    """Wait for the `times`-th subscription to be live: its "Subscribed to PostgreSQL" arrived."""
+
+    async def check() -> bool:
+        listener = app.listener
+        return (
+            listener is not None
+            and listener.healthy()
+            and min(listener.subscriptions, listener.live) >= times
+        )
+
+    await wait_until(check, timeout=30)
