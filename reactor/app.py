@@ -33,6 +33,7 @@ from reactor.poller import Poller
 from reactor.redact import Redactor
 from reactor.reporter import Reporter
 from reactor.retry import RetryPolicy
+from reactor.running import RunningJobs
 from reactor.store import Store, StoreError
 from reactor.ticker import Ticker
 
@@ -129,6 +130,8 @@ class Reactor:
         redactor = Redactor([config.service_key, *config.secrets])
         give_up = min(config.lease_seconds / 2, OUTCOME_GIVE_UP_SECONDS)
         reporter = Reporter(store, give_up_seconds=give_up, redactor=redactor)
+        running = RunningJobs()
+        leases = LeaseKeeper(store, running, reporter.leases, config.lease_seconds)
         poller_ref: list[Poller] = []
         ticker = Ticker(
             store,
@@ -146,6 +149,8 @@ class Reactor:
             ticker,
             lambda table, at: poller_ref[0].schedule(table, at),
             redactor,
+            running,
+            leases.confirm,
         )
         listener = self._listener(config, registry, dispatcher, poller_ref) if config.realtime else None
         ticker.probe = listener
@@ -176,8 +181,6 @@ class Reactor:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(reporter.run)
                 keeper = anyio.CancelScope()
-                leases = LeaseKeeper(store, dispatcher, reporter.leases, config.lease_seconds)
-                dispatcher.confirm = leases.confirm
                 outer.start_soon(self._keep_leases, keeper, leases)
                 if handle_signals:
                     outer.start_soon(self._watch_signals)
@@ -234,7 +237,7 @@ class Reactor:
                     self.stop()
             with anyio.move_on_after(config.grace_seconds):
                 await dispatcher.drained()
-            dispatcher.release_all()
+            dispatcher.running.release_all()
 
     def health(self, dispatcher: Dispatcher, poller: Poller, listener: Listener | None) -> Health:
         def ready() -> dict[str, Any]:

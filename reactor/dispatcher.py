@@ -23,7 +23,6 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,25 +33,15 @@ from loguru import logger
 from reactor import executor, rows
 from reactor.config import Config
 from reactor.executor import Outcome
-from reactor.handlers import Handler, Registry
+from reactor.handlers import Registry
 from reactor.job import Job
 from reactor.metrics import Metrics
 from reactor.redact import Redactor
 from reactor.reporter import Report, Reporter
 from reactor.retry import RetryPolicy
+from reactor.running import Running, RunningJobs
 from reactor.store import MAX_BATCH, MAX_STANDBY_SLOTS, Rejected, Store, StoreError
 from reactor.ticker import Ticker
-
-
-@dataclass
-class Running:
-    job: Job
-    handler: Handler
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    started: float = field(default_factory=time.monotonic)
-    lost: bool = False  # the lease went to someone else: never report
-    released: bool = False  # cancelled by shutdown: hand back without spending the attempt
-    confirmed: anyio.Event | None = None  # a hand-off: set once its confirmation is settled
 
 
 class Dispatcher:
@@ -66,6 +55,8 @@ class Dispatcher:
         ticker: Ticker,
         schedule: Any,
         redactor: Redactor,
+        running: RunningJobs,
+        confirm: Callable[[str, dict[str, Any]], None],
     ) -> None:
         self._config = config
         self._store = store
@@ -78,7 +69,8 @@ class Dispatcher:
         self._policy = RetryPolicy(
             config.retry_base_seconds, max(config.retry_cap_seconds, config.retry_base_seconds)
         )
-        self.running: dict[tuple[str, int], Running] = {}
+        self.running = running
+        self._confirm = confirm  # sends a hand-off's confirmation (the lease keeper)
         self._jobs: asyncio.Queue[Running | None] = asyncio.Queue()  # None: a runner's cue to return
         self._runners = 0
         self._idle_runners = 0  # runners not assigned a job: each takes the next one queued
@@ -91,10 +83,9 @@ class Dispatcher:
         self.api_ok = False  # the last claim reached the API (readiness)
         self._api_complaint = ""
         # Hand-offs (sql/migrations/0007): while `standing_by(table)` holds, every claim offers the
-        # slots it leaves free for `standby_seconds`; `confirm` sends a hand-off's confirmation.
+        # slots it leaves free for `standby_seconds`.
         self.standing_by: Callable[[str], bool] = lambda table: False
         self.standby_seconds = 0
-        self.confirm: Callable[[str, dict[str, Any]], None] = lambda table, lease: None
         # table -> the slots this worker's standby still has, as far as it knows: what the last
         # claim offered (the SQL's formula) less the hand-offs since. Absent: no standby.
         self._offered: dict[str, int] = {}
@@ -128,29 +119,6 @@ class Dispatcher:
     async def drained(self) -> None:
         await self._drained.wait()
 
-    def release_all(self) -> None:
-        """Cancel every running job; each is handed back to pending without spending an attempt."""
-        for running in self.running.values():
-            running.released = True
-            running.scope.cancel()
-
-    def lease_lost(self, table: str, job_id: int) -> None:
-        running = self.running.get((table, job_id))
-        if running is not None and not running.lost:
-            running.lost = True
-            running.scope.cancel()
-            if running.confirmed is not None:
-                running.confirmed.set()
-            running.job.logger.bind(outcome="lost").warning(
-                "lease lost: cancelling the job, it has a new owner"
-            )
-
-    def confirmed(self, table: str, job_id: int) -> None:
-        """A hand-off's confirmation was answered, or given up on: its outcome may be reported."""
-        running = self.running.get((table, job_id))
-        if running is not None and running.confirmed is not None:
-            running.confirmed.set()
-
     def take(self, table: str, record: dict[str, Any]) -> None:
         """Start a job the database handed to this worker on insert; its Realtime record is the
         claim. The hand-off is confirmed at once, and its outcome reported only after that."""
@@ -173,19 +141,12 @@ class Dispatcher:
             self._due.add(table)  # claimed again when a slot frees
             return
         self._start(job, self._group, confirmed=anyio.Event())
-        self.confirm(table, lease)
+        self._confirm(table, lease)
 
     def _took_slot(self, table: str) -> None:
         """A hand-off took one of the slots this worker's standby offered."""
         if table in self._offered:
             self._offered[table] = max(self._offered[table] - 1, 0)
-
-    def leases(self) -> dict[str, list[dict[str, Any]]]:
-        by_table: dict[str, list[dict[str, Any]]] = {}
-        for (table, job_id), running in self.running.items():
-            if not running.lost:
-                by_table.setdefault(table, []).append({"id": job_id, "lease_token": running.job.lease_token})
-        return by_table
 
     async def run(self, task_group: TaskGroup) -> None:
         self._group = task_group
@@ -302,7 +263,7 @@ class Dispatcher:
         }
         job._progress = self._progress_writer(job)
         running = Running(job, handler, confirmed=confirmed)
-        self.running[(table, job.id)] = running
+        self.running.add(running)
         if job.run_at is not None:
             pickup = (datetime.now(UTC) - job.run_at).total_seconds()
             self._metrics.pickup_seconds.observe((table,), max(pickup, 0.0))
@@ -323,7 +284,7 @@ class Dispatcher:
                 job.logger.warning(f"could not write progress: {exc}")
                 return True
             if not held:
-                self.lease_lost(job.table, job.id)
+                self.running.lease_lost(job.table, job.id)
             return held
 
         return write
@@ -342,7 +303,7 @@ class Dispatcher:
         try:
             self._finish(running, outcome)
         finally:
-            del self.running[(job.table, job.id)]
+            self.running.remove(running)
             if self._offered.get(job.table) == 0 and self.standing_by(job.table):
                 self._due.add(job.table)  # a slot is free and no hand-off can reach it: offer it
             if self._due or not self._claiming:

@@ -8,7 +8,7 @@ A hand-off (a job the database gave this worker on insert, sql/migrations/0007) 
 lease until it is confirmed by a heartbeat, so each is confirmed at once: hand-offs that arrive
 together share one request, a failed request is tried again every half second, and after the
 hand-off lease (5 s) it is left to the database, which will have requeued it or not. Either way
-the dispatcher hears that the confirmation is settled.
+the running job hears that its confirmation is settled.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 from loguru import logger
 
-from reactor.dispatcher import Dispatcher
+from reactor.running import RunningJobs
 from reactor.store import MAX_BATCH, Store, StoreError
 
 HAND_OFF_SECONDS = 5.0  # the hand-off lease in reactor.hand_off() (tests/contract/test_constants.py)
@@ -31,12 +31,12 @@ class LeaseKeeper:
     def __init__(
         self,
         store: Store,
-        dispatcher: Dispatcher,
+        running: RunningJobs,
         unreported: Callable[[], dict[str, list[dict[str, Any]]]],
         lease_seconds: int,
     ) -> None:
         self._store = store
-        self._dispatcher = dispatcher
+        self._running = running
         self._unreported = unreported
         self._lease_seconds = lease_seconds
         self._to_confirm: dict[str, list[tuple[float, dict[str, Any]]]] = {}  # table -> (deadline, lease)
@@ -50,7 +50,7 @@ class LeaseKeeper:
                 await self.beat()
 
     async def beat(self) -> None:
-        held = self._dispatcher.leases()
+        held = self._running.leases()
         for table, leases in self._unreported().items():
             held.setdefault(table, []).extend(leases)
         for table, leases in held.items():
@@ -62,7 +62,7 @@ class LeaseKeeper:
                     logger.warning(f"heartbeat for {len(batch)} jobs in {table} failed: {exc}")
                     continue
                 for job_id in answer.get("stale", []):
-                    self._dispatcher.lease_lost(table, job_id)
+                    self._running.lease_lost(table, job_id)
 
     def confirm(self, table: str, lease: dict[str, Any]) -> None:
         self._to_confirm.setdefault(table, []).append((time.monotonic() + HAND_OFF_SECONDS, lease))
@@ -91,12 +91,12 @@ class LeaseKeeper:
                 if deadline > now:
                     keep.append((deadline, lease))
                 else:  # past the hand-off lease: the database has decided; report and see
-                    self._dispatcher.confirmed(table, lease["id"])
+                    self._running.confirmed(table, lease["id"])
             logger.warning(f"confirming {len(items)} hand-offs in {table} failed: {exc}")
             self._to_confirm.setdefault(table, []).extend(keep)
             return bool(keep)
         for job_id in answer.get("stale", []):
-            self._dispatcher.lease_lost(table, job_id)
+            self._running.lease_lost(table, job_id)
         for job_id in answer.get("extended", []):
-            self._dispatcher.confirmed(table, job_id)
+            self._running.confirmed(table, job_id)
         return False

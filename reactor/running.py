@@ -1,0 +1,76 @@
+"""The jobs this worker is running: what the dispatcher starts and finishes, and what the lease
+keeper extends, confirms and, when a lease turns out stale, cancels."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from reactor.handlers import Handler
+from reactor.job import Job
+
+
+@dataclass
+class Running:
+    job: Job
+    handler: Handler
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    started: float = field(default_factory=time.monotonic)
+    lost: bool = False  # the lease went to someone else: never report
+    released: bool = False  # cancelled by shutdown: hand back without spending the attempt
+    confirmed: anyio.Event | None = None  # a hand-off: set once its confirmation is settled
+
+
+class RunningJobs:
+    def __init__(self) -> None:
+        self._jobs: dict[tuple[str, int], Running] = {}
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self._jobs
+
+    def __iter__(self) -> Iterator[Running]:
+        return iter(list(self._jobs.values()))
+
+    def add(self, running: Running) -> None:
+        self._jobs[(running.job.table, running.job.id)] = running
+
+    def remove(self, running: Running) -> None:
+        del self._jobs[(running.job.table, running.job.id)]
+
+    def leases(self) -> dict[str, list[dict[str, Any]]]:
+        """The leases this worker still holds, by table."""
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for (table, job_id), running in self._jobs.items():
+            if not running.lost:
+                by_table.setdefault(table, []).append({"id": job_id, "lease_token": running.job.lease_token})
+        return by_table
+
+    def lease_lost(self, table: str, job_id: int) -> None:
+        """The job has a new owner: cancel it; its outcome is never reported."""
+        running = self._jobs.get((table, job_id))
+        if running is not None and not running.lost:
+            running.lost = True
+            running.scope.cancel()
+            if running.confirmed is not None:
+                running.confirmed.set()
+            log = running.job.logger.bind(outcome="lost")
+            log.warning("lease lost: cancelling the job, it has a new owner")
+
+    def confirmed(self, table: str, job_id: int) -> None:
+        """A hand-off's confirmation was answered, or given up on: its outcome may be reported."""
+        running = self._jobs.get((table, job_id))
+        if running is not None and running.confirmed is not None:
+            running.confirmed.set()
+
+    def release_all(self) -> None:
+        """Cancel every running job; each is handed back to pending without spending an attempt."""
+        for running in self._jobs.values():
+            running.released = True
+            running.scope.cancel()
