@@ -132,6 +132,11 @@ class Reactor:
         reporter = Reporter(store, give_up_seconds=give_up, redactor=redactor)
         running = RunningJobs()
         leases = LeaseKeeper(store, running, reporter.leases, config.lease_seconds)
+        # Ticks also reap and log statistics, so they come at least as often as either is asked for.
+        chores = min(config.reap_seconds, config.stats_seconds)
+        fast, slow = min(config.poll_fast_seconds, chores), min(config.poll_slow_seconds, chores)
+        # An idle worker renews its standby with every tick; it lapses after two missed ones.
+        standby_seconds = min(3600, math.ceil(2 * slow) + 5) if config.realtime and config.hand_off else 0
         poller_ref: list[Poller] = []
         ticker = Ticker(
             store,
@@ -151,27 +156,16 @@ class Reactor:
             redactor,
             running,
             leases.confirm,
+            standby_seconds,
         )
         listener = self._listener(config, registry, dispatcher, poller_ref) if config.realtime else None
         ticker.probe = listener
         healthy = listener.healthy if listener else lambda: False
-        # Ticks also reap and log statistics, so they come at least as often as either is asked for.
-        chores = min(config.reap_seconds, config.stats_seconds)
-        poller = Poller(
-            dispatcher.wake,
-            dispatcher.tick,
-            min(config.poll_fast_seconds, chores),
-            min(config.poll_slow_seconds, chores),
-            healthy,
-        )
+        poller = Poller(dispatcher.wake, dispatcher.tick, fast, slow, healthy)
         poller_ref.append(poller)
         if listener is not None and config.hand_off:
             dispatcher.standing_by = listener.feed_live
-            # An idle worker renews its standby with every tick; it lapses after two missed ones.
-            dispatcher.standby_seconds = min(3600, math.ceil(2 * poller.slow_interval()) + 5)
         self.listener, self.poller = listener, poller
-        if listener is not None:
-            self.metrics.realtime_state = lambda: listener.state
         self.dispatcher, self.store = dispatcher, store
         logger.bind(worker_id=config.worker_id).info(
             f"worker starting: tables {registry.tables()}, concurrency {config.concurrency}, "
@@ -249,7 +243,8 @@ class Reactor:
             }
 
         def metrics() -> str:
-            return self.metrics.render(dispatcher.store_calls(), len(dispatcher.running))
+            realtime = listener.state if listener else "off"
+            return self.metrics.render(dispatcher.store_calls(), len(dispatcher.running), realtime)
 
         self._health = Health(ready, metrics)
         return self._health

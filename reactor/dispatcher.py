@@ -57,6 +57,7 @@ class Dispatcher:
         redactor: Redactor,
         running: RunningJobs,
         confirm: Callable[[str, dict[str, Any]], None],
+        standby_seconds: int,
     ) -> None:
         self._config = config
         self._store = store
@@ -83,9 +84,9 @@ class Dispatcher:
         self.api_ok = False  # the last claim reached the API (readiness)
         self._api_complaint = ""
         # Hand-offs (sql/migrations/0007): while `standing_by(table)` holds, every claim offers the
-        # slots it leaves free for `standby_seconds`.
+        # slots it leaves free for `standby_seconds` (0: no hand-offs).
         self.standing_by: Callable[[str], bool] = lambda table: False
-        self.standby_seconds = 0
+        self._standby_seconds = standby_seconds
         # table -> the slots this worker's standby still has, as far as it knows: what the last
         # claim offered (the SQL's formula) less the hand-offs since. Absent: no standby.
         self._offered: dict[str, int] = {}
@@ -176,7 +177,7 @@ class Dispatcher:
     async def _claim(self, table: str, task_group: TaskGroup, tick: bool) -> None:
         limit = min(max(self.free(), 0), MAX_BATCH)  # a full answer must read as one
         job_types = self._registry.job_types(table)
-        standby = self.standby_seconds if self.standing_by(table) else 0
+        standby = self._standby_seconds if self.standing_by(table) else 0
         try:
             if tick:
                 claimed = await self._ticker.tick(table, job_types, limit, standby)

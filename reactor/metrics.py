@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -47,12 +47,11 @@ class Metrics:
     jobs: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # table, job_type, outcome
     handler_seconds: Histogram = field(default_factory=Histogram)  # table, job_type
     pickup_seconds: Histogram = field(default_factory=Histogram)  # table
-    realtime_state: Callable[[], str] = lambda: "off"
 
-    def render(self, rpc_calls: Counter[tuple[str, str]], running: int) -> str:
+    def render(self, rpc_calls: Counter[tuple[str, str]], running: int, realtime_state: str) -> str:
         """The Prometheus text exposition of this worker's metrics, read now."""
         registry = CollectorRegistry()  # never the global one: two workers may share a process
-        registry.register(_Scrape(self, rpc_calls, running))
+        registry.register(_Scrape(self, rpc_calls, running, realtime_state))
         return generate_latest(registry).decode()
 
 
@@ -63,6 +62,7 @@ class _Scrape(Collector):
     metrics: Metrics
     rpc_calls: Counter[tuple[str, str]]
     running: int
+    realtime_state: str
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
@@ -88,7 +88,7 @@ class _Scrape(Collector):
             self.rpc_calls.items(),
         )
         yield GaugeMetricFamily("reactor_jobs_running", "Jobs running now.", value=self.running)
-        yield _realtime_state(m.realtime_state())
+        yield _realtime_state(self.realtime_state)
 
 
 def _counter(

@@ -48,9 +48,6 @@ class Poller:
         self._check_next: float | None = None  # the latest lease end seen since it was set
         self.hand_off_checks = 0
 
-    def slow_interval(self) -> float:
-        return self._slow
-
     def interval(self) -> float:
         return self._slow if self._healthy() else self._fast
 
