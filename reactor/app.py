@@ -100,7 +100,7 @@ class Reactor:
             for problem in exc.problems:
                 print(f"reactor: {problem}", file=sys.stderr)
             return 2
-        log.setup(config.log_format, config.log_level, [config.service_key, *config.secrets])
+        log.setup(config.log_format, config.log_level, config.redacted())
         if not self._specs:
             logger.error("no handlers registered: decorate functions with @app.handler('job_type')")
             return 2
@@ -127,7 +127,7 @@ class Reactor:
     async def serve(self, config: Config, handle_signals: bool = False) -> None:
         registry = self.registry(config.table)
         store = Store(config.supabase_url, config.service_key)
-        redactor = Redactor([config.service_key, *config.secrets])
+        redactor = Redactor(config.redacted())
         give_up = min(config.lease_seconds / 2, OUTCOME_GIVE_UP_SECONDS)
         reporter = Reporter(store, give_up_seconds=give_up, redactor=redactor)
         running = RunningJobs()

@@ -51,6 +51,10 @@ class Config:
     # from the environment variables REACTOR_SECRET_ENV names.
     secrets: tuple[str, ...] = ()
 
+    def redacted(self) -> tuple[str, ...]:
+        """Every value kept out of log lines and job rows: the service key and the secrets."""
+        return (self.service_key, *self.secrets)
+
 
 def _positive_int(raw: str) -> int:
     value = int(raw)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from loguru import logger
@@ -76,7 +77,7 @@ class _StdlibToLoguru(logging.Handler):
         logger.bind(source=record.name).log(level, record.getMessage())
 
 
-def setup(log_format: str, level: str, secrets: list[str], stream: TextIO | None = None) -> None:
+def setup(log_format: str, level: str, secrets: Sequence[str], stream: TextIO | None = None) -> None:
     """Send every log line to `stream` (default stderr) in `log_format`, with `secrets` redacted."""
     stream = stream or sys.stderr
     redactor = _Redactor(secrets)

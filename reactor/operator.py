@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from reactor import config
-from reactor.store import MAX_BATCH, Rejected, Store, StoreError, Unreadable
+from reactor.store import MAX_BATCH, Rejected, Store, StoreError, UnreadableAnswer
 
 PRUNE_BATCH = 10000  # the most public.reactor_prune deletes in one call, keeping each call short
 INT32_MAX = 2**31 - 1
@@ -222,7 +222,8 @@ def _command(name: str, action: Action) -> Callable[[argparse.Namespace], int]:
         except OperatorError as exc:
             print(f"reactor {name}: {exc}", file=sys.stderr)
             return 2
-        except (Unreadable, ValueError):  # a 2xx answer that is not JSON: another server at that address
+        # A 2xx answer that is not JSON: another server at that address.
+        except (UnreadableAnswer, ValueError):
             print(
                 f"reactor {name}: {settings.supabase_url} did not answer as the Supabase API", file=sys.stderr
             )

@@ -6,11 +6,13 @@ what Postgres cannot store in a text column (NUL, lone surrogates) is replaced, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 REDACTED = "[REDACTED]"
 
 
 class Redactor:
-    def __init__(self, secrets: list[str] | tuple[str, ...]) -> None:
+    def __init__(self, secrets: Sequence[str]) -> None:
         # Longest first, so a secret that contains another is replaced whole.
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 

@@ -1,12 +1,12 @@
 """Every call the worker makes to the database: the `public.reactor_*` functions over PostgREST RPC.
 
 The worker talks HTTPS only: no database connection, so it runs anywhere the project's API
-answers. Calls go straight to httpx's transport, its pool of
-kept-alive connections, with the headers supabase-py sends: no query builder, and none of the
-client layer's per-request work (URL merging, cookies, auth and redirect handling), which the
-worker never needs and which was a third of a request's time (docs/benchmarks.md). Errors are
-sorted into what a caller can act on: `Unavailable` (retry later) and `Rejected` (the request
-itself is wrong, or the key is).
+answers. Calls go straight to httpx's transport, its pool of kept-alive connections, with the
+headers supabase-py sends: no query builder, and none of the client layer's per-request work (URL
+merging, cookies, auth and redirect handling), which the worker never needs and which was a third
+of a request's time (docs/benchmarks.md). Errors are sorted into what a caller can act on:
+`Unavailable` (retry later), `Rejected` (the request itself is wrong, or the key is) and
+`UnreadableAnswer` (what answered is not the API).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Unavailable(StoreError):
     """The API could not be reached or answered with a server error: try again later."""
 
 
-class Unreadable(StoreError):
+class UnreadableAnswer(StoreError):
     """The API answered, but with a body the worker cannot read."""
 
 
@@ -90,7 +90,9 @@ class Store:
         try:
             return json.loads(content) if content else None
         except (ValueError, RecursionError) as exc:
-            raise Unreadable(f"{function}: the API's answer is not JSON this worker can read: {exc}") from exc
+            raise UnreadableAnswer(
+                f"{function}: the API's answer is not JSON this worker can read: {exc}"
+            ) from exc
 
     async def _send(
         self, method: str, url: httpx.URL, body: bytes | None = None, headers: dict[str, str] | None = None
