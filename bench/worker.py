@@ -101,8 +101,15 @@ async def pickup_latencies(
     return [(json.loads(r["result"])["started"] - committed[r["id"]]) * 1000 for r in rows]
 
 
-async def pickup(stack: Stack, db: asyncpg.Connection, realtime: bool, hand_off: bool = True) -> str:
-    lat = await pickup_latencies(stack, db, realtime, hand_off=hand_off)
+async def pickup(
+    stack: Stack,
+    db: asyncpg.Connection,
+    realtime: bool,
+    rate: int = 50,
+    seconds: float = 10,
+    hand_off: bool = True,
+) -> str:
+    lat = await pickup_latencies(stack, db, realtime, rate, seconds, hand_off)
     return f"p50 {quantile(lat, 0.5):.1f} ms, p99 {quantile(lat, 0.99):.1f} ms over {len(lat)} jobs"
 
 
