@@ -58,8 +58,13 @@ async def _wait_subscribed() -> None:
     """Until "Subscribed to PostgreSQL": a job scheduled for later and inserted before it would
     wait for the slow sweep, which is correct but a dull demo."""
     with anyio.move_on_after(10):
-        while app.listener is None or not app.listener.healthy() or not app.listener.live:
+        while not _live():
             await anyio.sleep(0.05)
+
+
+def _live() -> bool:
+    listener = app.worker.listener if app.worker else None
+    return listener is not None and listener.healthy() and listener.live > 0
 
 
 async def _demo_jobs(url: str) -> None:

@@ -21,7 +21,7 @@ import anyio
 from loguru import logger
 
 from reactor.running import RunningJobs
-from reactor.store import MAX_BATCH, Store, StoreError
+from reactor.store import MAX_BATCH, JobStore, StoreError
 
 HAND_OFF_SECONDS = 5.0  # the hand-off lease in reactor.hand_off() (tests/contract/test_constants.py)
 _CONFIRM_RETRY = 0.5
@@ -30,7 +30,7 @@ _CONFIRM_RETRY = 0.5
 class LeaseKeeper:
     def __init__(
         self,
-        store: Store,
+        store: JobStore,
         running: RunningJobs,
         unreported: Callable[[], dict[str, list[dict[str, Any]]]],
         lease_seconds: int,

@@ -19,16 +19,30 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from loguru import logger
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 
+from reactor.feed import Feed
+
 PROBE_JOB_TYPE = "reactor.probe"  # reactor.probe_job_type() (tests/contract/test_constants.py)
 _PLAIN_VALUE = re.compile(r"^[^,()\"\\\s]+$")  # usable unquoted in a classic `in.(...)` filter
 _SUBSCRIBE_TIMEOUT = 15.0
 _PROBE_WAIT = 5.0  # a probe's event arrives in milliseconds; five seconds is a silent feed
+
+
+class Timers(Protocol):
+    """What the listener asks of the poller."""
+
+    def schedule(self, table: str, at: datetime) -> None: ...
+
+    def hand_off_seen(self, lease_ends: datetime) -> None: ...
+
+    def tick_now(self) -> None: ...
+
+    def health_changed(self) -> None: ...
 
 
 class Listener:
@@ -38,45 +52,36 @@ class Listener:
         service_key: str,
         job_types: dict[str, list[str]],
         worker_id: str,
+        feed: Feed,
         wake: Callable[[str | None], None],
-        schedule: Callable[[str, datetime], None],
-        health_changed: Callable[[], None],
-        tick_now: Callable[[], None],
+        timers: Timers,
         probe_seconds: float,
         handed: Callable[[str, dict[str, Any]], None],
-        hand_off_seen: Callable[[datetime], None],
     ) -> None:
         self._url = re.sub(r"^http", "ws", supabase_url) + "/realtime/v1"
         self._key = service_key
         self._job_types = job_types  # table -> the job types this worker handles there
         self._worker_id = worker_id
+        self._feed = feed  # what this listener learns about the feed, for the other parts to read
         self._wake = wake
-        self._schedule = schedule
-        self._health_changed = health_changed
-        self._tick_now = tick_now
+        self._timers = timers
         self._probe_seconds = probe_seconds
         self._handed = handed  # a job the database handed to this worker on insert
-        self._hand_off_seen = hand_off_seen  # one handed to another worker, whose lease ends then
-        self.state = "connecting"  # connecting, subscribed, down
         self.last_event = time.monotonic()
         self.went_down_at: float | None = None
         self.subscriptions = 0  # successful (re)subscribes, for tests and metrics
         self.probes_heard = 0  # probes that came back: the feed was checked end to end
         self.live = 0  # "Subscribed to PostgreSQL" messages: from then on changes are delivered
-        self._live_tables: set[str] = set()  # tables whose changes this connection delivers
         self._broken = anyio.Event()
         self._probe_table = next(iter(job_types))
-        self._probe_wanted = False
         self._probe_seen = anyio.Event()
-        self._probe_sent = anyio.Event()
+
+    @property
+    def state(self) -> str:
+        return self._feed.state
 
     def healthy(self) -> bool:
-        return self.state == "subscribed"
-
-    def feed_live(self, table: str) -> bool:
-        """Whether this connection delivers `table`'s changes now: only then can a hand-off's
-        event reach this worker, so only then may it stand by."""
-        return self.healthy() and table in self._live_tables
+        return self._feed.healthy()
 
     async def run(self) -> None:
         failures = 0
@@ -92,7 +97,7 @@ class Listener:
 
     async def _connection(self) -> None:
         self._broken = anyio.Event()
-        self._live_tables = set()
+        self._feed.connection_lost()
         client = AsyncRealtimeClient(self._url, token=self._key, auto_reconnect=False, max_retries=1)
         try:
             await client.connect()
@@ -167,7 +172,7 @@ class Listener:
             if getattr(message, "message", "") == "Subscribed to PostgreSQL":
                 logger.info(f"Realtime live for table {table}")
                 self.live += 1
-                self._live_tables.add(table)
+                self._feed.went_live(table)
                 self._wake(table)
 
         return system
@@ -187,22 +192,15 @@ class Listener:
             if record.get("locked_by") == self._worker_id:
                 self._handed(table, record)
             elif (lease_ends := _parse_time(record.get("lease_expires_at"))) is not None:
-                self._hand_off_seen(lease_ends)
+                self._timers.hand_off_seen(lease_ends)
             return
         if record.get("status") != "pending":
             return
         run_at = _parse_time(record.get("run_at"))
         if run_at is not None and run_at > datetime.now(UTC):
-            self._schedule(table, run_at)
+            self._timers.schedule(table, run_at)
         else:
             self._wake(table)
-
-    def probe_wanted(self, table: str) -> bool:
-        return self._probe_wanted and table == self._probe_table
-
-    def probe_sent(self) -> None:
-        self._probe_wanted = False
-        self._probe_sent.set()
 
     async def _probe(self) -> None:
         """Once the feed has been quiet for the probe period less a short wait, have the next tick
@@ -214,13 +212,13 @@ class Listener:
             await anyio.sleep(max(0.0, self.last_event + idle - time.monotonic()))
             if time.monotonic() - self.last_event < idle:
                 continue
-            self._probe_seen, self._probe_sent = anyio.Event(), anyio.Event()
-            self._probe_wanted = True
-            self._tick_now()
+            self._probe_seen = anyio.Event()
+            sent = self._feed.want_probe(self._probe_table)
+            self._timers.tick_now()
             with anyio.move_on_after(wait):
-                await self._probe_sent.wait()
-            if not self._probe_sent.is_set():
-                self._probe_wanted = False
+                await sent.wait()
+            if not sent.is_set():
+                self._feed.forget_probe()
                 logger.warning(f"Realtime probe not sent: no tick got through within {wait:g} s")
                 self.last_event = time.monotonic()
                 continue
@@ -234,13 +232,13 @@ class Listener:
                 return
 
     def _set_state(self, state: str) -> None:
-        if state == self.state:
+        if state == self._feed.state:
             return
-        self.state = state
+        self._feed.state = state
         if state == "down":
             self.went_down_at = time.monotonic()
         logger.info(f"Realtime {state}")
-        self._health_changed()
+        self._timers.health_changed()
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -22,7 +22,7 @@ from loguru import logger
 
 from reactor.job import Job
 from reactor.redact import Redactor
-from reactor.store import MAX_BATCH, Rejected, Store, StoreError
+from reactor.store import MAX_BATCH, JobStore, Rejected, StoreError
 
 _RESULT_KEYS = {"complete": ("completed",), "fail": ("retried", "failed")}
 
@@ -37,7 +37,7 @@ class Report:
 
 
 class Reporter:
-    def __init__(self, store: Store, give_up_seconds: float, redactor: Redactor) -> None:
+    def __init__(self, store: JobStore, give_up_seconds: float, redactor: Redactor) -> None:
         self._store = store
         self._redactor = redactor  # every error stored in a row its owner reads passes through it
         self._give_up_seconds = give_up_seconds  # after close(): how long unsent outcomes may wait

@@ -1,5 +1,6 @@
-"""The jobs this worker is running: what the dispatcher starts and finishes, and what the lease
-keeper extends, confirms and, when a lease turns out stale, cancels."""
+"""The jobs this worker is running: what the runner starts and finishes, and what the lease keeper
+extends, confirms and, when a lease turns out stale, cancels; and the leases to hand back at
+shutdown."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class Running:
 class RunningJobs:
     def __init__(self) -> None:
         self._jobs: dict[tuple[str, int], Running] = {}
+        self._emptied = anyio.Event()
+        self.to_release: dict[str, list[dict[str, Any]]] = {}  # cancelled by shutdown, not yet handed back
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -43,6 +46,18 @@ class RunningJobs:
 
     def remove(self, running: Running) -> None:
         del self._jobs[(running.job.table, running.job.id)]
+        if not self._jobs:
+            self._emptied.set()
+            self._emptied = anyio.Event()
+
+    async def empty(self) -> None:
+        """Return once no job is running."""
+        if self._jobs:
+            await self._emptied.wait()
+
+    def release_later(self, table: str, lease: dict[str, Any]) -> None:
+        """Hand this lease back at shutdown, with its attempt unspent."""
+        self.to_release.setdefault(table, []).append(lease)
 
     def leases(self) -> dict[str, list[dict[str, Any]]]:
         """The leases this worker still holds, by table."""

@@ -15,7 +15,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -44,6 +44,62 @@ class Rejected(StoreError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class JobStore(Protocol):
+    """The worker's calls, as every part of the worker sees them: `Store` makes them over the API,
+    `reactor.memory.MemoryStore` answers them from memory for tests; tests/contract/test_store.py
+    holds both to the same contract."""
+
+    calls: Counter[tuple[str, str]]
+
+    async def aclose(self) -> None: ...
+
+    async def claim(
+        self,
+        table: str,
+        worker: str,
+        job_types: Sequence[str],
+        limit: int,
+        lease_seconds: int,
+        standby_seconds: int = 0,
+    ) -> list[dict[str, Any]]: ...
+
+    async def stand_down(self, table: str, worker: str) -> None: ...
+
+    async def heartbeat(
+        self, table: str, leases: list[dict[str, Any]], lease_seconds: int
+    ) -> dict[str, Any]: ...
+
+    async def complete(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    async def fail(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    async def release(self, table: str, leases: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    async def progress(
+        self, table: str, job_id: int, lease_token: str, percent: int, message: str | None
+    ) -> bool: ...
+
+    async def tick(
+        self,
+        table: str,
+        worker: str,
+        job_types: Sequence[str],
+        limit: int,
+        lease_seconds: int,
+        *,
+        stats: bool,
+        probe: bool,
+        old_probe: int | None,
+        standby_seconds: int = 0,
+    ) -> dict[str, Any]: ...
+
+    async def stats(self, table: str) -> dict[str, Any]: ...
+
+    async def enqueue(self, table: str, job: dict[str, Any]) -> int: ...
+
+    async def delete_probe(self, table: str, probe_id: int) -> None: ...
 
 
 class Store:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import anyio
 from loguru import logger
 
-from reactor.store import Store, StoreError
+from reactor.store import JobStore, StoreError
 
 # Statistics ride along with the first tick after three quarters of their interval, so ticks
 # that come a little early for other reasons don't each need one of their own.
@@ -33,18 +33,19 @@ class Probe(Protocol):
 class Ticker:
     def __init__(
         self,
-        store: Store,
+        store: JobStore,
         worker_id: str,
         lease_seconds: int,
         stats_seconds: float,
         due_in: Callable[[str, float], None],
+        probe: Probe | None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
         self._lease_seconds = lease_seconds
         self._stats_seconds = stats_seconds
         self._due_in = due_in  # callable(table, seconds): the next scheduled job falls due then
-        self.probe: Probe | None = None
+        self._probe = probe  # the Realtime feed, which wants a probe sent now and then; None: no Realtime
         self._stats_at: dict[str, float] = {}
         self._probes: dict[str, int] = {}  # table -> our probe row, deleted by the next tick
 
@@ -55,7 +56,7 @@ class Ticker:
         `standby_seconds`, the slots left are offered for hand-offs (store.claim)."""
         now = time.monotonic()
         stats = now >= self._stats_at.get(table, float("-inf")) + self._stats_seconds * _STATS_SLACK
-        probe = self.probe is not None and self.probe.probe_wanted(table)
+        probe = self._probe is not None and self._probe.probe_wanted(table)
         answer = await self._store.tick(
             table,
             self._worker_id,
@@ -67,9 +68,9 @@ class Ticker:
             old_probe=self._probes.pop(table, None),
             standby_seconds=standby_seconds,
         )
-        if answer["probe"] is not None and self.probe is not None:
+        if answer["probe"] is not None and self._probe is not None:
             self._probes[table] = answer["probe"]
-            self.probe.probe_sent()
+            self._probe.probe_sent()
         _log_reaped(table, answer["reaped"])
         if answer["stats"] is not None:
             self._stats_at[table] = now

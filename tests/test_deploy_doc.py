@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from reactor.app import OUTCOME_GIVE_UP_SECONDS
 from reactor.config import _KEY_VARIABLES, _VARIABLES, Config
+from reactor.worker import OUTCOME_GIVE_UP_SECONDS
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
 

@@ -16,9 +16,9 @@ from aiohttp import web
 
 from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys
-from reactor.devstack.realtime import Realtime
-from reactor.devstack.rest import Rest
-from reactor.devstack.rest_catalog import SCHEMA
+from reactor.devstack.realtime.endpoint import Realtime
+from reactor.devstack.rest.catalog import SCHEMA
+from reactor.devstack.rest.endpoint import Rest
 
 
 @dataclass
@@ -47,8 +47,8 @@ async def serve(
             min_size=1,
             max_size=10,
             reset=_end_transaction,
-            # rest.py quotes literals for the first, and the second is what every request sets, so
-            # plans prepared before a request's settings stay valid under them.
+            # rest/backend.py quotes literals for the first, and the second is what every request
+            # sets, so plans prepared before a request's settings stay valid under them.
             server_settings={"standard_conforming_strings": "on", "search_path": SCHEMA},
         )
         closing.push_async_callback(rest_pool.close)

@@ -15,7 +15,7 @@ import anyio
 import asyncpg
 import pytest
 
-from reactor.devstack import changes
+from reactor.devstack.realtime import changes
 from tests.support.realtime import JOBS, SUBSCRIBED, connect, insert_job, system
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ import pytest
 import websockets
 from realtime import RealtimeSubscribeStates
 
-from reactor.devstack.changes import APPLICATION_NAME
+from reactor.devstack.realtime.changes import APPLICATION_NAME
 from tests.support.realtime import client, insert_job, subscribe, websocket_url
 
 pytestmark = pytest.mark.anyio

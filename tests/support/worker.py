@@ -43,9 +43,11 @@ def worker_config(stack: Stack, **overrides: Any) -> Config:
 @asynccontextmanager
 async def running(app: Reactor, config: Config) -> AsyncIterator[Reactor]:
     """Run `app` in this event loop; on exit, shut it down gracefully and wait for it to stop."""
+    app.worker = None
     async with anyio.create_task_group() as group:
         group.start_soon(app.serve, config)
         try:
+            await wait_until(lambda: _true(app.worker is not None))
             yield app
         finally:
             app.stop()
@@ -189,7 +191,7 @@ async def subscribed(app: Reactor, times: int = 1) -> None:
     """Wait for the `times`-th subscription to be live: its "Subscribed to PostgreSQL" arrived."""
 
     async def check() -> bool:
-        listener = app.listener
+        listener = app.worker.listener
         return (
             listener is not None
             and listener.healthy()
@@ -197,3 +199,7 @@ async def subscribed(app: Reactor, times: int = 1) -> None:
         )
 
     await wait_until(check, timeout=30)
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -28,7 +28,7 @@ async def standby(db: asyncpg.Connection) -> dict[str, int]:
 
 
 def claims(app: Reactor) -> int:
-    return sum(n for (function, _), n in app.dispatcher.store_calls().items() if function == "reactor_claim")
+    return sum(n for (function, _), n in app.worker.store.calls.items() if function == "reactor_claim")
 
 
 async def test_a_worker_standing_by_starts_inserted_jobs_without_claiming_them(stack, db) -> None:
@@ -91,7 +91,9 @@ async def test_a_job_handed_to_a_worker_that_never_hears_of_it_runs_elsewhere_wi
         assert (handed["status"], handed["locked_by"]) == ("processing", "gone")
         done = await status_is(db, job_id, "completed")
         assert done["locked_by"] != "gone" and done["attempts"] == 1  # the lost hand-off cost no attempt
-        assert app.poller.hand_off_checks >= 1 and app.poller.sweeps >= 2  # a check, not a sweep, found it
+        assert (
+            app.worker.poller.hand_off_checks >= 1 and app.worker.poller.sweeps >= 2
+        )  # a check, not a sweep, found it
 
 
 async def test_with_hand_offs_off_a_worker_never_stands_by(stack, db) -> None:
@@ -183,9 +185,9 @@ async def test_a_worker_stands_by_only_once_its_feed_is_live(stack, db, database
         await holder.execute("lock table _realtime.wanted in exclusive mode")  # holds the feed back
         app = echo_app()
         async with running(app, worker_config(stack, **NO_POLLING)):
-            await wait_until(lambda: _true(app.listener is not None and app.listener.healthy()))
+            await wait_until(lambda: _true(app.worker.listener is not None and app.worker.listener.healthy()))
             await wait_until(lambda: _true(claims(app) >= 1))
-            assert app.listener.live == 0
+            assert app.worker.listener.live == 0
             assert await standby(db) == {}
             await tx.rollback()
             await subscribed(app)

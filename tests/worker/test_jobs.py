@@ -137,7 +137,7 @@ async def test_unknown_job_type_is_never_claimed_and_shows_in_statistics(
         known_id = await insert(db, "known")
         await status_is(db, known_id, "completed")
         await anyio.sleep(0.5)  # several sweeps
-        stats = await app.store.stats("jobs")
+        stats = await app.worker.store.stats("jobs")
     untouched = await row(db, unknown_id)
     assert (untouched["status"], untouched["attempts"], untouched["locked_by"]) == ("pending", 0, None)
     assert stats["pending_by_type"] == {"mystery": 1}
@@ -199,7 +199,7 @@ async def test_job_retried_later_starts_on_its_timer_not_on_the_next_sweep(
     async with running(app, worker_config(stack, **slow)):
         await anyio.sleep(0.3)  # the start-up sweep is done: only the timer can find the retry
         job_id = await insert(db, "twice")
-        app.dispatcher.wake("jobs")  # stands in for the Realtime event of the insert
+        app.worker.wakeups.wake("jobs")  # stands in for the Realtime event of the insert
         done = await status_is(db, job_id, "completed")
     assert len(started) == 2 and done["attempts"] == 2
     # On its timer: the next sweep is 120 s away; a timer 5 s late is not on time either.
@@ -238,7 +238,7 @@ async def test_lost_lease_cancels_the_running_handler_which_is_never_reported(
             await cancelled.wait()
     assert progress == [False]
     reports = {
-        f for (f, _) in app.store.calls if f in ("reactor_complete", "reactor_fail", "reactor_release")
+        f for (f, _) in app.worker.store.calls if f in ("reactor_complete", "reactor_fail", "reactor_release")
     }
     assert reports == set()  # not sent and refused: never sent
     found = await row(db, job_id)
@@ -284,7 +284,7 @@ async def test_concurrency_above_the_batch_limit_claims_full_batches_back_to_bac
             return await db.fetchval("select count(*) from public.jobs where status = 'completed'") == 2500
 
         await wait_until(all_done, timeout=60)
-        calls = app.store.calls
+        calls = app.worker.store.calls
     assert calls[("reactor_claim", "ok")] + calls[("reactor_tick", "ok")] <= 6
 
 
@@ -302,7 +302,7 @@ async def test_outcomes_of_a_burst_are_recorded_in_batches(stack, db: asyncpg.Co
             return await db.fetchval("select count(*) from public.jobs where status = 'completed'") == 300
 
         await wait_until(all_done, timeout=60)
-        calls = app.store.calls
+        calls = app.worker.store.calls
     assert calls[("reactor_complete", "ok")] < 300
     assert await db.fetchval("select count(*) from public.jobs where result = to_jsonb(id)") == 300
 

@@ -10,8 +10,8 @@ import anyio
 import asyncpg
 import pytest
 
-from reactor.app import OUTCOME_GIVE_UP_SECONDS
 from reactor.store import Store
+from reactor.worker import OUTCOME_GIVE_UP_SECONDS
 from tests.support.worker import insert, row, status_is, worker_env, worker_process
 
 pytestmark = pytest.mark.anyio

@@ -31,7 +31,7 @@ async def test_jobs_are_picked_up_through_realtime_alone(stack, db: asyncpg.Conn
         for n in range(3):
             job_id = await insert(db, "echo", {"n": n})
             await status_is(db, job_id, "completed")
-        sweeps, subscriptions = app.poller.sweeps, app.listener.subscriptions
+        sweeps, subscriptions = app.worker.poller.sweeps, app.worker.listener.subscriptions
     assert (sweeps, subscriptions) == (1, 1)  # only the start-up sweep: events did the rest
 
 
@@ -40,18 +40,18 @@ async def test_closed_socket_switches_to_fast_polling_within_a_second(stack, db:
     config = worker_config(stack, **{**NO_POLLING, "poll_fast_seconds": 0.2})
     async with running(app, config):
         await subscribed(app)
-        assert app.poller.interval() == 600.0
+        assert app.worker.poller.interval() == 600.0
         stack.faults.refuse_websockets(600)
         closed_at = time.monotonic()
         await stack.realtime.close_sockets(1006)
-        await wait_until(lambda: _true(app.listener.went_down_at is not None))
-        assert app.listener.went_down_at - closed_at < 1.0
-        assert app.poller.interval() == 0.2
+        await wait_until(lambda: _true(app.worker.listener.went_down_at is not None))
+        assert app.worker.listener.went_down_at - closed_at < 1.0
+        assert app.worker.poller.interval() == 0.2
         job_id = await insert(db, "echo", {"while": "down"})
         await status_is(db, job_id, "completed")
         stack.faults.clear()
         await subscribed(app, times=2)
-        assert app.poller.interval() == 600.0
+        assert app.worker.poller.interval() == 600.0
 
 
 async def test_silent_feed_is_found_by_the_probe_and_polling_takes_over(
@@ -65,10 +65,10 @@ async def test_silent_feed_is_found_by_the_probe_and_polling_takes_over(
         await subscribed(app)
         stack.faults.go_silent(600)
         silent_at = time.monotonic()
-        await wait_until(lambda: _true(app.listener.went_down_at is not None), timeout=30)
+        await wait_until(lambda: _true(app.worker.listener.went_down_at is not None), timeout=30)
         # Found within probe_seconds (6 s): quiet for 4 s, then a probe given 2 s. A probe sent only
         # after a whole quiet probe period would take 8 s.
-        assert app.listener.went_down_at - silent_at <= 6.0 + 1.0
+        assert app.worker.listener.went_down_at - silent_at <= 6.0 + 1.0
         job_id = await insert(db, "echo", {"while": "silent"})
         await status_is(db, job_id, "completed")
         stack.faults.clear()
@@ -82,12 +82,12 @@ async def test_probe_of_a_healthy_feed_comes_back_and_keeps_the_subscription(
     app = echo_app()
     async with running(app, worker_config(stack, **{**NO_POLLING, "probe_seconds": 1.5})):
         await subscribed(app)
-        await wait_until(lambda: _true(app.listener.probes_heard >= 1))
-        before, heard_before = app.store.calls.copy(), app.listener.probes_heard
-        await wait_until(lambda: _true(app.listener.probes_heard >= heard_before + 3))
-        assert (app.listener.subscriptions, app.listener.state) == (1, "subscribed")
-        calls = app.store.calls - before
-        heard = app.listener.probes_heard - heard_before
+        await wait_until(lambda: _true(app.worker.listener.probes_heard >= 1))
+        before, heard_before = app.worker.store.calls.copy(), app.worker.listener.probes_heard
+        await wait_until(lambda: _true(app.worker.listener.probes_heard >= heard_before + 3))
+        assert (app.worker.listener.subscriptions, app.worker.listener.state) == (1, "subscribed")
+        calls = app.worker.store.calls - before
+        heard = app.worker.listener.probes_heard - heard_before
     # Idle, the worker's only requests are ticks, one per probe, each also reaping and sweeping.
     assert set(calls) == {("reactor_tick", "ok")}
     assert heard <= calls[("reactor_tick", "ok")] <= heard + 1
@@ -133,7 +133,7 @@ async def test_scheduled_job_heard_over_realtime_starts_on_time(stack, db: async
         run_at = datetime.now(UTC) + timedelta(seconds=1.5)
         job_id = await insert(db, "later", run_at=run_at)
         await status_is(db, job_id, "completed")
-    assert app.poller.sweeps == 1
+    assert app.worker.poller.sweeps == 1
     assert 0 <= (started[0] - run_at).total_seconds() < 1.0
 
 
@@ -151,5 +151,5 @@ async def test_scheduled_job_that_realtime_never_announced_starts_on_time(
     job_id = await insert(db, "later", run_at=run_at)  # before the worker subscribes: never announced
     async with running(app, worker_config(stack, **NO_POLLING)):
         await status_is(db, job_id, "completed")
-    assert app.poller.sweeps == 1  # the start-up tick said when it falls due; a timer did the rest
+    assert app.worker.poller.sweeps == 1  # the start-up tick said when it falls due; a timer did the rest
     assert 0 <= (started[0] - run_at).total_seconds() < 1.0

@@ -23,11 +23,11 @@ import asyncpg
 from aiohttp import WSMsgType, web
 from loguru import logger
 
-from reactor.devstack import phoenix
 from reactor.devstack.keys import Keys, TokenError
-from reactor.devstack.phoenix import Frame
-from reactor.devstack.realtime_access import Access, SubscribeError
-from reactor.devstack.realtime_filters import Binding, BindingError, parse_binding
+from reactor.devstack.realtime import phoenix
+from reactor.devstack.realtime.access import Access, SubscribeError
+from reactor.devstack.realtime.filters import Binding, BindingError, parse_binding
+from reactor.devstack.realtime.phoenix import Frame
 
 IDLE_TIMEOUT_SECONDS = 60  # Phoenix drops a socket that sent nothing for this long
 

@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 from loguru import logger
 
-from reactor.devstack.changes import Change
-from reactor.devstack.realtime_filters import Binding, Condition
+from reactor.devstack.realtime.changes import Change
+from reactor.devstack.realtime.filters import Binding, Condition
 
 MAX_RECORD_BYTES = 1_048_576
 _KEPT_FIELD_BYTES = 64

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from reactor.devstack.rest_catalog import SCHEMA
-from reactor.devstack.rest_query import (
+from reactor.devstack.rest.backend import Backend
+from reactor.devstack.rest.catalog import SCHEMA
+from reactor.devstack.rest.query import (
     Params,
     QueryError,
     Source,
@@ -20,9 +21,6 @@ from reactor.devstack.rest_query import (
     split_top,
     where,
 )
-
-if TYPE_CHECKING:
-    from reactor.devstack.rest import Rest
 
 OBJECT_MEDIA = "application/vnd.pgrst.object+json"
 
@@ -36,29 +34,29 @@ def _prefer(request: web.Request) -> dict[str, str]:
     return prefs
 
 
-async def _source(rest: Rest, name: str) -> Source:
+async def _source(db: Backend, name: str) -> Source:
     for reload in (False, True):
-        columns = (await rest.catalog(reload)).columns.get(name)
+        columns = (await db.catalog(reload)).columns.get(name)
         if columns is not None:
             return Source(name, columns)
     raise QueryError("PGRST205", f"Could not find the table '{SCHEMA}.{name}' in the schema cache", 404)
 
 
-async def table_request(rest: Rest, request: web.Request, claims: dict[str, Any]) -> web.Response:
-    source = await _source(rest, request.match_info["table"])
+async def table_request(db: Backend, request: web.Request, claims: dict[str, Any]) -> web.Response:
+    source = await _source(db, request.match_info["table"])
     method = request.method
     if method in ("GET", "HEAD"):
-        return await _select(rest, request, claims, source)
+        return await _select(db, request, claims, source)
     if method == "POST":
-        return await _insert(rest, request, claims, source)
+        return await _insert(db, request, claims, source)
     if method == "PATCH":
-        return await _update(rest, request, claims, source)
+        return await _update(db, request, claims, source)
     if method == "DELETE":
-        return await _delete(rest, request, claims, source)
+        return await _delete(db, request, claims, source)
     raise QueryError("PGRST117", f"Unsupported HTTP method: {method}", 405)
 
 
-async def _select(rest: Rest, request: web.Request, claims, source: Source) -> web.Response:
+async def _select(db: Backend, request: web.Request, claims, source: Source) -> web.Response:
     params = Params()
     query = list(request.query.items())
     filters = where(source, query, params)
@@ -70,7 +68,7 @@ async def _select(rest: Rest, request: web.Request, claims, source: Source) -> w
         f"{paging(request.query.get('limit'), request.query.get('offset'), params)}) _r"
     )
     prefs = _prefer(request)
-    async with rest.transaction(request, claims, readonly=True) as conn:
+    async with db.transaction(request, claims, readonly=True) as conn:
         body = await conn.fetchval(sql, *params.values)
         total = None
         if prefs.get("count") in ("exact", "planned", "estimated"):
@@ -85,7 +83,7 @@ async def _select(rest: Rest, request: web.Request, claims, source: Source) -> w
     return _respond(request, rows, status, headers)
 
 
-async def _insert(rest: Rest, request: web.Request, claims, source: Source) -> web.Response:
+async def _insert(db: Backend, request: web.Request, claims, source: Source) -> web.Response:
     payload = await _body(request)
     rows = payload if isinstance(payload, list) else [payload]
     if not all(isinstance(r, dict) for r in rows):
@@ -111,8 +109,8 @@ async def _insert(rest: Rest, request: web.Request, claims, source: Source) -> w
             f"null::{table}, {params.add(json.dumps(rows))}::jsonb)"
         )
     if "resolution" in prefs and names:
-        sql += _on_conflict(rest, request, source, names, prefs["resolution"])
-    return await _write(rest, request, claims, sql, params, prefs, created=True)
+        sql += _on_conflict(db, request, source, names, prefs["resolution"])
+    return await _write(db, request, claims, sql, params, prefs, created=True)
 
 
 def _insert_columns(request: web.Request, rows: list[dict]) -> list[str]:
@@ -135,10 +133,10 @@ def _values_with_defaults(table: str, names: list[str], rows: list[dict], params
     return f"({', '.join(ident(n) for n in names)}) values {', '.join(tuples)}"
 
 
-def _on_conflict(rest: Rest, request: web.Request, source: Source, names: list[str], resolution: str) -> str:
+def _on_conflict(db: Backend, request: web.Request, source: Source, names: list[str], resolution: str) -> str:
     keys = request.query.get("on_conflict")
     target = (
-        [k.strip() for k in keys.split(",")] if keys else rest.catalog_now().primary_keys.get(source.name, [])
+        [k.strip() for k in keys.split(",")] if keys else db.catalog_now().primary_keys.get(source.name, [])
     )
     conflict = ", ".join(source.column(k) for k in target)
     if resolution == "ignore-duplicates":
@@ -147,7 +145,7 @@ def _on_conflict(rest: Rest, request: web.Request, source: Source, names: list[s
     return f" on conflict ({conflict}) do update set {updates}"
 
 
-async def _update(rest: Rest, request: web.Request, claims, source: Source) -> web.Response:
+async def _update(db: Backend, request: web.Request, claims, source: Source) -> web.Response:
     payload = await _body(request)
     if not isinstance(payload, dict):
         raise QueryError("PGRST102", "Empty or invalid json", 400)
@@ -166,22 +164,22 @@ async def _update(rest: Rest, request: web.Request, claims, source: Source) -> w
         f"update {table} set ({cols}) = (select {cols} from {source_row} _p)"
         f"{where(source, list(request.query.items()), params)}"
     )
-    return await _write(rest, request, claims, sql, params, _prefer(request), created=False)
+    return await _write(db, request, claims, sql, params, _prefer(request), created=False)
 
 
-async def _delete(rest: Rest, request: web.Request, claims, source: Source) -> web.Response:
+async def _delete(db: Backend, request: web.Request, claims, source: Source) -> web.Response:
     params = Params()
     table = f"{ident(SCHEMA)}.{ident(source.name)}"
     sql = f"delete from {table}{where(source, list(request.query.items()), params)}"
-    return await _write(rest, request, claims, sql, params, _prefer(request), created=False)
+    return await _write(db, request, claims, sql, params, _prefer(request), created=False)
 
 
 async def _write(
-    rest: Rest, request: web.Request, claims, sql: str, params: Params, prefs: dict[str, str], created: bool
+    db: Backend, request: web.Request, claims, sql: str, params: Params, prefs: dict[str, str], created: bool
 ) -> web.Response:
     representation = prefs.get("return") == "representation"
     if representation:
-        catalog = await rest.catalog()
+        catalog = await db.catalog()
         name = request.match_info["table"]
         source = Source(name, catalog.columns[name])
         select = select_list(source, request.query.get("select"), params)
@@ -190,7 +188,7 @@ async def _write(
             f"with _w as ({sql} returning {returning}) select coalesce(json_agg(_r), '[]')::text, "
             f"count(*) from (select {select} from _w) _r"
         )
-    async with rest.transaction(request, claims, readonly=False) as conn:
+    async with db.transaction(request, claims, readonly=False) as conn:
         if representation:
             body, count = await conn.fetchrow(sql, *params.values)
             rows = json.loads(body)

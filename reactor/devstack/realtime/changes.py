@@ -54,7 +54,7 @@ def _change(text: str) -> Change:
 
 async def install(pool: asyncpg.Pool) -> None:
     """Install the capture functions and triggers. Idempotent and safe to run concurrently."""
-    sql = files("reactor.devstack").joinpath("changes.sql").read_text()
+    sql = files("reactor.devstack.realtime").joinpath("changes.sql").read_text()
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("select pg_advisory_xact_lock(hashtext('reactor.devstack.changes'))")
         await conn.execute(sql)

@@ -1,6 +1,6 @@
 """A postgres_changes binding as Realtime reads it: event, schema, table and the `filter` grammar.
 
-The grammar is the current server's (Realtime `subscriptions.ex`): `column=op.value`, op one of
+The grammar is the one the current Realtime server reads: `column=op.value`, op one of
 eq, neq, lt, lte, gt, gte, in, like, ilike, is, match, imatch, isdistinct, optionally negated with
 `not.`; several conditions separated by top-level commas are ANDed; values may be double-quoted
 with backslash escapes; `in` takes `(a,b)`. Errors carry Realtime's messages. Conditions are

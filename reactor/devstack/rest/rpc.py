@@ -7,12 +7,13 @@ filtered, selected, ordered and paged like a table's), and `void` as 204 with no
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from reactor.devstack.rest_catalog import SCHEMA, Function
-from reactor.devstack.rest_query import (
+from reactor.devstack.rest.backend import Backend
+from reactor.devstack.rest.catalog import SCHEMA, Function
+from reactor.devstack.rest.query import (
     RESERVED,
     Params,
     QueryError,
@@ -25,13 +26,10 @@ from reactor.devstack.rest_query import (
     where,
 )
 
-if TYPE_CHECKING:
-    from reactor.devstack.rest import Rest
-
 OBJECT_MEDIA = "application/vnd.pgrst.object+json"
 
 
-async def call_function(rest: Rest, request: web.Request, claims: dict[str, Any]) -> web.Response:
+async def call_function(db: Backend, request: web.Request, claims: dict[str, Any]) -> web.Response:
     name = request.match_info["function"]
     query = list(request.query.items())
     if request.method in ("GET", "HEAD"):
@@ -43,7 +41,7 @@ async def call_function(rest: Rest, request: web.Request, claims: dict[str, Any]
         (args, text), filters = await _json_body(request), query
     else:
         raise QueryError("PGRST117", f"Unsupported HTTP method: {request.method}", 405)
-    fn = await _resolve(rest, name, args)
+    fn = await _resolve(db, name, args)
     params = Params()
     if request.method == "POST":
         call = _call_sql_from_body(fn, args, text, params)
@@ -51,7 +49,7 @@ async def call_function(rest: Rest, request: web.Request, claims: dict[str, Any]
         call = _call_sql_from_query(fn, args, params)
     sql = _result_sql(fn, call, filters, request.query, params)
     readonly = request.method in ("GET", "HEAD") or not fn.volatile
-    total, shown, body = await rest.counted_body(request, claims, readonly, sql, params.values)
+    total, shown, body = await db.counted_body(request, claims, readonly, sql, params.values)
     if fn.is_void:
         return web.Response(status=204)
     headers = {}
@@ -104,9 +102,9 @@ def _single(body: str) -> str:
     return json.dumps(rows[0])
 
 
-async def _resolve(rest: Rest, name: str, args: Any) -> Function:
+async def _resolve(db: Backend, name: str, args: Any) -> Function:
     for reload in (False, True):
-        for fn in (await rest.catalog(reload)).functions.get(name, []):
+        for fn in (await db.catalog(reload)).functions.get(name, []):
             if fn.single_json_arg or (isinstance(args, dict) and fn.accepts(set(args))):
                 return fn
     names = sorted(args) if isinstance(args, dict) else []

@@ -18,13 +18,13 @@ import asyncpg
 from aiohttp import web
 from loguru import logger
 
-from reactor.devstack import changes, phoenix
-from reactor.devstack.changes import Change, ChangeFeed
 from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys, TokenError
-from reactor.devstack.realtime_access import Access, RoleView, Table, change_data, filter_values
-from reactor.devstack.realtime_filters import Binding, Condition
-from reactor.devstack.realtime_socket import Channel, Socket
+from reactor.devstack.realtime import changes, phoenix
+from reactor.devstack.realtime.access import Access, RoleView, Table, change_data, filter_values
+from reactor.devstack.realtime.changes import Change, ChangeFeed
+from reactor.devstack.realtime.filters import Binding, Condition
+from reactor.devstack.realtime.socket import Channel, Socket
 
 MAX_FRAME_BYTES = 5_000_000  # Realtime's inbound websocket max_frame_size
 
@@ -98,7 +98,7 @@ class Realtime:
             body = json.dumps({"error": str(exc)}, separators=(",", ":"))
             return web.Response(status=exc.status, text=body, content_type="application/json")
         # Realtime's endpoint leaves Phoenix's `compress` off, so the client's permessage-deflate
-        # offer is declined and frames travel uncompressed (supabase/realtime endpoint.ex).
+        # offer is declined and frames travel uncompressed (docs/benchmarks.md).
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, compress=False)
         await ws.prepare(request)
         socket = Socket(ws, request, vsn, token, self._keys, self._access, self._resync, self.want)

@@ -1,0 +1,284 @@
+"""`MemoryStore`: the worker's calls answered from memory, for fast tests of the worker itself.
+
+It keeps the contract the worker relies on (sql/schema.sql), and tests/contract/test_store.py runs
+one suite against it and against the real functions over the local stack: claims in priority,
+then run_at, then id order, never before run_at, never more than asked; every outcome, heartbeat
+and progress write fenced by the lease token; a failed attempt back to pending at its retry time,
+or to `failed` when it is permanent or the attempts are spent; a release that gives the attempt
+back; expired leases reaped by every tick. It has no Realtime and so no hand-offs (a standby is
+accepted and never used), no statistics beyond counts, and no row-level security: it is a test
+double for the worker, not a database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from reactor.store import MAX_BATCH, Rejected
+
+_BACKOFF_BASE, _BACKOFF_CAP = 2.0, 3600.0  # reactor.backoff()'s defaults
+
+
+@dataclass
+class _Row:
+    id: int
+    job_type: str
+    payload: Any
+    priority: int
+    run_at: datetime
+    max_attempts: int
+    user_id: str | None
+    created_at: datetime
+    status: str = "pending"
+    attempts: int = 0
+    result: Any = None
+    last_error: str | None = None
+    progress: int = 0
+    progress_message: str | None = None
+    locked_by: str | None = None
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class MemoryStore:
+    def __init__(self, tables: Sequence[str] = ("jobs",)) -> None:
+        self.tables: dict[str, dict[int, _Row]] = {table: {} for table in tables}
+        self._ids = itertools.count(1)
+        self.calls: Counter[tuple[str, str]] = Counter()  # (function, outcome) -> count, as Store's
+
+    async def aclose(self) -> None:
+        pass
+
+    def row(self, table: str, job_id: int) -> dict[str, Any]:
+        """A job's row as the database would hold it (for tests)."""
+        return dict(vars(self.tables[table][job_id]))
+
+    async def enqueue(self, table: str, job: dict[str, Any]) -> int:
+        rows = self._table(f"post {table}", table)
+        now = _now()
+        row = _Row(
+            id=next(self._ids),
+            job_type=job["job_type"],
+            payload=job.get("payload", {}),
+            priority=job.get("priority", 0),
+            run_at=_time(job.get("run_at")) or now,
+            max_attempts=job.get("max_attempts", 5),
+            user_id=job.get("user_id"),
+            created_at=now,
+        )
+        rows[row.id] = row
+        return row.id
+
+    async def claim(
+        self,
+        table: str,
+        worker: str,
+        job_types: Sequence[str],
+        limit: int,
+        lease_seconds: int,
+        standby_seconds: int = 0,
+    ) -> list[dict[str, Any]]:
+        rows = self._table("reactor_claim", table)
+        limit = min(limit, MAX_BATCH)  # as Store sends it
+        _check_range("reactor_claim", "p_limit", limit, 1, MAX_BATCH)
+        return self._claim(rows, worker, job_types, limit, lease_seconds)
+
+    async def stand_down(self, table: str, worker: str) -> None:
+        self._table("reactor_stand_down", table)
+
+    async def heartbeat(self, table: str, leases: list[dict[str, Any]], lease_seconds: int) -> dict[str, Any]:
+        rows = self._table("reactor_heartbeat", table)
+        extended = []
+        for row in self._held(rows, leases):
+            row.lease_expires_at = _now() + timedelta(seconds=lease_seconds)
+            row.started_at = row.started_at or _now()
+            extended.append(row.id)
+        return {"extended": sorted(extended), "stale": _stale(leases, extended)}
+
+    async def complete(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = self._table("reactor_complete", table)
+        results = {item["id"]: item.get("result") for item in jobs}
+        done = []
+        for row in self._held(rows, jobs):
+            row.status, row.result, row.progress, row.completed_at = "completed", results[row.id], 100, _now()
+            row.lease_token = row.lease_expires_at = None
+            done.append(row.id)
+        return {"completed": sorted(done), "stale": _stale(jobs, done)}
+
+    async def fail(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = self._table("reactor_fail", table)
+        items = {item["id"]: item for item in jobs}
+        retried, dead = [], []
+        for row in self._held(rows, jobs):
+            item = items[row.id]
+            if item.get("permanent") or row.attempts >= row.max_attempts:
+                row.status, row.completed_at = "failed", _now()
+                dead.append(row.id)
+            else:
+                retry_at = _time(item.get("retry_at")) or _now() + _backoff(row.attempts)
+                row.status, row.run_at = "pending", max(retry_at, _now())
+                retried.append(row.id)
+            row.last_error = item["error"][:10000]
+            row.locked_by = row.lease_token = row.lease_expires_at = None
+        return {"retried": sorted(retried), "failed": sorted(dead), "stale": _stale(jobs, retried + dead)}
+
+    async def release(self, table: str, leases: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = self._table("reactor_release", table)
+        done = []
+        for row in self._held(rows, leases):
+            row.status, row.attempts, row.started_at = "pending", max(row.attempts - 1, 0), None
+            row.locked_by = row.lease_token = row.lease_expires_at = None
+            done.append(row.id)
+        return {"released": sorted(done), "stale": _stale(leases, done)}
+
+    async def progress(
+        self, table: str, job_id: int, lease_token: str, percent: int, message: str | None
+    ) -> bool:
+        rows = self._table("reactor_progress", table)
+        _check_range("reactor_progress", "p_progress", percent, 0, 100)
+        held = self._held(rows, [{"id": job_id, "lease_token": lease_token}])
+        for row in held:
+            row.progress, row.progress_message = percent, None if message is None else message[:1000]
+        return bool(held)
+
+    async def tick(
+        self,
+        table: str,
+        worker: str,
+        job_types: Sequence[str],
+        limit: int,
+        lease_seconds: int,
+        *,
+        stats: bool,
+        probe: bool,
+        old_probe: int | None,
+        standby_seconds: int = 0,
+    ) -> dict[str, Any]:
+        rows = self._table("reactor_tick", table)
+        limit = min(limit, MAX_BATCH)  # as Store sends it
+        _check_range("reactor_tick", "p_limit", limit, 0, MAX_BATCH)
+        reaped = self._reap(rows)
+        claimed = self._claim(rows, worker, job_types, limit, lease_seconds) if limit else []
+        now = _now()
+        later = [
+            r.run_at
+            for r in rows.values()
+            if r.status == "pending" and r.run_at > now and r.job_type in job_types
+        ]
+        return {
+            "reaped": reaped,
+            "claimed": claimed,
+            "next_due_seconds": round((min(later) - now).total_seconds(), 3) if later else None,
+            "stats": await self.stats(table) if stats else None,
+            "probe": None,
+        }
+
+    async def stats(self, table: str) -> dict[str, Any]:
+        rows = self._table("reactor_stats", table)
+        counts = Counter(row.status for row in rows.values())
+        statuses = ("pending", "processing", "completed", "failed", "cancelled")
+        return {"table": table, "counts": {status: counts[status] for status in statuses}}
+
+    async def delete_probe(self, table: str, probe_id: int) -> None:
+        self._table(f"delete {table}", table)
+
+    def _table(self, function: str, table: str) -> dict[int, _Row]:
+        if table not in self.tables:
+            self.calls[(function, "rejected")] += 1
+            raise Rejected(f'{function}: unknown job table "{table}" (HTTP 400)', 400)
+        self.calls[(function, "ok")] += 1
+        return self.tables[table]
+
+    def _claim(
+        self, rows: dict[int, _Row], worker: str, job_types: Sequence[str], limit: int, lease_seconds: int
+    ) -> list[dict[str, Any]]:
+        now = _now()
+        due = [
+            r for r in rows.values() if r.status == "pending" and r.run_at <= now and r.job_type in job_types
+        ]
+        due.sort(key=lambda r: (-r.priority, r.run_at, r.id))
+        claimed = []
+        for row in due[:limit]:
+            row.status, row.attempts, row.locked_by = "processing", row.attempts + 1, worker
+            row.lease_token, row.lease_expires_at = str(uuid.uuid4()), now + timedelta(seconds=lease_seconds)
+            row.started_at = now
+            claimed.append(_claimed(row))
+        return claimed
+
+    def _held(self, rows: dict[int, _Row], leases: list[dict[str, Any]]) -> list[_Row]:
+        """The rows of these leases that are still held with these tokens, in the batch's order."""
+        return [
+            row
+            for lease in leases
+            if (row := rows.get(lease["id"])) is not None
+            and row.status == "processing"
+            and row.lease_token == lease["lease_token"]
+        ]
+
+    def _reap(self, rows: dict[int, _Row]) -> dict[str, list[int]]:
+        now, requeued, dead = _now(), [], []
+        for row in rows.values():
+            if row.status != "processing" or row.lease_expires_at is None or row.lease_expires_at >= now:
+                continue
+            spent = row.attempts >= row.max_attempts
+            row.last_error = (
+                f"lease expired: worker {row.locked_by} stopped reporting during attempt {row.attempts} of "
+                f"{row.max_attempts}{'; attempts exhausted' if spent else ''}"
+            )
+            if spent:
+                row.status, row.completed_at = "failed", now
+                dead.append(row.id)
+            else:
+                row.status, row.run_at = "pending", now + _backoff(row.attempts)
+                requeued.append(row.id)
+            row.locked_by = row.lease_token = row.lease_expires_at = None
+        return {"requeued": sorted(requeued), "failed": sorted(dead)}
+
+
+def _claimed(row: _Row) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "job_type": row.job_type,
+        "payload": row.payload,
+        "priority": row.priority,
+        "attempt": row.attempts,
+        "max_attempts": row.max_attempts,
+        "lease_token": row.lease_token,
+        "run_at": row.run_at.isoformat(),
+        "created_at": row.created_at.isoformat(),
+        "user_id": row.user_id,
+    }
+
+
+def _stale(items: list[dict[str, Any]], done: list[int]) -> list[int]:
+    return sorted({item["id"] for item in items} - set(done))
+
+
+def _check_range(function: str, name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise Rejected(f"{function}: {name} must be between {low} and {high}, got {value} (HTTP 400)", 400)
+
+
+def _backoff(attempt: int) -> timedelta:
+    ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (min(max(attempt, 1), 60) - 1))
+    return timedelta(seconds=random.uniform(0, ceiling))
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,57 @@
+"""The slots this worker offers for hand-offs, as far as it knows.
+
+While a table's Realtime feed is live, every claim offers the slots it leaves free (at most
+MAX_STANDBY_SLOTS, for `seconds`), and an insert that finds the offer is written `processing`,
+leased to this worker (sql/schema.sql, "claim and hand-off"). The worker keeps count: what the last
+claim offered, by the SQL's own formula, less the hand-offs seen since. When that count is spent
+and a slot frees, a claim renews the offer; at shutdown the standby is withdrawn.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from reactor.feed import Feed
+from reactor.store import MAX_STANDBY_SLOTS, JobStore, StoreError
+
+
+class Standby:
+    def __init__(self, store: JobStore, worker_id: str, seconds: int, feed: Feed) -> None:
+        self._store = store
+        self._worker_id = worker_id
+        self._seconds = seconds  # 0: this worker takes no hand-offs
+        self._feed = feed
+        self._offered: dict[str, int] = {}  # table -> slots still offered; absent: no standby
+
+    def seconds(self, table: str) -> int:
+        """How long the next claim in `table` offers its free slots for (0: not at all)."""
+        return self._seconds if self._seconds and self._feed.live(table) else 0
+
+    def claimed(self, table: str, limit: int, claimed: int, seconds: int, tick: bool) -> None:
+        """A claim asked for `limit` jobs, got `claimed`, and offered the rest for `seconds`."""
+        if not seconds:
+            self._offered.pop(table, None)  # a claim without a standby withdraws it
+            return
+        offer = min(limit - claimed, MAX_STANDBY_SLOTS)
+        if tick:  # a tick's claim never raises the standby
+            offer = min(offer, self._offered.get(table, 0))
+        self._offered[table] = offer
+
+    def took(self, table: str) -> None:
+        """A hand-off took one of the slots offered in `table`."""
+        if table in self._offered:
+            self._offered[table] = max(self._offered[table] - 1, 0)
+
+    def spent(self, table: str) -> bool:
+        """Whether the offer in `table` is used up while hand-offs could still come: a freed slot
+        is then reachable by a claim only."""
+        return self._offered.get(table) == 0 and self.seconds(table) > 0
+
+    async def withdraw(self) -> None:
+        """Withdraw every standby, so that no job is handed to this worker once it stops."""
+        for table in sorted(self._offered):
+            try:
+                await self._store.stand_down(table, self._worker_id)
+            except StoreError as exc:
+                logger.warning(f"could not withdraw the standby in {table}; it lapses by itself: {exc}")
+        self._offered.clear()
