@@ -64,7 +64,7 @@ async def _wait_subscribed() -> None:
 
 def _live() -> bool:
     listener = app.worker.listener if app.worker else None
-    return listener is not None and listener.healthy() and listener.live > 0
+    return listener is not None and listener.healthy() and app.metrics.events["realtime_live"] > 0
 
 
 async def _demo_jobs(url: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -57,6 +58,7 @@ class Listener:
         timers: Timers,
         probe_seconds: float,
         handed: Callable[[str, dict[str, Any]], None],
+        events: Counter[str],
     ) -> None:
         self._url = re.sub(r"^http", "ws", supabase_url) + "/realtime/v1"
         self._key = service_key
@@ -69,9 +71,7 @@ class Listener:
         self._handed = handed  # a job the database handed to this worker on insert
         self.last_event = time.monotonic()
         self.went_down_at: float | None = None
-        self.subscriptions = 0  # successful (re)subscribes, for tests and metrics
-        self.probes_heard = 0  # probes that came back: the feed was checked end to end
-        self.live = 0  # "Subscribed to PostgreSQL" messages: from then on changes are delivered
+        self._events = events  # Metrics.events: subscribes, feeds gone live, probes heard
         self._broken = anyio.Event()
         self._probe_table = next(iter(job_types))
         self._probe_seen = anyio.Event()
@@ -103,7 +103,7 @@ class Listener:
             await client.connect()
             await self._subscribe_all(client)
             self._set_state("subscribed")
-            self.subscriptions += 1
+            self._events["realtime_subscriptions"] += 1
             self.last_event = time.monotonic()
             self._wake(None)  # changes committed before the subscription were never sent
             async with anyio.create_task_group() as group:
@@ -148,10 +148,10 @@ class Listener:
         for table in tables:
             channel = client.channel(f"reactor:{table}:{self._worker_id}")
             channel.on_postgres_changes(
-                "INSERT", self._on_change, table=table, schema="public", **self._insert_filter(table)
+                "INSERT", self.heard, table=table, schema="public", **insert_filter(self._job_types[table])
             )
             channel.on_postgres_changes(
-                "UPDATE", self._on_change, table=table, schema="public", filter="status=eq.pending"
+                "UPDATE", self.heard, table=table, schema="public", filter="status=eq.pending"
             )
             channel.on_system(self._on_system(table))
             await channel.subscribe(on_state(table))
@@ -160,24 +160,18 @@ class Listener:
         if self._broken.is_set():
             raise ConnectionError("a channel failed to subscribe")
 
-    def _insert_filter(self, table: str) -> dict[str, str]:
-        """Narrow inserts to our job types on the server, when the classic `in` filter can say so."""
-        types = [*self._job_types[table], PROBE_JOB_TYPE]
-        if len(types) > 100 or not all(_PLAIN_VALUE.match(t) for t in types):
-            return {}
-        return {"filter": f"job_type=in.({','.join(types)})"}
-
     def _on_system(self, table: str) -> Callable[[Any], None]:
         def system(message: Any) -> None:
             if getattr(message, "message", "") == "Subscribed to PostgreSQL":
                 logger.info(f"Realtime live for table {table}")
-                self.live += 1
+                self._events["realtime_live"] += 1
                 self._feed.went_live(table)
                 self._wake(table)
 
         return system
 
-    def _on_change(self, payload: dict[str, Any]) -> None:
+    def heard(self, payload: dict[str, Any]) -> None:
+        """A change arrived: wake a claim, set a timer, start a hand-off, or note a probe."""
         self.last_event = time.monotonic()
         data = payload.get("data", {})
         record, table = data.get("record") or {}, data.get("table")
@@ -225,7 +219,7 @@ class Listener:
             with anyio.move_on_after(wait):
                 await self._probe_seen.wait()
             if self._probe_seen.is_set():
-                self.probes_heard += 1
+                self._events["realtime_probes_heard"] += 1
             else:
                 logger.warning("Realtime feed is silent: the probe event never arrived; reconnecting")
                 self._broken.set()
@@ -239,6 +233,15 @@ class Listener:
             self.went_down_at = time.monotonic()
         logger.info(f"Realtime {state}")
         self._timers.health_changed()
+
+
+def insert_filter(job_types: list[str]) -> dict[str, str]:
+    """Narrow inserts to these job types (and probes) on the server, when the classic `in` filter
+    can say so."""
+    types = [*job_types, PROBE_JOB_TYPE]
+    if len(types) > 100 or not all(_PLAIN_VALUE.match(t) for t in types):
+        return {}
+    return {"filter": f"job_type=in.({','.join(types)})"}
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -19,6 +19,17 @@ from prometheus_client.registry import Collector
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 REALTIME_STATES = ("off", "connecting", "subscribed", "down")
+# What the worker's loops count (Metrics.events), each a counter of its own: name, help.
+EVENTS = {
+    "ticks": ("reactor_ticks", "Ticks: sweeps of every table that also reap, claim and send probes."),
+    "hand_off_checks": ("reactor_hand_off_checks", "Ticks out of schedule for a hand-off lease that ended."),
+    "realtime_subscriptions": ("reactor_realtime_subscriptions", "Successful Realtime (re)subscribes."),
+    "realtime_live": (
+        "reactor_realtime_live",
+        "'Subscribed to PostgreSQL' messages: change feeds gone live.",
+    ),
+    "realtime_probes_heard": ("reactor_realtime_probes_heard", "Probe rows whose event came back."),
+}
 
 
 @dataclass
@@ -47,6 +58,7 @@ class Metrics:
     jobs: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # table, job_type, outcome
     handler_seconds: Histogram = field(default_factory=Histogram)  # table, job_type
     pickup_seconds: Histogram = field(default_factory=Histogram)  # table
+    events: Counter[str] = field(default_factory=Counter)  # a name in EVENTS -> count
 
     def render(self, rpc_calls: Counter[tuple[str, str]], running: int, realtime_state: str) -> str:
         """The Prometheus text exposition of this worker's metrics, read now."""
@@ -87,6 +99,8 @@ class _Scrape(Collector):
             ("function", "outcome"),
             self.rpc_calls.items(),
         )
+        for event, (name, help_) in EVENTS.items():
+            yield CounterMetricFamily(name, help_, value=m.events[event])
         yield GaugeMetricFamily("reactor_jobs_running", "Jobs running now.", value=self.running)
         yield _realtime_state(self.realtime_state)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -33,6 +34,7 @@ class Poller:
         fast: float,
         slow: float,
         healthy: Callable[[], bool],
+        events: Counter[str],
     ) -> None:
         self._wake = wake
         self._tick = tick
@@ -43,10 +45,9 @@ class Poller:
         self._next_due: dict[str, float] = {}  # table -> when the next scheduled job falls due
         self._tick_now = False
         self._changed = anyio.Event()
-        self.sweeps = 0
         self._check: float | None = None  # when the pending hand-off check ticks
         self._check_next: float | None = None  # the latest lease end seen since it was set
-        self.hand_off_checks = 0
+        self._events = events  # Metrics.events: ticks and hand-off checks are counted there
 
     def interval(self) -> float:
         return self._slow if self._healthy() else self._fast
@@ -92,10 +93,10 @@ class Poller:
                     self._wake(table)
             check = self._check is not None and self._check <= now
             if check:
-                self.hand_off_checks += 1
+                self._events["hand_off_checks"] += 1
                 self._check, self._check_next = self._check_next, None
             if now >= next_sweep or self._tick_now or check:
-                self.sweeps += 1
+                self._events["ticks"] += 1
                 self._tick_now = False
                 self._tick()
                 next_sweep = now + self.interval()

@@ -59,7 +59,9 @@ class Worker:
         # Ticks also reap and log statistics, so they come at least as often as either is asked for.
         chores = min(config.reap_seconds, config.stats_seconds)
         fast, slow = min(config.poll_fast_seconds, chores), min(config.poll_slow_seconds, chores)
-        self.poller = Poller(self.wakeups.wake, self.wakeups.tick, fast, slow, self.feed.healthy)
+        self.poller = Poller(
+            self.wakeups.wake, self.wakeups.tick, fast, slow, self.feed.healthy, metrics.events
+        )
         probe = self.feed if config.realtime else None
         ticker = Ticker(
             store, config.worker_id, config.lease_seconds, config.stats_seconds, self.poller.due_in, probe
@@ -108,6 +110,7 @@ class Worker:
                 self.poller,
                 config.probe_seconds,
                 self.dispatcher.take,
+                metrics.events,
             )
             if config.realtime
             else None

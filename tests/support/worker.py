@@ -195,7 +195,8 @@ async def subscribed(app: Reactor, times: int = 1) -> None:
         return (
             listener is not None
             and listener.healthy()
-            and min(listener.subscriptions, listener.live) >= times
+            and min(app.metrics.events["realtime_subscriptions"], app.metrics.events["realtime_live"])
+            >= times
         )
 
     await wait_until(check, timeout=30)

@@ -14,11 +14,12 @@ from typing import Any
 
 import anyio
 import pytest
+from loguru import logger
 
 from reactor import Job, PermanentError, Reactor, RetryLater
 from reactor.config import Config, load
 from reactor.memory import MemoryStore
-from reactor.store import Unavailable
+from reactor.store import Rejected, Unavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -235,20 +236,67 @@ async def test_an_unreadable_row_fails_alone_and_the_rest_of_its_batch_runs() ->
     assert store.row("jobs", bad)["last_error"] == "the job's row cannot be read: user_id is not a UUID"
 
 
-async def test_an_expired_lease_is_reaped_by_a_tick_and_the_job_runs_again() -> None:
+async def test_expired_leases_of_any_type_are_reaped_by_the_next_tick() -> None:
     app, store = Reactor(), MemoryStore()
-    job_id = await store.enqueue("jobs", {"job_type": "echo"})
-    await store.claim("jobs", "dead-worker", ["echo"], 1, 1)
-    attempts: list[int] = []
+    spent = await store.enqueue("jobs", {"job_type": "elsewhere", "max_attempts": 1})
+    again = await store.enqueue("jobs", {"job_type": "elsewhere"})
+    await store.claim("jobs", "dead-worker", ["elsewhere"], 2, 60)
+    for job_id in (spent, again):  # the dead worker's leases run out
+        store.tables["jobs"][job_id].lease_expires_at = datetime.now(UTC) - timedelta(seconds=1)
 
     @app.handler("echo")
     async def echo(job: Job) -> None:
-        attempts.append(job.attempt)
+        pass
 
     async with serving(app, store):
-        await until(lambda: status(store, job_id) == "completed")
-    assert attempts == [2]
-    assert store.row("jobs", job_id)["last_error"].startswith("lease expired: worker dead-worker")
+        await until(lambda: status(store, spent) == "failed" and status(store, again) == "pending")
+    assert store.row("jobs", spent)["last_error"] == (
+        "lease expired: worker dead-worker stopped reporting during attempt 1 of 1; attempts exhausted"
+    )
+    assert store.row("jobs", again)["last_error"] == (
+        "lease expired: worker dead-worker stopped reporting during attempt 1 of 5"
+    )
+
+
+def job_lines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r["extra"] for r in records if "job_id" in r["extra"]]
+
+
+async def test_every_job_log_line_names_the_job_its_table_type_attempt_and_worker() -> None:
+    app, store = Reactor(), MemoryStore()
+    records: list[dict[str, Any]] = []
+    sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
+
+    @app.handler("mixed", timeout=0.1)
+    async def mixed(job: Job) -> str:
+        if job.payload == "raise":
+            raise ValueError("no")
+        if job.payload == "hang":
+            await anyio.sleep(10)
+        if job.payload == "permanent":
+            raise PermanentError("never")
+        return "ok"
+
+    ids = [
+        await store.enqueue("jobs", {"job_type": "mixed", "payload": p, "max_attempts": 1})
+        for p in ("ok", "raise", "hang", "permanent")
+    ]
+    bad = await store.enqueue("jobs", {"job_type": "mixed", "user_id": "not-a-uuid"})
+    try:
+        async with serving(app, store):
+            await until(lambda: all(status(store, i) in ("completed", "failed") for i in [*ids, bad]))
+    finally:
+        logger.remove(sink)
+    lines = job_lines(records)
+    assert {line["job_id"] for line in lines} == {*ids, bad}
+    for line in lines:
+        assert (line["table"], line["worker_id"]) == ("jobs", "unit")
+        if line["job_id"] != bad:
+            assert (line["job_type"], line["attempt"]) == ("mixed", 1)
+    outcomes = {line["job_id"]: line.get("outcome") for line in lines if line.get("outcome")}
+    assert outcomes == dict(
+        zip([*ids, bad], ["completed", "failed", "failed", "failed", "failed"], strict=True)
+    )
 
 
 async def test_a_job_scheduled_later_waits_for_its_time() -> None:
@@ -284,11 +332,12 @@ async def test_outcomes_wait_out_a_down_api_and_are_recorded_when_it_answers() -
 
 
 class FlakyStore:
-    """The memory store with some calls failing as an unreachable API does."""
+    """The memory store with some calls failing as an unreachable API does, or refused."""
 
-    def __init__(self, store: MemoryStore, failing: set[str]) -> None:
+    def __init__(self, store: MemoryStore, failing: set[str], refused: set[str] | None = None) -> None:
         self._store = store
-        self.failing = failing
+        self.failing = failing  # unreachable
+        self.refusing = refused or set()  # answered 400
         self.refused = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -300,6 +349,115 @@ class FlakyStore:
             if f"reactor_{name}" in self.failing:
                 self.refused += 1
                 raise Unavailable(f"reactor_{name}: cannot reach the API: ConnectError")
+            if f"reactor_{name}" in self.refusing:
+                raise Rejected(f"reactor_{name}: value too long (HTTP 400)", 400)
             return await attribute(*args, **kwargs)
 
         return call
+
+
+def handed_off(store: MemoryStore, job_id: int) -> dict[str, Any]:
+    """The Realtime record of an insert the database handed to this worker."""
+    row = store.row("jobs", job_id)
+    return {**row, "run_at": row["run_at"].isoformat(), "created_at": row["created_at"].isoformat()}
+
+
+async def test_a_handed_off_job_runs_from_its_record_and_is_confirmed_with_no_claim() -> None:
+    app, store = Reactor(), MemoryStore()
+    release = anyio.Event()
+
+    @app.handler("echo")
+    async def echo(job: Job) -> object:
+        await release.wait()
+        return job.payload
+
+    async with serving(app, store, poll_fast_seconds=60, poll_slow_seconds=60, reap_seconds=60):
+        await until(lambda: store.calls[("reactor_tick", "ok")] >= 1)
+        job_id = await store.enqueue("jobs", {"job_type": "echo", "payload": [1, 2]})
+        await store.claim("jobs", "unit", ["echo"], 1, 5)  # what the insert trigger does
+        claims = store.calls[("reactor_claim", "ok")]
+        app.worker.dispatcher.take("jobs", handed_off(store, job_id))
+        await until(lambda: store.calls[("reactor_heartbeat", "ok")] >= 1)  # confirmed at once
+        release.set()
+        await until(lambda: status(store, job_id) == "completed")
+        assert store.calls[("reactor_claim", "ok")] == claims
+    assert store.row("jobs", job_id)["result"] == [1, 2]
+
+
+async def test_a_hand_off_beyond_the_concurrency_is_handed_straight_back() -> None:
+    app, store = Reactor(), MemoryStore()
+    busy, release = anyio.Event(), anyio.Event()
+
+    @app.handler("echo")
+    async def echo(job: Job) -> None:
+        busy.set()
+        await release.wait()
+
+    first = await store.enqueue("jobs", {"job_type": "echo"})
+    async with serving(
+        app, store, concurrency=1, poll_fast_seconds=60, poll_slow_seconds=60, reap_seconds=60
+    ):
+        await busy.wait()
+        extra = await store.enqueue("jobs", {"job_type": "echo"})
+        await store.claim("jobs", "unit", ["echo"], 1, 5)
+        app.worker.dispatcher.take("jobs", handed_off(store, extra))
+        await until(lambda: status(store, extra) == "pending")
+        assert store.row("jobs", extra)["attempts"] == 0
+        release.set()
+        await until(lambda: status(store, extra) == "completed")  # claimed when the slot freed
+    assert status(store, first) == "completed"
+
+
+async def test_a_stale_heartbeat_cancels_the_job_which_is_never_reported() -> None:
+    app, store = Reactor(), MemoryStore()
+    started, cancelled = anyio.Event(), anyio.Event()
+
+    @app.handler("long")
+    async def long(job: Job) -> None:
+        started.set()
+        try:
+            await anyio.sleep(60)
+        finally:
+            cancelled.set()
+
+    job_id = await store.enqueue("jobs", {"job_type": "long"})
+    async with serving(app, store, lease_seconds=1):
+        await started.wait()
+        store.tables["jobs"][job_id].lease_token = "00000000-0000-4000-8000-00000000beef"
+        await until(cancelled.is_set)
+    assert not any(f in ("reactor_complete", "reactor_fail", "reactor_release") for f, _ in store.calls)
+    assert app.metrics.jobs[("jobs", "long", "lost")] == 1
+
+
+async def test_heartbeats_keep_a_long_job_leased() -> None:
+    app, store = Reactor(), MemoryStore()
+    started, release = anyio.Event(), anyio.Event()
+
+    @app.handler("long")
+    async def long(job: Job) -> None:
+        started.set()
+        await release.wait()
+
+    job_id = await store.enqueue("jobs", {"job_type": "long"})
+    async with serving(app, store, lease_seconds=1):
+        await started.wait()
+        first = store.row("jobs", job_id)["lease_expires_at"]
+        await until(lambda: store.row("jobs", job_id)["lease_expires_at"] > first)
+        release.set()
+        await until(lambda: status(store, job_id) == "completed")
+
+
+async def test_a_result_the_api_refuses_fails_the_job_for_good_with_why() -> None:
+    app, store = Reactor(), MemoryStore()
+    refusing = FlakyStore(store, failing=set(), refused={"reactor_complete"})
+
+    @app.handler("echo")
+    async def echo(job: Job) -> str:
+        return "too big"
+
+    job_id = await store.enqueue("jobs", {"job_type": "echo"})
+    async with serving(app, refusing):  # type: ignore[arg-type]
+        await until(lambda: status(store, job_id) == "failed")
+    assert store.row("jobs", job_id)["last_error"] == (
+        "the result could not be recorded: reactor_complete: value too long (HTTP 400)"
+    )

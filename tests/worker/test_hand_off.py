@@ -92,7 +92,7 @@ async def test_a_job_handed_to_a_worker_that_never_hears_of_it_runs_elsewhere_wi
         done = await status_is(db, job_id, "completed")
         assert done["locked_by"] != "gone" and done["attempts"] == 1  # the lost hand-off cost no attempt
         assert (
-            app.worker.poller.hand_off_checks >= 1 and app.worker.poller.sweeps >= 2
+            app.metrics.events["hand_off_checks"] >= 1 and app.metrics.events["ticks"] >= 2
         )  # a check, not a sweep, found it
 
 
@@ -187,7 +187,7 @@ async def test_a_worker_stands_by_only_once_its_feed_is_live(stack, db, database
         async with running(app, worker_config(stack, **NO_POLLING)):
             await wait_until(lambda: _true(app.worker.listener is not None and app.worker.listener.healthy()))
             await wait_until(lambda: _true(claims(app) >= 1))
-            assert app.worker.listener.live == 0
+            assert app.metrics.events["realtime_live"] == 0
             assert await standby(db) == {}
             await tx.rollback()
             await subscribed(app)

@@ -44,6 +44,8 @@ async def test_ready_worker_reports_health_and_job_metrics(stack, db) -> None:
     assert 'reactor_handler_duration_seconds_count{job_type="echo",table="jobs"} 1.0' in metrics
     assert 'reactor_pickup_latency_seconds_count{table="jobs"} 1.0' in metrics
     assert 'reactor_realtime_state{state="off"} 1.0' in metrics
+    [ticks] = [line for line in metrics.splitlines() if line.startswith("reactor_ticks_total ")]
+    assert float(ticks.split()[1]) >= 1.0  # the start-up tick at least
     assert missing.status_code == 404
 
 
@@ -66,6 +68,11 @@ async def test_metrics_parse_as_prometheus_text_with_escaped_label_values(stack,
         "reactor_handler_duration_seconds": "histogram",
         "reactor_pickup_latency_seconds": "histogram",
         "reactor_rpc_calls": "counter",
+        "reactor_ticks": "counter",
+        "reactor_hand_off_checks": "counter",
+        "reactor_realtime_subscriptions": "counter",
+        "reactor_realtime_live": "counter",
+        "reactor_realtime_probes_heard": "counter",
         "reactor_jobs_running": "gauge",
         "reactor_realtime_state": "gauge",
     }

@@ -31,7 +31,7 @@ async def test_jobs_are_picked_up_through_realtime_alone(stack, db: asyncpg.Conn
         for n in range(3):
             job_id = await insert(db, "echo", {"n": n})
             await status_is(db, job_id, "completed")
-        sweeps, subscriptions = app.worker.poller.sweeps, app.worker.listener.subscriptions
+        sweeps, subscriptions = app.metrics.events["ticks"], app.metrics.events["realtime_subscriptions"]
     assert (sweeps, subscriptions) == (1, 1)  # only the start-up sweep: events did the rest
 
 
@@ -82,12 +82,12 @@ async def test_probe_of_a_healthy_feed_comes_back_and_keeps_the_subscription(
     app = echo_app()
     async with running(app, worker_config(stack, **{**NO_POLLING, "probe_seconds": 1.5})):
         await subscribed(app)
-        await wait_until(lambda: _true(app.worker.listener.probes_heard >= 1))
-        before, heard_before = app.worker.store.calls.copy(), app.worker.listener.probes_heard
-        await wait_until(lambda: _true(app.worker.listener.probes_heard >= heard_before + 3))
-        assert (app.worker.listener.subscriptions, app.worker.listener.state) == (1, "subscribed")
+        await wait_until(lambda: _true(app.metrics.events["realtime_probes_heard"] >= 1))
+        before, heard_before = app.worker.store.calls.copy(), app.metrics.events["realtime_probes_heard"]
+        await wait_until(lambda: _true(app.metrics.events["realtime_probes_heard"] >= heard_before + 3))
+        assert (app.metrics.events["realtime_subscriptions"], app.worker.listener.state) == (1, "subscribed")
         calls = app.worker.store.calls - before
-        heard = app.worker.listener.probes_heard - heard_before
+        heard = app.metrics.events["realtime_probes_heard"] - heard_before
     # Idle, the worker's only requests are ticks, one per probe, each also reaping and sweeping.
     assert set(calls) == {("reactor_tick", "ok")}
     assert heard <= calls[("reactor_tick", "ok")] <= heard + 1
@@ -133,7 +133,7 @@ async def test_scheduled_job_heard_over_realtime_starts_on_time(stack, db: async
         run_at = datetime.now(UTC) + timedelta(seconds=1.5)
         job_id = await insert(db, "later", run_at=run_at)
         await status_is(db, job_id, "completed")
-    assert app.worker.poller.sweeps == 1
+    assert app.metrics.events["ticks"] == 1
     assert 0 <= (started[0] - run_at).total_seconds() < 1.0
 
 
@@ -151,5 +151,5 @@ async def test_scheduled_job_that_realtime_never_announced_starts_on_time(
     job_id = await insert(db, "later", run_at=run_at)  # before the worker subscribes: never announced
     async with running(app, worker_config(stack, **NO_POLLING)):
         await status_is(db, job_id, "completed")
-    assert app.worker.poller.sweeps == 1  # the start-up tick said when it falls due; a timer did the rest
+    assert app.metrics.events["ticks"] == 1  # the start-up tick said when it falls due; a timer did the rest
     assert 0 <= (started[0] - run_at).total_seconds() < 1.0
