@@ -26,6 +26,7 @@ import anyio
 from loguru import logger
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 
+from reactor import rows
 from reactor.feed import Feed
 
 PROBE_JOB_TYPE = "reactor.probe"  # reactor.probe_job_type() (tests/contract/test_constants.py)
@@ -185,12 +186,12 @@ class Listener:
         if record.get("status") == "processing" and data.get("type") == "INSERT":
             if record.get("locked_by") == self._worker_id:
                 self._handed(table, record)
-            elif (lease_ends := _parse_time(record.get("lease_expires_at"))) is not None:
+            elif (lease_ends := rows.timestamp(record.get("lease_expires_at"))) is not None:
                 self._timers.hand_off_seen(lease_ends)
             return
         if record.get("status") != "pending":
             return
-        run_at = _parse_time(record.get("run_at"))
+        run_at = rows.timestamp(record.get("run_at"))
         if run_at is not None and run_at > datetime.now(UTC):
             self._timers.schedule(table, run_at)
         else:
@@ -242,13 +243,3 @@ def insert_filter(job_types: list[str]) -> dict[str, str]:
     if len(types) > 100 or not all(_PLAIN_VALUE.match(t) for t in types):
         return {}
     return {"filter": f"job_type=in.({','.join(types)})"}
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

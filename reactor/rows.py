@@ -92,16 +92,27 @@ def _uuid(value: Any) -> str | None:
         return None
 
 
+def timestamp(value: Any) -> datetime | None:
+    """A timestamp as PostgREST and Realtime write one, without a zone read as UTC; None when the
+    value is not one (the listener's reading of a change's times, and the claim's below)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def _time(value: Any, column: str) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"{column} is not a timestamp")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{column} {value[:40]!r} is not a timestamp this worker can read") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    parsed = timestamp(value)
+    if parsed is None:
+        raise ValueError(f"{column} {value[:40]!r} is not a timestamp this worker can read")
+    return parsed
 
 
 def _reason(exc: Exception) -> str:
