@@ -159,7 +159,8 @@ class Dispatcher:
             elif isinstance(exc, Rejected) and "Could not find the function public.reactor_" in message:
                 hint = (
                     " (reactor's migrations are missing: run `reactor migrate`"
-                    " or paste `reactor sql` into the SQL editor)"
+                    " or paste `reactor sql` into the SQL editor; if they ran, the API's schema"
+                    " cache is stale: run `notify pgrst, 'reload schema';` in the SQL editor)"
                 )
             logger.error(f"cannot claim jobs: {message}{hint}; retrying on the next sweep")
             self._api_complaint = message

@@ -5,6 +5,10 @@ migration it holds. The migrations bring a project with an earlier version up to
 print them as one script (`reactor sql --upgrade`), apply them. Each migration is idempotent and
 records its own version as its last statement, so applying the set again, or pasting either script
 into the Supabase SQL editor twice, changes nothing.
+
+PostgREST keeps its schema cache until it is told to reload it: a function created after the last
+reload answers PGRST202 ("Could not find the function ... in the schema cache"). So both scripts
+end with `NOTIFY pgrst, 'reload schema'`, and `apply` sends it after it changed anything.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ _CANDIDATES = (_PACKAGE / "sql", _PACKAGE.parent / "sql")
 
 _LOCK = "select pg_advisory_xact_lock(hashtext('reactor.migrations'))"
 _APPLIED = "select version from reactor.schema_migrations"
+RELOAD_SCHEMA_CACHE = "notify pgrst, 'reload schema';"
+_RELOAD = (
+    f"\n-- PostgREST serves the new functions once its schema cache is reloaded.\n{RELOAD_SCHEMA_CACHE}\n"
+)
 
 
 def sql_dir() -> Path:
@@ -38,7 +46,7 @@ def migration_files() -> list[Path]:
 
 def schema_script() -> str:
     """The whole contract as it stands today, for a new project: sql/schema.sql."""
-    return (sql_dir() / "schema.sql").read_text()
+    return (sql_dir() / "schema.sql").read_text() + _RELOAD
 
 
 def script() -> str:
@@ -46,7 +54,7 @@ def script() -> str:
     parts = ["-- reactor: every migration, to upgrade a project with an earlier version; safe to rerun.\n"]
     for path in migration_files():
         parts.append(f"\n-- ==== {path.name} ====\n\n{path.read_text()}")
-    return "".join(parts)
+    return "".join(parts) + _RELOAD
 
 
 async def applied_versions(conn: asyncpg.Connection) -> set[str]:
@@ -68,6 +76,8 @@ async def apply(database_url: str) -> list[str]:
                     continue
                 await conn.execute(path.read_text())
                 done.append(path.stem)
+        if done:
+            await conn.execute(RELOAD_SCHEMA_CACHE)
     finally:
         await conn.close()
     return done

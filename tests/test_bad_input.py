@@ -194,6 +194,9 @@ async def test_a_database_without_reactors_functions_is_reported_and_no_job_is_t
     assert "Could not find the function public.reactor_" in worker.output
     assert "in the schema cache" in worker.output
     assert "run `reactor migrate` or paste `reactor sql` into the SQL editor" in worker.output
+    assert (
+        "if they ran, the API's schema cache is stale: run `notify pgrst, 'reload schema';`" in worker.output
+    )
     assert (await row(db, job_id))["status"] == "pending"
 
 

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import asyncpg
 import pytest
 
 from reactor.devstack import database
@@ -16,13 +17,28 @@ async def test_reactor_migrate_applies_once_then_reports_up_to_date(server_url: 
     url = await database.create_database(server_url, "reactor_cli_migrate")
     try:
         await database.bootstrap(url)
+        listener = await asyncpg.connect(url)
+        reloads: list[str] = []
+        await listener.add_listener("pgrst", lambda *args: reloads.append(args[3]))
         first = reactor("migrate", "--database-url", url)
         assert first.returncode == 0, first.stderr
         assert first.stdout.startswith("applied 0001_reactor_schema")
+        await listener.fetchval("select 1")  # notifications are read with the next message
+        assert reloads == ["reload schema"]  # PostgREST's schema cache learns the new functions
         second = reactor("migrate", "--database-url", url)
         assert (second.returncode, second.stdout.strip()) == (0, "already up to date")
+        await listener.fetchval("select 1")
+        assert reloads == ["reload schema"]  # nothing changed, nothing to reload
+        await listener.close()
     finally:
         await database.drop_database(server_url, "reactor_cli_migrate")
+
+
+@pytest.mark.parametrize("args", [(), ("--upgrade",)])
+def test_both_scripts_end_by_reloading_the_apis_schema_cache(args: tuple[str, ...]):
+    printed = reactor("sql", *args)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.rstrip().endswith("notify pgrst, 'reload schema';")
 
 
 def test_reactor_migrate_names_an_unreachable_database():
