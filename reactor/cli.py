@@ -63,10 +63,21 @@ def _dev(args: argparse.Namespace) -> int:
 def _devstack(args: argparse.Namespace) -> int:
     try:
         from reactor.devstack import foreground
-
-        return foreground.run(args.database_url, args.port, Path(args.home), args.fresh, migrations.apply)
+        from reactor.devstack.profile import Profile, parse_setting
     except ModuleNotFoundError as exc:
         return _without_stack("devstack", exc)
+    try:
+        settings = dict(parse_setting(text) for text in args.set)
+        if args.profile == "hosted":
+            profile = Profile.hosted(args.plan, **settings)
+        else:
+            profile = Profile.local().with_settings(settings)
+    except ValueError as exc:
+        print(f"reactor devstack: {exc}", file=sys.stderr)
+        return 2
+    try:
+        home = Path(args.home)
+        return foreground.run(args.database_url, args.port, home, args.fresh, migrations.apply, profile)
     except OSError as exc:
         print(f"reactor devstack: {exc}", file=sys.stderr)
         return 1
@@ -115,6 +126,18 @@ def parser() -> argparse.ArgumentParser:
     devstack.add_argument("--port", type=int, default=54321, help="0 picks a free port")
     devstack.add_argument("--home", default=".devstack", help="where data and keys are kept")
     devstack.add_argument("--fresh", action="store_true", help="delete the kept data first")
+    devstack.add_argument(
+        "--profile",
+        choices=("local", "hosted"),
+        default="local",
+        help="local: fast, nothing limited; hosted: hosted Supabase's limits, timing and failures",
+    )
+    devstack.add_argument(
+        "--plan", choices=("free", "pro", "team"), default="free", help="the hosted plan's quotas"
+    )
+    devstack.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="override one profile setting"
+    )
     devstack.set_defaults(run=_devstack)
     operator.add_commands(sub)
     return top

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from reactor.devstack import database
 from reactor.devstack.keys import load_or_create
+from reactor.devstack.profile import Profile
 from reactor.devstack.stack import Stack, serve
 
 Migrate = Callable[[str], Awaitable[object]]
@@ -38,27 +39,29 @@ def exports(stack: Stack) -> str:
     )
 
 
-async def _serve_until_signal(url: str, port: int, home: Path, migrate: Migrate) -> None:
+async def _serve_until_signal(url: str, port: int, home: Path, migrate: Migrate, profile: Profile) -> None:
     await database.bootstrap(url)
     await migrate(url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with serve(url, port=port, keys=load_or_create(home / "keys.json")) as stack:
+    async with serve(url, port=port, keys=load_or_create(home / "keys.json"), profile=profile) as stack:
         print(exports(stack), flush=True)
         print(
-            f"# local stack up on {stack.url}; Ctrl-C stops it, data kept in {home}",
+            f"# local stack up on {stack.url} ({profile.describe()}); Ctrl-C stops it, data kept in {home}",
             file=sys.stderr,
             flush=True,
         )
         await stop.wait()
 
 
-def run(database_url: str | None, port: int, home: Path, fresh: bool, migrate: Migrate) -> int:
+def run(
+    database_url: str | None, port: int, home: Path, fresh: bool, migrate: Migrate, profile: Profile
+) -> int:
     if fresh and home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
     with postgres(database_url, home) as url:
-        asyncio.run(_serve_until_signal(url, port, home, migrate))
+        asyncio.run(_serve_until_signal(url, port, home, migrate, profile))
     return 0

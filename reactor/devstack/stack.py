@@ -16,6 +16,7 @@ from aiohttp import web
 
 from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys
+from reactor.devstack.profile import Profile
 from reactor.devstack.realtime.endpoint import Realtime
 from reactor.devstack.rest.catalog import SCHEMA
 from reactor.devstack.rest.endpoint import Rest
@@ -30,13 +31,20 @@ class Stack:
     faults: Faults
     realtime: Realtime
     rest: Rest
+    profile: Profile
 
 
 @contextlib.asynccontextmanager
 async def serve(
-    database_url: str, *, port: int = 54321, host: str = "127.0.0.1", keys: Keys | None = None
+    database_url: str,
+    *,
+    port: int = 54321,
+    host: str = "127.0.0.1",
+    keys: Keys | None = None,
+    profile: Profile | None = None,
 ) -> AsyncIterator[Stack]:
     keys = keys or Keys.generate()
+    profile = profile or Profile.local()
     faults = Faults()
     async with contextlib.AsyncExitStack() as closing:
         # Closed in reverse: REST's held requests let go, sockets close, HTTP stops, pools close.
@@ -52,8 +60,8 @@ async def serve(
             server_settings={"standard_conforming_strings": "on", "search_path": SCHEMA},
         )
         closing.push_async_callback(rest_pool.close)
-        realtime = Realtime(pool, database_url, keys, faults)
-        rest = Rest(rest_pool, keys, faults)
+        realtime = Realtime(pool, database_url, keys, faults, profile)
+        rest = Rest(rest_pool, keys, faults, profile)
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_get("/realtime/v1/websocket", realtime.handle)
         rest.add_routes(app.router, "/rest/v1")
@@ -66,7 +74,7 @@ async def serve(
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         actual = runner.addresses[0][1]
-        yield Stack(f"http://{host}:{actual}", actual, database_url, keys, faults, realtime, rest)
+        yield Stack(f"http://{host}:{actual}", actual, database_url, keys, faults, realtime, rest, profile)
 
 
 async def _end_transaction(conn: asyncpg.Connection) -> None:

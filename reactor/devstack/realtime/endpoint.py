@@ -20,6 +20,7 @@ from loguru import logger
 
 from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys, TokenError
+from reactor.devstack.profile import Profile
 from reactor.devstack.realtime import changes, phoenix
 from reactor.devstack.realtime.access import Access, RoleView, Table, change_data, filter_values
 from reactor.devstack.realtime.changes import Change, ChangeFeed
@@ -34,8 +35,11 @@ Push = tuple[Socket, Channel, dict[str, Any]]
 class Realtime:
     """Realtime's websocket endpoint and change fan-out, for the gateway to mount."""
 
-    def __init__(self, pool: asyncpg.Pool, database_url: str, keys: Keys, faults: Faults) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, database_url: str, keys: Keys, faults: Faults, profile: Profile
+    ) -> None:
         self._pool = pool
+        self._profile = profile
         self._keys = keys
         self._faults = faults
         self._access = Access(pool)

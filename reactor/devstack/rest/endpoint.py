@@ -18,6 +18,7 @@ from aiohttp import web
 
 from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys, TokenError
+from reactor.devstack.profile import Profile
 from reactor.devstack.rest.backend import Backend
 from reactor.devstack.rest.catalog import SCHEMA
 from reactor.devstack.rest.query import QueryError
@@ -74,7 +75,8 @@ def database_error(exc: asyncpg.PostgresError, role: str) -> web.Response:
 
 
 class Rest:
-    def __init__(self, pool: asyncpg.Pool, keys: Keys, faults: Faults) -> None:
+    def __init__(self, pool: asyncpg.Pool, keys: Keys, faults: Faults, profile: Profile) -> None:
+        self._profile = profile
         self._keys = keys
         self._faults = faults
         self._backend = Backend(pool)
