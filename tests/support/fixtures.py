@@ -17,11 +17,21 @@ if TYPE_CHECKING:
     from reactor.devstack.stack import Stack
 
 
+PROFILE_VARIABLE = "REACTOR_TEST_PROFILE"  # local (the default), hosted, or hosted:pro
+
+
 @pytest.fixture
 async def stack(database_url: str) -> AsyncIterator[Stack]:
-    from reactor.devstack.stack import serve  # the worker tests' only tie to the devstack
+    """The local stack, with the profile REACTOR_TEST_PROFILE names: the whole suite can run
+    against hosted Supabase's limits with REACTOR_TEST_PROFILE=hosted (or hosted:pro, hosted:team)."""
+    from reactor.devstack.profile import Profile  # the worker tests' only ties to the devstack
+    from reactor.devstack.stack import serve
 
-    async with serve(database_url, port=0) as running:
+    name, _, plan = os.environ.get(PROFILE_VARIABLE, "local").partition(":")
+    if name not in ("local", "hosted"):
+        pytest.fail(f"{PROFILE_VARIABLE} must be local, hosted or hosted:<plan>, got {name!r}")
+    profile = Profile.hosted(plan or "free") if name == "hosted" else Profile.local()
+    async with serve(database_url, port=0, profile=profile) as running:
         yield running
 
 

@@ -461,3 +461,54 @@ async def test_a_result_the_api_refuses_fails_the_job_for_good_with_why() -> Non
     assert store.row("jobs", job_id)["last_error"] == (
         "the result could not be recorded: reactor_complete: value too long (HTTP 400)"
     )
+
+
+class Refusing(MemoryStore):
+    """Every claim and tick refused as the API refuses them, with `message` and `status`."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__()
+        self.message, self.status = message, status
+
+    async def claim(self, table: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        raise Rejected(f"reactor_claim: {self.message} (HTTP {self.status})", self.status)
+
+    async def tick(self, table: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls[("reactor_tick", "rejected")] += 1
+        raise Rejected(f"reactor_tick: {self.message} (HTTP {self.status})", self.status)
+
+
+@pytest.mark.parametrize(
+    ("message", "status", "hint"),
+    [
+        ("Invalid API key", 401, " (check SUPABASE_SERVICE_ROLE_KEY)"),
+        ("permission denied", 403, " (check SUPABASE_SERVICE_ROLE_KEY)"),
+        (
+            "Could not find the function public.reactor_tick(...) in the schema cache",
+            404,
+            " (reactor's migrations are missing: run `reactor migrate` or paste `reactor sql` into the"
+            " SQL editor; if they ran, the API's schema cache is stale: run `notify pgrst, 'reload schema';`"
+            " in the SQL editor)",
+        ),
+        ("unknown job table", 400, ""),
+    ],
+)
+async def test_a_refused_claim_is_reported_once_with_what_to_do_and_the_worker_is_not_ready(
+    message: str, status: int, hint: str
+) -> None:
+    app, store = Reactor(), Refusing(message, status)
+    records: list[str] = []
+    sink = logger.add(lambda m: records.append(m.record["message"]), level="ERROR")
+
+    @app.handler("echo")
+    async def echo(job: Job) -> None:
+        pass
+
+    try:
+        async with serving(app, store):
+            await until(lambda: store.calls[("reactor_tick", "rejected")] >= 3)
+            assert app.worker.dispatcher.api_ok is False
+    finally:
+        logger.remove(sink)
+    expected = f"cannot claim jobs: reactor_tick: {message} (HTTP {status}){hint}; retrying on the next sweep"
+    assert records == [expected]  # once, however often it fails
