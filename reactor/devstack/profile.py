@@ -38,7 +38,10 @@ class Profile:
     max_record_bytes: int | None = None  # a larger change arrives with errors and small fields only
     # PostgREST
     max_rows: int | None = None  # db-max-rows: cuts every read, set-returning functions too
-    statement_timeout_ms: int | None = None  # the authenticator role's statement_timeout
+    # statement_timeout of a request, by the role its token names: `anon` has its own; every other
+    # role (authenticated's own setting, service_role inheriting the authenticator's) this one
+    statement_timeout_ms: int | None = None
+    anon_statement_timeout_ms: int | None = None
     schema_cache: bool = False  # functions created after the last NOTIFY pgrst are unknown
     # Distance: added to each REST request and each socket frame, both ways
     round_trip_ms: float = 0.0
@@ -62,6 +65,7 @@ class Profile:
             max_record_bytes=1024 * 1024,
             max_rows=1000,
             statement_timeout_ms=8000,
+            anon_statement_timeout_ms=3000,
             schema_cache=True,
             round_trip_ms=20.0,
         )

@@ -76,3 +76,48 @@ begin
   end if;
 end
 $$;
+
+-- A Supabase database tells PostgREST to reload its schema cache after DDL: event triggers send
+-- NOTIFY pgrst when a command creates or alters what the API serves, or drops anything. The
+-- reload still happens after the commit, so a call right after a migration can miss it; the
+-- hosted profile's REST keeps its cache until such a NOTIFY (docs/hosted-supabase.md).
+create schema if not exists extensions;
+
+create or replace function extensions.reactor_devstack_ddl_notify() returns event_trigger
+language plpgsql as $$
+begin
+  if exists (
+    select 1 from pg_event_trigger_ddl_commands() c
+    where c.schema_name is distinct from 'pg_temp'
+      and c.command_tag in (
+        'CREATE SCHEMA', 'ALTER SCHEMA', 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO',
+        'ALTER TABLE', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'CREATE VIEW', 'ALTER VIEW',
+        'CREATE MATERIALIZED VIEW', 'ALTER MATERIALIZED VIEW', 'CREATE FUNCTION', 'ALTER FUNCTION',
+        'CREATE TRIGGER', 'CREATE TYPE', 'ALTER TYPE', 'CREATE RULE', 'COMMENT')
+  ) then
+    notify pgrst, 'reload schema';
+  end if;
+end
+$$;
+
+create or replace function extensions.reactor_devstack_drop_notify() returns event_trigger
+language plpgsql as $$
+begin
+  if exists (select 1 from pg_event_trigger_dropped_objects() d where d.schema_name is distinct from 'pg_temp') then
+    notify pgrst, 'reload schema';
+  end if;
+end
+$$;
+
+do $$
+begin
+  if not exists (select 1 from pg_event_trigger where evtname = 'reactor_devstack_ddl_watch') then
+    create event trigger reactor_devstack_ddl_watch on ddl_command_end
+      execute procedure extensions.reactor_devstack_ddl_notify();
+  end if;
+  if not exists (select 1 from pg_event_trigger where evtname = 'reactor_devstack_drop_watch') then
+    create event trigger reactor_devstack_drop_watch on sql_drop
+      execute procedure extensions.reactor_devstack_drop_notify();
+  end if;
+end
+$$;

@@ -5,6 +5,10 @@ token, exactly as PostgREST runs it (backend.py), so Postgres itself enforces gr
 security.
 Status codes and error bodies follow PostgREST's (its error reference: SQLSTATE to HTTP status,
 `PGRST…` codes, and `PTxyz` for a status a function raises).
+
+The profile's `round_trip_ms` is the distance to a hosted project: half of it passes before a
+request is handled (the request travelling), half before its answer leaves (the answer
+travelling), for every answer, errors and faults included. The local profile adds nothing.
 """
 
 from __future__ import annotations
@@ -26,19 +30,42 @@ from reactor.devstack.rest.rpc import call_function
 from reactor.devstack.rest.tables import table_request
 
 _HANG_POLL_SECONDS = 0.05
+# SQLSTATE to HTTP status as PostgREST's Error.hs (mapSQLtoHTTP) maps it: an exact code first,
+# then its class (first two characters), else 400. 57014, a statement cancelled by
+# statement_timeout, is class 57: 500.
 _SQLSTATE_STATUS = {
     "23503": 409,
     "23505": 409,
+    "25006": 405,
+    "53400": 500,
+    "57P01": 503,
     "P0001": 400,
     "42883": 404,
     "42P01": 404,
-    "25006": 405,
-    "22023": 401,
-    "21000": 500,
-    "57P01": 503,
-    "53400": 500,
+    "42P17": 500,
 }
-_SQLSTATE_PREFIX_STATUS = {"08": 503, "53": 503, "28": 403, "0L": 403, "0P": 403, "P0": 500}
+_SQLSTATE_CLASS_STATUS = {
+    "08": 503,
+    "09": 500,
+    "0L": 403,
+    "0P": 403,
+    "25": 500,
+    "28": 403,
+    "2D": 500,
+    "38": 500,
+    "39": 500,
+    "3B": 500,
+    "40": 500,
+    "53": 503,
+    "54": 500,
+    "55": 500,
+    "57": 500,
+    "58": 500,
+    "F0": 500,
+    "HV": 500,
+    "P0": 500,
+    "XX": 500,
+}
 
 
 def error_response(
@@ -57,16 +84,12 @@ def error_response(
 
 def database_error(exc: asyncpg.PostgresError, role: str) -> web.Response:
     state = exc.sqlstate or "XX000"
-    if state == "42501":
-        status = 401 if role == "anon" else 403
-    elif state.startswith("PT") and state[2:].isdigit():
-        status = int(state[2:])
-    else:
-        status = _SQLSTATE_STATUS.get(state) or _SQLSTATE_PREFIX_STATUS.get(state[:2], 400)
+    message = exc.args[0] if exc.args else str(exc)
+    status = _status(state, message, role)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return error_response(
         state,
-        exc.args[0] if exc.args else str(exc),
+        message,
         status,
         getattr(exc, "detail", None),
         getattr(exc, "hint", None),
@@ -74,12 +97,25 @@ def database_error(exc: asyncpg.PostgresError, role: str) -> web.Response:
     )
 
 
+def _status(state: str, message: str, role: str) -> int:
+    if state == "42501":
+        return 401 if role == "anon" else 403
+    if state == "21000":  # 400 only for pg-safeupdate's refusal
+        return 400 if message.endswith("requires a WHERE clause") else 500
+    if state == "22023":  # 401 only for the token's role that does not exist
+        return 401 if message.startswith("role") and message.endswith("does not exist") else 400
+    if state.startswith("PT"):
+        return int(state[2:]) if state[2:].isdigit() else 500
+    return _SQLSTATE_STATUS.get(state) or _SQLSTATE_CLASS_STATUS.get(state[:2], 400)
+
+
 class Rest:
     def __init__(self, pool: asyncpg.Pool, keys: Keys, faults: Faults, profile: Profile) -> None:
         self._profile = profile
         self._keys = keys
         self._faults = faults
-        self._backend = Backend(pool)
+        self._backend = Backend(pool, profile)
+        self._half_trip = profile.round_trip_ms / 2000  # seconds each way
         self._closing = False
 
     def add_routes(self, router: web.UrlDispatcher, prefix: str) -> None:
@@ -95,6 +131,14 @@ class Rest:
         return await self._serve(request, functools.partial(table_request, self._backend))
 
     async def _serve(self, request: web.Request, handler) -> web.StreamResponse:
+        if not self._half_trip:
+            return await self._answer(request, handler)
+        await asyncio.sleep(self._half_trip)  # the request travelling
+        response = await self._answer(request, handler)
+        await asyncio.sleep(self._half_trip)  # the answer travelling
+        return response
+
+    async def _answer(self, request: web.Request, handler) -> web.StreamResponse:
         status, hang = self._faults.rest_fault()
         if hang:
             await self._hang()
@@ -138,6 +182,7 @@ class Rest:
 
     def close(self) -> None:
         self._closing = True
+        self._backend.close()
 
     def _claims(self, request: web.Request) -> dict[str, Any]:
         """The bearer token's claims; an `sb_…` or missing bearer falls back to the apikey, as

@@ -269,12 +269,17 @@ def order_by(source: Source, order: str | None, params: Params) -> str:
     return " order by " + ", ".join(terms)
 
 
-def paging(limit: str | None, offset: str | None, params: Params) -> str:
+def paging(limit: str | None, offset: str | None, params: Params, max_rows: int | None = None) -> str:
+    """LIMIT and OFFSET; with PostgREST's db-max-rows (`max_rows`) the LIMIT is at most that
+    many rows, whether the request asked for fewer, more or none (its restrictRange)."""
     sql = ""
     for word, value in (("limit", limit), ("offset", offset)):
         if value is None:
+            if word == "limit" and max_rows is not None:
+                sql += f" limit {params.add(max_rows)}::bigint"
             continue
         if not value.isdigit():
             raise QueryError("PGRST100", f'"failed to parse {word} parameter ({value})"')
-        sql += f" {word} {params.add(int(value))}::bigint"
+        number = int(value) if word == "offset" or max_rows is None else min(int(value), max_rows)
+        sql += f" {word} {params.add(number)}::bigint"
     return sql

@@ -2,6 +2,8 @@
 
 A scalar comes back bare, a composite as one object, a set as an array (rows of a set can be
 filtered, selected, ordered and paged like a table's), and `void` as 204 with no body.
+With db-max-rows (the profile's `max_rows`) a set is cut to that many rows, as PostgREST cuts
+every read; a function returning one value (a jsonb array included) is one row, never cut.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from reactor.devstack.rest.backend import Backend
-from reactor.devstack.rest.catalog import SCHEMA, Function
+from reactor.devstack.rest.catalog import SCHEMA, Catalog, Function, closest
 from reactor.devstack.rest.query import (
     RESERVED,
     Params,
@@ -41,28 +43,34 @@ async def call_function(db: Backend, request: web.Request, claims: dict[str, Any
         (args, text), filters = await _json_body(request), query
     else:
         raise QueryError("PGRST117", f"Unsupported HTTP method: {request.method}", 405)
-    fn = await _resolve(db, name, args)
+    fn = await _resolve(db, name, args, request.method == "POST")
     params = Params()
     if request.method == "POST":
         call = _call_sql_from_body(fn, args, text, params)
     else:
         call = _call_sql_from_query(fn, args, params)
-    sql = _result_sql(fn, call, filters, request.query, params)
+    sql = _result_sql(fn, call, filters, request.query, params, db.max_rows)
     readonly = request.method in ("GET", "HEAD") or not fn.volatile
-    total, shown, body = await db.counted_body(request, claims, readonly, sql, params.values)
+    total, shown, body = await db.counted_body(request, claims, readonly, sql, params.values, fn.settings)
     if fn.is_void:
         return web.Response(status=204)
     headers = {}
+    status = 200
     if fn.returns_set:
-        headers["Content-Range"] = _content_range(request, total, shown)
+        counted = any("count=" in p for p in request.headers.getall("Prefer", []))
+        headers["Content-Range"] = _content_range(request, total, shown, counted)
+        if counted and shown < total:
+            status = 206  # a counted page short of the whole, as PostgREST's rangeStatus answers
         if request.headers.get("Accept", "").startswith(OBJECT_MEDIA):
             body = _single(body)
     return web.Response(
-        text=body or "null", content_type="application/json", charset="utf-8", headers=headers
+        text=body or "null", status=status, content_type="application/json", charset="utf-8", headers=headers
     )
 
 
-def _result_sql(fn: Function, call: str, filters: list[tuple[str, str]], query, params: Params) -> str:
+def _result_sql(
+    fn: Function, call: str, filters: list[tuple[str, str]], query, params: Params, max_rows: int | None
+) -> str:
     """One statement giving (row count, rows shown, JSON body) for the function's return shape."""
     if fn.returns_set and fn.returns_rows:
         source = Source(fn.name, fn.result_columns)
@@ -72,7 +80,14 @@ def _result_sql(fn: Function, call: str, filters: list[tuple[str, str]], query, 
             f"select (select count(*) from _s), count(*), coalesce(json_agg(_r), '[]')::text from ("
             f"select {select_list(source, query.get('select'), params)} from _s"
             f"{order_by(source, query.get('order'), params)}"
-            f"{paging(query.get('limit'), query.get('offset'), params)}) _r"
+            f"{paging(query.get('limit'), query.get('offset'), params, max_rows)}) _r"
+        )
+    if fn.returns_set and max_rows is not None:
+        # A set of single values, cut (and paged) as PostgREST cuts it; the count sees them all.
+        return (
+            f"with _s as (select _s from {call} _s) "
+            f"select (select count(*) from _s), count(*), coalesce(json_agg(_r._s), '[]')::text "
+            f"from (select _s from _s{paging(query.get('limit'), query.get('offset'), params, max_rows)}) _r"
         )
     if fn.returns_set:
         return f"select count(*), count(*), coalesce(json_agg(_s), '[]')::text from {call} _s"
@@ -83,10 +98,9 @@ def _result_sql(fn: Function, call: str, filters: list[tuple[str, str]], query, 
     return f"select 1, 1, to_json(_s)::text from {call} _s"
 
 
-def _content_range(request: web.Request, total: int, shown: int) -> str:
+def _content_range(request: web.Request, total: int, shown: int, counted: bool) -> str:
     offset = int(request.query.get("offset", "0") or 0)
     span = f"{offset}-{offset + shown - 1}" if shown else "*"
-    counted = any("count=" in p for p in request.headers.getall("Prefer", []))
     return f"{span}/{total if counted else '*'}"
 
 
@@ -102,24 +116,44 @@ def _single(body: str) -> str:
     return json.dumps(rows[0])
 
 
-async def _resolve(db: Backend, name: str, args: Any) -> Function:
+async def _resolve(db: Backend, name: str, args: Any, is_post: bool) -> Function:
     for reload in (False, True):
-        for fn in (await db.catalog(reload)).functions.get(name, []):
+        catalog = await db.catalog(reload)
+        for fn in catalog.functions.get(name, []):
             if fn.single_json_arg or (isinstance(args, dict) and fn.accepts(set(args))):
                 return fn
-    names = sorted(args) if isinstance(args, dict) else []
+    raise _not_found(catalog, name, sorted(args) if isinstance(args, dict) else [], is_post)
+
+
+def _not_found(catalog: Catalog, name: str, names: list[str], is_post: bool) -> QueryError:
+    """PGRST202 as PostgREST words it (Error.hs, NoRpc): the call by JSON body also looked for a
+    single unnamed json/jsonb parameter; the hint names the closest function in the cache or,
+    when the name exists, the closest parameter list (Fuzzy scores 0.75 and 0.33)."""
+    function = f"{SCHEMA}.{name}"
     if names:
-        described = f"{SCHEMA}.{name}({', '.join(names)})"
-        searched = f"with parameters {', '.join(names)}"
+        described = f"{function}({', '.join(names)})"
+        searched = f" with parameter{'s' if len(names) > 1 else ''} {', '.join(names)}"
     else:
-        described, searched = f"{SCHEMA}.{name} without parameters", "without parameters"
-    raise QueryError(
+        described, searched = f"{function} without parameters", " without parameters"
+    if is_post:
+        searched += " or with a single unnamed json/jsonb parameter"
+    overloads = catalog.functions.get(name, [])
+    if overloads:
+        found = closest([_param_list(fn.arg_names) for fn in overloads], _param_list(names), 0.33)
+        found = None if found is None else f"{name}{found}"
+    else:
+        found = closest(list(catalog.functions), name, 0.75)
+    return QueryError(
         "PGRST202",
         f"Could not find the function {described} in the schema cache",
         404,
-        f"Searched for the function {SCHEMA}.{name} {searched} or with a single unnamed json/jsonb "
-        "parameter, but no matches were found in the schema cache.",
+        f"Searched for the function {function}{searched}, but no matches were found in the schema cache.",
+        None if found is None else f"Perhaps you meant to call the function {SCHEMA}.{found}",
     )
+
+
+def _param_list(names: tuple[str, ...] | list[str]) -> str:
+    return "(" + ", ".join(sorted(names)) + ")"
 
 
 def _call_sql_from_query(fn: Function, args: dict[str, Any], params: Params) -> str:

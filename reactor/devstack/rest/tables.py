@@ -1,4 +1,8 @@
-"""Table requests of the local stack's `/rest/v1`: select, insert (and upsert), update, delete."""
+"""Table requests of the local stack's `/rest/v1`: select, insert (and upsert), update, delete.
+
+A select is cut at db-max-rows (the profile's `max_rows`); rows a write returns never are, as
+PostgREST leaves them whole since v10 (#2155).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from reactor.devstack.rest.backend import Backend
-from reactor.devstack.rest.catalog import SCHEMA
+from reactor.devstack.rest.catalog import SCHEMA, closest
 from reactor.devstack.rest.query import (
     Params,
     QueryError,
@@ -36,10 +40,18 @@ def _prefer(request: web.Request) -> dict[str, str]:
 
 async def _source(db: Backend, name: str) -> Source:
     for reload in (False, True):
-        columns = (await db.catalog(reload)).columns.get(name)
+        catalog = await db.catalog(reload)
+        columns = catalog.columns.get(name)
         if columns is not None:
             return Source(name, columns)
-    raise QueryError("PGRST205", f"Could not find the table '{SCHEMA}.{name}' in the schema cache", 404)
+    # PostgREST's hint names the closest table in the cache (Error.hs, tableNotFoundHint).
+    found = closest(list(catalog.columns), name, 0.75)
+    raise QueryError(
+        "PGRST205",
+        f"Could not find the table '{SCHEMA}.{name}' in the schema cache",
+        404,
+        hint=None if found is None else f"Perhaps you meant the table '{SCHEMA}.{found}'",
+    )
 
 
 async def table_request(db: Backend, request: web.Request, claims: dict[str, Any]) -> web.Response:
@@ -65,7 +77,7 @@ async def _select(db: Backend, request: web.Request, claims, source: Source) -> 
         f"select coalesce(json_agg(_r), '[]')::text from (select "
         f"{select_list(source, request.query.get('select'), params)} from {table}{filters}"
         f"{order_by(source, request.query.get('order'), params)}"
-        f"{paging(request.query.get('limit'), request.query.get('offset'), params)}) _r"
+        f"{paging(request.query.get('limit'), request.query.get('offset'), params, db.max_rows)}) _r"
     )
     prefs = _prefer(request)
     async with db.transaction(request, claims, readonly=True) as conn:
