@@ -19,6 +19,11 @@ class Faults:
     ws_refuse_until: float = 0.0  # websocket upgrades are refused (HTTP 503) until then
     silent_until: float = 0.0  # sockets and heartbeats stay up, no postgres_changes are sent
     drop_fraction: float = 0.0  # fraction of change events silently dropped, 0.0 to 1.0
+    # Extra messages counted towards Realtime's per-project message quota (hosted profile only):
+    # message_rate a second from message_rate_from until message_rate_until (monotonic times).
+    message_rate: float = 0.0
+    message_rate_from: float = 0.0
+    message_rate_until: float = 0.0
 
     def fail_rest(self, status: int, seconds: float) -> None:
         if status not in (502, 503):
@@ -40,6 +45,17 @@ class Faults:
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"drop fraction must be between 0 and 1, got {fraction}")
         self.drop_fraction = fraction
+
+    def count_messages(self, rate: float, seconds: float) -> None:
+        if rate < 0 or seconds < 0:
+            raise ValueError(f"message rate and seconds must not be negative, got {rate}, {seconds}")
+        now = time.monotonic()
+        self.message_rate, self.message_rate_from, self.message_rate_until = rate, now, now + seconds
+
+    def extra_messages(self, since: float, until: float) -> float:
+        """The messages the `message_rate` fault adds between two monotonic times."""
+        overlap = min(until, self.message_rate_until) - max(since, self.message_rate_from)
+        return self.message_rate * overlap if overlap > 0 else 0.0
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]

@@ -32,7 +32,7 @@ class Profile:
     max_connections: int | None = None
     channels_per_connection: int | None = None
     private_only: bool = False  # the project refuses public channels
-    poll_busy_seconds: float | None = None  # None: changes stream at once; else polled
+    poll_busy_seconds: float | None = None  # None: changes stream at once; else polled, this apart
     poll_idle_seconds: float | None = None
     changes_per_poll: int | None = None
     max_record_bytes: int | None = None  # a larger change arrives with errors and small fields only
@@ -59,7 +59,7 @@ class Profile:
             plan=plan,
             **_QUOTAS[plan],
             channels_per_connection=100,
-            poll_busy_seconds=0.1,
+            poll_busy_seconds=0.0,  # a poll that delivered rows is followed by the next at once
             poll_idle_seconds=0.5,
             changes_per_poll=100,
             max_record_bytes=1024 * 1024,

@@ -87,7 +87,8 @@ async def _end_transaction(conn: asyncpg.Connection) -> None:
 def _fault_admin(keys: Keys, faults: Faults, realtime: Realtime):
     """POST /_devstack/faults with the service_role key and one fault as JSON, for example
     {"close": 1006}, {"silent": 20}, {"refuse_websockets": 60}, {"rest_status": 503, "seconds": 5},
-    {"rest_hang": 5}, {"drop_fraction": 0.5} or {"clear": true}."""
+    {"rest_hang": 5}, {"drop_fraction": 0.5}, {"message_rate": 1000, "seconds": 10} (messages
+    counted towards the hosted message quota) or {"clear": true}."""
 
     async def handle(request: web.Request) -> web.Response:
         key = request.headers.get("apikey", "")
@@ -116,6 +117,8 @@ async def _apply(faults: Faults, realtime: Realtime, body: dict) -> None:
         faults.fail_rest(int(body["rest_status"]), float(body["seconds"]))
     elif "rest_hang" in body:
         faults.hang_rest(float(body["rest_hang"]))
+    elif "message_rate" in body:
+        faults.count_messages(float(body["message_rate"]), float(body["seconds"]))
     elif "drop_fraction" in body:
         faults.drop_events(float(body["drop_fraction"]))
     elif body.get("clear"):

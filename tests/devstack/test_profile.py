@@ -22,7 +22,7 @@ def test_the_local_profile_limits_nothing() -> None:
 def test_a_hosted_profile_takes_its_plans_quotas(plan: str, quotas: tuple[int, int, int]) -> None:
     hosted = Profile.hosted(plan)
     assert (hosted.messages_per_second, hosted.joins_per_second, hosted.max_connections) == quotas
-    assert (hosted.poll_busy_seconds, hosted.poll_idle_seconds, hosted.changes_per_poll) == (0.1, 0.5, 100)
+    assert (hosted.poll_busy_seconds, hosted.poll_idle_seconds, hosted.changes_per_poll) == (0.0, 0.5, 100)
     assert (hosted.max_rows, hosted.statement_timeout_ms, hosted.schema_cache) == (1000, 8000, True)
     assert hosted.max_record_bytes == 1024 * 1024
 

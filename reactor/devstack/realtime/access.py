@@ -238,14 +238,18 @@ def filter_values(table: Table, change: Change) -> dict[str, Any]:
     return change.record or {}
 
 
-def change_data(table: Table, view: RoleView, change: Change) -> dict[str, Any]:
-    """The `data` of a postgres_changes push, as a subscriber with this role receives it."""
+def change_data(
+    table: Table, view: RoleView, change: Change, max_record_bytes: int = MAX_RECORD_BYTES
+) -> dict[str, Any]:
+    """The `data` of a postgres_changes push, as a subscriber with this role receives it. Over
+    `max_record_bytes` (apply_rls's `octet_length(wal::text) > max_record_bytes`) it carries
+    "Error 413: Payload Too Large" and only the fields whose JSON is at most 64 bytes."""
     head = {"schema": change.schema, "table": change.table}
     if not table.pkey:
         return _error_row(head, change, "Error 400: Bad Request, no primary key")
     if not set(table.pkey) <= view.selectable:
         return _error_row(head, change, "Error 401: Unauthorized")
-    too_big = change.size > MAX_RECORD_BYTES
+    too_big = change.size > max_record_bytes
 
     def kept(record: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
         return {

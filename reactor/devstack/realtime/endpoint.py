@@ -4,6 +4,14 @@ The gateway hands websocket requests to `Realtime.handle`. Changes come from cha
 commit; each goes straight to every live channel whose bindings match it (schema, table, event,
 filters), trimmed to what the subscriber's role and claims may select, in the exact payload
 shape of Supabase Realtime's postgres_changes.
+
+Under the hosted profile (docs/hosted-supabase.md) changes are instead queued and taken by a
+poll loop, as Realtime's ReplicationPoller takes them from its replication slot: at most
+`changes_per_poll` a poll, polls spaced `poll_busy_seconds` while they find changes and
+`poll_idle_seconds` after one found none. Every push counts towards the project's message quota
+(a RateCounter averaging 5 s buckets over 60 s); while its limit is triggered, each polled batch
+is dropped whole and silently. Joins and connections meet the project's limits (socket.py's
+`Limits`), and every frame is held half the profile's round trip each way.
 """
 
 from __future__ import annotations
@@ -12,6 +20,10 @@ import asyncio
 import contextlib
 import json
 import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -22,14 +34,59 @@ from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys, TokenError
 from reactor.devstack.profile import Profile
 from reactor.devstack.realtime import changes, phoenix
-from reactor.devstack.realtime.access import Access, RoleView, Table, change_data, filter_values
+from reactor.devstack.realtime.access import (
+    MAX_RECORD_BYTES,
+    Access,
+    RoleView,
+    Table,
+    change_data,
+    filter_values,
+)
 from reactor.devstack.realtime.changes import Change, ChangeFeed
 from reactor.devstack.realtime.filters import Binding, Condition
-from reactor.devstack.realtime.socket import Channel, Socket
+from reactor.devstack.realtime.socket import Channel, Limits, RateCounter, Socket
 
 MAX_FRAME_BYTES = 5_000_000  # Realtime's inbound websocket max_frame_size
+RATE_TICK_SECONDS = 5.0  # Tenants.db_events_per_second_rate and joins_per_second_rate: tick 5 s,
+RATE_BUCKETS = 12  # max_bucket_len 12: the average is over the last 60 s
 
 Push = tuple[Socket, Channel, dict[str, Any]]
+
+
+@dataclass
+class Counters:
+    """What the Realtime half did, for tests and benchmarks (`stack.realtime.counters`)."""
+
+    delivered: int = 0  # postgres_changes pushes sent, to every subscriber together
+    by_topic: Counter[str] = field(default_factory=Counter)  # the same, by channel topic
+    dropped: int = 0  # changes dropped whole because the message quota was reached
+    quota_reached: int = 0  # times the message quota's limit triggered
+    polls: int = 0  # hosted: polls run
+    polled: int = 0  # hosted: changes taken by polls
+    max_batch: int = 0  # hosted: most changes one poll took
+    waiting: int = 0  # hosted: changes captured and not yet taken by a poll
+    lag_max: float = 0.0  # hosted: longest a change waited for the poll that took it, seconds
+    lag_total: float = 0.0
+    _waiters: set[asyncio.Event] = field(default_factory=set, repr=False)
+
+    @property
+    def lag_mean(self) -> float:
+        return self.lag_total / self.polled if self.polled else 0.0
+
+    def changed(self) -> None:
+        for waiter in self._waiters:
+            waiter.set()
+
+    async def until(self, predicate: Callable[[Counters], bool], timeout: float = 30.0) -> None:
+        """Wait until `predicate(counters)` holds (checked whenever the counters change)."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                waiter = asyncio.Event()
+                self._waiters.add(waiter)
+                try:
+                    await waiter.wait()
+                finally:
+                    self._waiters.discard(waiter)
 
 
 class Realtime:
@@ -54,10 +111,102 @@ class Realtime:
         self._sockets: set[Socket] = set()
         self._rewrites: set[asyncio.Task[None]] = set()  # of the wanted rows, after a socket closed
         self._dispatcher: asyncio.Task[None] | None = None
+        self.counters = Counters()
+        self._record_bytes = profile.max_record_bytes or MAX_RECORD_BYTES
+        # Hosted: changes wait here, (arrival, change), for the poll loop.
+        self._polled = profile.poll_busy_seconds is not None
+        self._backlog: deque[tuple[float, Change]] = deque()
+        self.message_rate = (
+            RateCounter(
+                profile.messages_per_second,
+                tick_seconds=RATE_TICK_SECONDS,
+                max_buckets=RATE_BUCKETS,
+                on_trigger=self._quota_reached,
+            )
+            if profile.messages_per_second is not None
+            else None
+        )
+        self.join_rate = (
+            RateCounter(
+                profile.joins_per_second,
+                tick_seconds=RATE_TICK_SECONDS,
+                max_buckets=RATE_BUCKETS,
+                on_trigger=lambda: logger.critical("ClientJoinRateLimitReached: Too many joins per second"),
+            )
+            if profile.joins_per_second is not None
+            else None
+        )
+        limited = (profile.max_connections, profile.channels_per_connection, self.join_rate)
+        self._limits = (
+            Limits(
+                self.join_rate, profile.max_connections, profile.channels_per_connection, profile.private_only
+            )
+            if profile.private_only or any(x is not None for x in limited)
+            else None
+        )
+        self._delay = profile.round_trip_ms / 2000 if profile.round_trip_ms else 0.0
+        self._loops: list[asyncio.Task[None]] = []  # the poll loop and the rate counters' ticks
 
     async def start(self) -> None:
         await self._feed.start()
         self._dispatcher = asyncio.create_task(self._dispatch())
+        if self._polled:
+            self._loops.append(asyncio.create_task(self._poll()))
+        if self.message_rate is not None or self.join_rate is not None:
+            self._loops.append(asyncio.create_task(self._tick()))
+
+    def _quota_reached(self) -> None:
+        logger.error("MessagePerSecondRateLimitReached: Too many postgres changes messages per second")
+        self.counters.quota_reached += 1
+
+    async def _tick(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(RATE_TICK_SECONDS)
+            now = time.monotonic()
+            if self.message_rate is not None:
+                self.message_rate.tick(self._faults.extra_messages(last, now))
+            if self.join_rate is not None:
+                self.join_rate.tick()
+            last = now
+            self.counters.changed()
+
+    async def _poll(self) -> None:
+        """ReplicationPoller's loop: take at most `changes_per_poll` in commit order; while the
+        message quota is reached, drop what was taken; else prepare and deliver it in order."""
+        busy = self._profile.poll_busy_seconds or 0.0
+        idle = self._profile.poll_idle_seconds if self._profile.poll_idle_seconds is not None else busy
+        per_poll = self._profile.changes_per_poll
+        while True:
+            take = len(self._backlog) if per_poll is None else min(len(self._backlog), per_poll)
+            batch = [self._backlog.popleft() for _ in range(take)]
+            now = time.monotonic()
+            self.counters.polls += 1
+            self.counters.waiting = len(self._backlog)
+            if batch:
+                self.counters.polled += len(batch)
+                self.counters.max_batch = max(self.counters.max_batch, len(batch))
+                for arrived, _ in batch:
+                    self.counters.lag_max = max(self.counters.lag_max, now - arrived)
+                    self.counters.lag_total += now - arrived
+                if self.message_rate is not None and self.message_rate.triggered:
+                    self.counters.dropped += len(batch)
+                else:
+                    await self._deliver_batch([c for _, c in batch])
+                self.counters.changed()
+            await asyncio.sleep(busy if batch else idle)
+
+    async def _deliver_batch(self, batch: list[Change]) -> None:
+        tasks = [asyncio.create_task(self._prepare(change)) for change in batch]
+        try:
+            for task in tasks:
+                try:
+                    self._deliver(await task)
+                except Exception:
+                    logger.exception("realtime: a change could not be delivered")
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def stop(self) -> None:
         await self.close_sockets(1001)
@@ -76,6 +225,10 @@ class Realtime:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
+        for loop in self._loops:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
         while not self._prepared.empty():
             self._prepared.get_nowait().cancel()
 
@@ -101,11 +254,26 @@ class Realtime:
             # As Realtime's socket error handler answers: compact JSON, {"error": message}.
             body = json.dumps({"error": str(exc)}, separators=(",", ":"))
             return web.Response(status=exc.status, text=body, content_type="application/json")
+        refused = self._limits.connect_refusal() if self._limits is not None else None
+        if refused is not None:  # UserSocket.connect/3 → TenantRateLimiters.check_tenant/1
+            body = json.dumps({"error": refused}, separators=(",", ":"))
+            return web.Response(status=429, text=body, content_type="application/json")
         # Realtime's endpoint leaves Phoenix's `compress` off, so the client's permessage-deflate
         # offer is declined and frames travel uncompressed (docs/benchmarks.md).
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, compress=False)
         await ws.prepare(request)
-        socket = Socket(ws, request, vsn, token, self._keys, self._access, self._resync, self.want)
+        socket = Socket(
+            ws,
+            request,
+            vsn,
+            token,
+            self._keys,
+            self._access,
+            self._resync,
+            self.want,
+            self._limits,
+            self._delay,
+        )
         self._sockets.add(socket)
         try:
             await socket.run()
@@ -153,6 +321,11 @@ class Realtime:
             logger.warning("realtime: could not refresh the wanted changes: {}", exc)
 
     def _changed(self, change: Change) -> None:
+        if self._polled:
+            self._backlog.append((time.monotonic(), change))
+            self.counters.waiting = len(self._backlog)
+            self.counters.changed()
+            return
         # With nothing queued ahead, a change whose facts are all cached (table, filters decided
         # in Python, no RLS check) goes out at once; anything else waits its turn in the queue.
         if not self._queued:
@@ -182,6 +355,11 @@ class Realtime:
             left = socket.channels.get(channel.topic) is not channel  # while it was prepared
             if not left and not self._faults.event_suppressed():
                 socket.send(phoenix.Frame(channel.topic, "postgres_changes", payload))
+                socket.delivered += 1
+                self.counters.delivered += 1
+                self.counters.by_topic[channel.topic] += 1
+                if self.message_rate is not None:
+                    self.message_rate.add()
 
     def _targets(self, change: Change) -> list[tuple[Socket, Channel, list[tuple[int, Binding]]]]:
         return [
@@ -212,7 +390,9 @@ class Realtime:
             view = self._access.cached_role_view(change.relid, str(channel.claims.get("role", "")))
             if view is None or _rls_checked(table, view, change):
                 return None
-            pushes.append((socket, channel, {"ids": ids, "data": change_data(table, view, change)}))
+            pushes.append(
+                (socket, channel, {"ids": ids, "data": change_data(table, view, change, self._record_bytes)})
+            )
         return pushes
 
     async def _prepare(self, change: Change) -> list[Push]:
@@ -260,7 +440,7 @@ class Realtime:
             change.relid, table, claims, change.record or {}
         ):
             return None
-        return change_data(table, view, change)
+        return change_data(table, view, change, self._record_bytes)
 
 
 def _rls_checked(table: Table, view: RoleView, change: Change) -> bool:

@@ -15,6 +15,7 @@ import contextlib
 import json
 import time
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,85 @@ from reactor.devstack.realtime.filters import Binding, BindingError, parse_bindi
 from reactor.devstack.realtime.phoenix import Frame
 
 IDLE_TIMEOUT_SECONDS = 60  # Phoenix drops a socket that sent nothing for this long
+
+
+class RateCounter:
+    """Realtime's RateCounter (lib/realtime/rate_counter/rate_counter.ex): events are counted
+    between ticks; each tick pushes the count onto a list of the last `max_buckets` counts and
+    sets `avg = sum(buckets) / len(buckets) / tick_seconds`, so early on the average is over fewer
+    buckets. The limit triggers at a tick where avg >= limit and releases at a tick where
+    avg < limit; between ticks the state stands. `on_trigger` runs once per triggering."""
+
+    def __init__(
+        self,
+        limit: float,
+        *,
+        tick_seconds: float = 5.0,
+        max_buckets: int = 12,
+        on_trigger: Callable[[], None] | None = None,
+    ) -> None:
+        self.limit = limit
+        self.tick_seconds = tick_seconds
+        self.buckets: deque[float] = deque(maxlen=max_buckets)
+        self.count = 0.0  # since the last tick
+        self.avg = 0.0
+        self.triggered = False
+        self._on_trigger = on_trigger
+
+    def add(self, n: float = 1) -> None:
+        self.count += n
+
+    def tick(self, extra: float = 0.0) -> None:
+        self.buckets.appendleft(self.count + extra)
+        self.count = 0.0
+        self.avg = sum(self.buckets) / len(self.buckets) / self.tick_seconds
+        if self.triggered:
+            self.triggered = self.avg >= self.limit
+        elif self.avg >= self.limit:
+            self.triggered = True
+            if self._on_trigger is not None:
+                self._on_trigger()
+
+
+@dataclass
+class Limits:
+    """The hosted project's join-time limits, checked as RealtimeChannel.join/3 checks them
+    (lib/realtime_web/channels/realtime_channel.ex): private only, connected users, joins per
+    second, channels per connection, in that order; and at the websocket upgrade as
+    RealtimeWeb.TenantRateLimiters.check_tenant/1 does (users, then joins)."""
+
+    joins: RateCounter | None = None
+    max_connections: int | None = None
+    channels_per_connection: int | None = None
+    private_only: bool = False
+    users: set[Socket] = field(default_factory=set)  # Realtime's UsersCounter: sockets that joined
+
+    def connect_refusal(self) -> str | None:
+        """The 429 body's `error` for a websocket upgrade, or None to accept it."""
+        if self.max_connections is not None and len(self.users) >= self.max_connections:
+            return "Too many connected users"
+        if self.joins is not None and self.joins.triggered:
+            return "Too many joins per second"
+        return None
+
+    def join_refusal(self, socket: Socket, params: dict[str, Any]) -> tuple[str, bool] | None:
+        """(reason, disconnect) for a refused join, or None; counts the join as Realtime does."""
+        config = params.get("config")
+        if self.private_only and not (isinstance(config, dict) and config.get("private") is True):
+            return "PrivateOnly: This project only allows private channels", False
+        if (
+            self.max_connections is not None
+            and socket not in self.users
+            and len(self.users) >= self.max_connections
+        ):
+            return "ConnectionRateLimitReached: Too many connected users", False
+        if self.joins is not None:
+            if self.joins.triggered:
+                return "ClientJoinRateLimitReached: Too many joins per second", True
+            self.joins.add()
+        if self.channels_per_connection is not None and len(socket.channels) >= self.channels_per_connection:
+            return "ChannelRateLimitReached: Too many channels", False
+        return None
 
 
 @dataclass
@@ -97,6 +177,8 @@ class Socket:
         access: Access,
         resync: Callable[[], Awaitable[None]],
         want: Callable[[], Awaitable[None]],
+        limits: Limits | None = None,
+        delay: float = 0.0,
     ) -> None:
         self.ws = ws
         self.request = request
@@ -107,30 +189,55 @@ class Socket:
         self._access = access
         self._resync = resync
         self._want = want  # publishes every live binding to the capture triggers
-        self._outbox: asyncio.Queue[str] = asyncio.Queue()
+        self._limits = limits
+        self.delay = delay  # seconds each frame is held, each way: half the profile's round trip
+        self.delivered = 0  # postgres_changes pushes sent to this socket
+        # (when to send, text), or None: close the socket once everything before it was sent.
+        self._outbox: asyncio.Queue[tuple[float, str] | None] = asyncio.Queue()
+        self._inbox: asyncio.Queue[tuple[float, Frame]] = asyncio.Queue()
 
     def send(self, frame: Frame) -> None:
-        self._outbox.put_nowait(phoenix.encode(frame, self.vsn))
+        due = time.monotonic() + self.delay if self.delay else 0.0
+        self._outbox.put_nowait((due, phoenix.encode(frame, self.vsn)))
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())
+        handler = asyncio.create_task(self._handle_late()) if self.delay else None
         try:
             await self._read()
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            for task in (writer, handler):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             for channel in self.channels.values():
                 channel.cancel()
             self.channels.clear()
+            if self._limits is not None:
+                self._limits.users.discard(self)
 
     async def _write(self) -> None:
         while True:
-            text = await self._outbox.get()
+            item = await self._outbox.get()
+            if item is None:
+                await self.ws.close(code=1000)
+                return
+            due, text = item
+            if due and (wait := due - time.monotonic()) > 0:
+                await asyncio.sleep(wait)  # FIFO with rising due times: never reorders
             try:
                 await self.ws.send_str(text)
             except (ConnectionError, RuntimeError):
                 return
+
+    async def _handle_late(self) -> None:
+        """With a distance set: each frame from the client is handled `delay` after it came."""
+        while True:
+            due, frame = await self._inbox.get()
+            if (wait := due - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            self._handle(frame)
 
     async def _read(self) -> None:
         while not self.ws.closed:
@@ -153,7 +260,10 @@ class Socket:
                 logger.info("realtime: closing a socket that sent an undecodable frame: {}", exc)
                 await self.ws.close(code=1011)
                 return
-            self._handle(frame)
+            if self.delay:
+                self._inbox.put_nowait((time.monotonic() + self.delay, frame))
+            else:
+                self._handle(frame)
 
     def _handle(self, frame: Frame) -> None:
         if frame.topic == "phoenix" and frame.event == "heartbeat":
@@ -200,6 +310,13 @@ class Socket:
         if frame.topic == "realtime:":
             return refuse("TopicNameRequired: You must provide a topic name")
         params = frame.payload if isinstance(frame.payload, dict) else {}
+        if self._limits is not None and (refused := self._limits.join_refusal(self, params)):
+            reason, disconnect = refused
+            logger.info("realtime: join refused: {}", reason)
+            refuse(reason)
+            if disconnect:  # Realtime sends the transport "disconnect": the socket closes
+                self._outbox.put_nowait(None)
+            return None
         token = params.get("access_token") or params.get("user_token")
         if not isinstance(token, str) or token.startswith("sb_"):
             token = self.token
@@ -217,6 +334,8 @@ class Socket:
         self.channels[frame.topic] = channel
         echoed = [{**b, "id": binding_id(b)} for b in bindings]
         self.send(phoenix.reply(frame, "ok", {"postgres_changes": echoed}, frame.join_ref))
+        if self._limits is not None:
+            self._limits.users.add(self)  # UsersCounter.add once a join succeeded
         self._watch_expiry(channel)
         if bindings:
             self._spawn(channel, self._subscribe(channel, bindings))
