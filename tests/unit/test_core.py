@@ -314,21 +314,26 @@ async def test_a_job_scheduled_later_waits_for_its_time() -> None:
     assert ran_at[0] >= due
 
 
-async def test_outcomes_wait_out_a_down_api_and_are_recorded_when_it_answers() -> None:
+async def test_outcomes_wait_out_a_down_api_with_their_leases_kept_and_are_recorded_when_it_answers() -> None:
     app, store = Reactor(), MemoryStore()
     down = FlakyStore(store, failing={"reactor_complete"})
+    runs: list[int] = []
 
     @app.handler("echo")
     async def echo(job: Job) -> str:
+        runs.append(job.attempt)
         return "done"
 
     job_id = await store.enqueue("jobs", {"job_type": "echo"})
-    async with serving(app, down):  # type: ignore[arg-type]
-        await until(lambda: down.refused >= 2)
-        assert status(store, job_id) == "processing"
+    async with serving(app, down, lease_seconds=1):  # type: ignore[arg-type]
+        await until(lambda: runs)
+        beats = store.calls[("reactor_heartbeat", "ok")]
+        await until(lambda: store.calls[("reactor_heartbeat", "ok")] >= beats + 4)  # over a lease
+        assert status(store, job_id) == "processing"  # kept, though the handler has returned
         down.failing.clear()
         await until(lambda: status(store, job_id) == "completed")
     assert store.row("jobs", job_id)["result"] == "done"
+    assert runs == [1]  # never reaped and run again while its outcome waited
 
 
 class FlakyStore:
