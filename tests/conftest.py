@@ -15,8 +15,8 @@ import anyio
 import asyncpg
 import pytest
 
-from reactor import migrations
 from reactor.devstack import database
+from tests.support import schema
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -39,7 +39,7 @@ def template_name(server_url: str) -> Iterator[str]:
     async def build() -> None:
         url = await database.create_database(server_url, name)
         await database.bootstrap(url)
-        await migrations.apply(url)
+        await schema.build(url)  # the migrations, or REACTOR_TEST_SCHEMA_FILE's (tests/support/schema.py)
 
     anyio.run(build)
     yield name
