@@ -162,7 +162,7 @@ class Dispatcher:
                     " or paste `reactor sql` into the SQL editor; if they ran, the API's schema"
                     " cache is stale: run `notify pgrst, 'reload schema';` in the SQL editor)"
                 )
-            logger.error(f"cannot claim jobs: {message}{hint}; retrying on the next sweep")
+            logger.error(f"cannot claim jobs: {message}{hint}; retrying on the next tick")
             self._api_complaint = message
 
     async def _hand_back(self, table: str, lease: dict[str, Any]) -> None:

@@ -5,8 +5,8 @@ Realtime is a hint, never the source of truth: Supabase promises at-most-once de
 replay, and a change made while a socket is down is never sent. The official client reports
 SUBSCRIBED before changes flow, never reads heartbeat replies and gives up after five failed
 reconnects, so this module keeps its own supervisor: it runs the client with its reconnect switched
-off, builds a fresh connection after any failure with backoff and full jitter, forever, and sweeps
-(claims) after every subscribe and after "Subscribed to PostgreSQL", since changes committed before
+off, builds a fresh connection after any failure with backoff and full jitter, forever, and claims
+after every subscribe and after "Subscribed to PostgreSQL", since changes committed before
 that message are never delivered. A probe checks end to end that events still flow: when nothing has
 arrived for a while the next tick inserts a row that only its own subscription hears, and a feed
 that stays silent is treated as down.
@@ -112,7 +112,7 @@ class Listener:
                 await self._watch(client)
                 group.cancel_scope.cancel()
         except Exception as exc:
-            logger.warning(f"Realtime unavailable: {type(exc).__name__}: {exc}; polling every sweep")
+            logger.warning(f"Realtime unavailable: {type(exc).__name__}: {exc}; ticking fast")
         finally:
             self._set_state("down")
             self._wake(None)

@@ -21,7 +21,7 @@ SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 REALTIME_STATES = ("off", "connecting", "subscribed", "down")
 # What the worker's loops count (Metrics.events), each a counter of its own: name, help.
 EVENTS = {
-    "ticks": ("reactor_ticks", "Ticks: sweeps of every table that also reap, claim and send probes."),
+    "ticks": ("reactor_ticks", "Ticks: requests that reap, claim and send the probe."),
     "hand_off_checks": ("reactor_hand_off_checks", "Ticks out of schedule for a hand-off lease that ended."),
     "realtime_subscriptions": ("reactor_realtime_subscriptions", "Successful Realtime (re)subscribes."),
     "realtime_live": (

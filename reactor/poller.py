@@ -1,10 +1,10 @@
 """When to tick, and timers for work that falls due later.
 
 A tick (ticker.py) sweeps every table for claimable jobs and does the worker's periodic chores.
-While Realtime is healthy the sweep is a slow safety net (events are at most once); while it is
+While Realtime is healthy the tick is a slow safety net (events are at most once); while it is
 not, it is the pickup path and runs fast. A job known to fall due at a given time (a retry, a
 scheduled insert seen over Realtime, or the next due job a tick reported) gets a timer, so it
-starts on time rather than on the next sweep. A job handed to another worker (sql/migrations/0007)
+starts on time rather than on the next tick. A job handed to another worker (sql/migrations/0007)
 gets a tick when its hand-off lease ends, which requeues and claims it if that worker never
 confirmed it; one such check is pending at a time, and the latest lease end seen meanwhile gets
 the next, so a stream of hand-offs costs a tick every few seconds.
@@ -53,7 +53,7 @@ class Poller:
         return self._slow if self._healthy() else self._fast
 
     def health_changed(self) -> None:
-        """Realtime went up or down: start the next sweep on the new schedule at once."""
+        """Realtime went up or down: start the next tick on the new schedule at once."""
         self._changed.set()
 
     def tick_now(self) -> None:
@@ -82,7 +82,7 @@ class Poller:
             self._check_next = max(due, self._check_next or due)
 
     async def run(self) -> None:
-        next_sweep = time.monotonic()
+        next_tick = time.monotonic()
         while True:
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
@@ -95,17 +95,17 @@ class Poller:
             if check:
                 self._events["hand_off_checks"] += 1
                 self._check, self._check_next = self._check_next, None
-            if now >= next_sweep or self._tick_now or check:
+            if now >= next_tick or self._tick_now or check:
                 self._events["ticks"] += 1
                 self._tick_now = False
                 self._tick()
-                next_sweep = now + self.interval()
+                next_tick = now + self.interval()
             soonest = min(
-                [next_sweep, *self._next_due.values(), *(t[0] for t in self._timers[:1])]
+                [next_tick, *self._next_due.values(), *(t[0] for t in self._timers[:1])]
                 + ([self._check] if self._check is not None else [])
             )
             self._changed = anyio.Event()
             with anyio.move_on_after(max(soonest - now, 0.0)):
                 await self._changed.wait()
             if not self._healthy():
-                next_sweep = min(next_sweep, time.monotonic() + self._fast)
+                next_tick = min(next_tick, time.monotonic() + self._fast)

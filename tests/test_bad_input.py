@@ -149,7 +149,7 @@ async def test_the_anon_key_in_place_of_the_service_key_is_named_and_no_job_is_t
         worker.signal(signal.SIGTERM)
         assert await worker.wait() == 0
     assert "permission denied for function reactor_" in worker.output
-    assert "(HTTP 401) (check SUPABASE_SERVICE_ROLE_KEY); retrying on the next sweep" in worker.output
+    assert "(HTTP 401) (check SUPABASE_SERVICE_ROLE_KEY); retrying on the next tick" in worker.output
     assert stack.keys.anon not in worker.output
     untouched = await row(db, job_id)
     assert (untouched["status"], untouched["attempts"]) == ("pending", 0)

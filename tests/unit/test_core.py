@@ -515,5 +515,5 @@ async def test_a_refused_claim_is_reported_once_with_what_to_do_and_the_worker_i
             assert app.worker.dispatcher.api_ok is False
     finally:
         logger.remove(sink)
-    expected = f"cannot claim jobs: reactor_tick: {message} (HTTP {status}){hint}; retrying on the next sweep"
+    expected = f"cannot claim jobs: reactor_tick: {message} (HTTP {status}){hint}; retrying on the next tick"
     assert records == [expected]  # once, however often it fails

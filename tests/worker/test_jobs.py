@@ -202,7 +202,7 @@ async def test_job_retried_later_starts_on_its_timer_not_on_the_next_sweep(
         app.worker.wakeups.wake("jobs")  # stands in for the Realtime event of the insert
         done = await status_is(db, job_id, "completed")
     assert len(started) == 2 and done["attempts"] == 2
-    # On its timer: the next sweep is 120 s away; a timer 5 s late is not on time either.
+    # On its timer: the next tick is 120 s away; a timer 5 s late is not on time either.
     late = (started[1] - requested[0]).total_seconds()
     assert 0 <= late < 2.0
 
@@ -269,7 +269,7 @@ async def test_concurrency_above_the_batch_limit_claims_full_batches_back_to_bac
     stack, db: asyncpg.Connection
 ) -> None:
     """A claim asks for at most 1,000 jobs; a worker with more free slots must still read a
-    full answer as "more are waiting" rather than wait for its next sweep (an hour here)."""
+    full answer as "more are waiting" rather than wait for its next tick (an hour here)."""
     app = Reactor()
 
     @app.handler("noop")
