@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0008_hostile_rows') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0009_claim_batch') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -765,6 +765,23 @@ begin
 end
 $$;
 
+-- The same claim as one jsonb array, in claim order: PostgREST's Max rows cuts the rows of a
+-- set-returning function after it ran, which would leave jobs leased that the worker never got;
+-- no cap cuts one value. The worker calls this one.
+create or replace function public.reactor_claim_batch(
+  p_table text, p_worker text, p_job_types text[], p_limit integer default 1,
+  p_lease_seconds integer default 60, p_standby_seconds integer default 0
+) returns jsonb
+language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'id', c.id, 'job_type', c.job_type, 'payload', c.payload, 'priority', c.priority,
+           'attempt', c.attempt, 'max_attempts', c.max_attempts, 'lease_token', c.lease_token,
+           'run_at', c.run_at, 'created_at', c.created_at, 'user_id', c.user_id
+         ) order by c.ordinality), '[]')
+  from public.reactor_claim(p_table, p_worker, p_job_types, p_limit, p_lease_seconds, p_standby_seconds)
+       with ordinality as c
+$$;
+
 -- Withdraw a worker's standby (it is stopping). Waits at most 2 s for an insert holding the row.
 create or replace function public.reactor_stand_down(p_table text, p_worker text) returns void
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -1196,5 +1213,6 @@ insert into reactor.schema_migrations (version) values
   ('0005_hot_path'),
   ('0006_claim_plans'),
   ('0007_hand_off'),
-  ('0008_hostile_rows')
+  ('0008_hostile_rows'),
+  ('0009_claim_batch')
 on conflict do nothing;

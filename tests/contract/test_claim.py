@@ -106,3 +106,32 @@ async def test_a_claim_commits_without_waiting_for_the_disk_and_nothing_else_doe
         )
         assert await db.fetchval("show synchronous_commit") == "on"
     assert (await row(db, job["id"]))["status"] == "completed"
+
+
+async def test_the_batch_claim_returns_the_claim_as_one_array_in_claim_order(db: asyncpg.Connection):
+    low = await enqueue(db, "t", 2)
+    high = await enqueue(db, "t", 1, priority=5)
+    answer = await claim_batch(db, 3)
+    assert [job["id"] for job in answer] == [*high, *low]
+    assert set(answer[0]) == {
+        "id",
+        "job_type",
+        "payload",
+        "priority",
+        "attempt",
+        "max_attempts",
+        "lease_token",
+        "run_at",
+        "created_at",
+        "user_id",
+    }
+    stored = await db.fetch(
+        "select id, lease_token::text from public.jobs where status = 'processing' order by id"
+    )
+    assert sorted((job["id"], job["lease_token"]) for job in answer) == [tuple(r) for r in stored]
+    assert await claim_batch(db, 1) == []
+
+
+async def claim_batch(db: asyncpg.Connection, limit: int) -> list[dict]:
+    answer = await db.fetchval("select public.reactor_claim_batch('jobs', 'w1', array['t'], $1)", limit)
+    return json.loads(answer)

@@ -28,6 +28,7 @@ WORKER_CALLS = [
     "select public.reactor_prune('jobs', 0, 10)",
     "select public.reactor_tick('jobs', 'w', array['t'], 10, 60, true, true, null)",
     "select * from public.reactor_claim('jobs', 'w', array['t'], 10, 60, 30)",
+    "select public.reactor_claim_batch('jobs', 'w', array['t'], 10, 60, 30)",
     "select public.reactor_stand_down('jobs', 'w')",
     "select reactor.create_job_table('x')",
     "select * from reactor.job_tables",
@@ -38,6 +39,18 @@ WORKER_CALLS = [
     "select * from reactor.insert_rules",
     "select reactor.guard_job_table('jobs')",
 ]
+
+
+async def test_the_matrix_covers_every_entry_point(db):
+    """A new public.reactor_* function is refused to the API roles only if it is listed above."""
+    names = await db.fetch(
+        "select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+        " where n.nspname = 'public' and p.proname like 'reactor\\_%'"
+    )
+    listed = " ".join(WORKER_CALLS)
+    assert sorted(r["proname"] for r in names if f"public.{r['proname']}(" not in listed) == [
+        "reactor_cancel_own"
+    ]
 
 
 @pytest.fixture

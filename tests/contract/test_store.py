@@ -233,5 +233,5 @@ async def test_every_call_is_counted_by_function_and_outcome(store):
     await _claim(s, ["t"])
     with pytest.raises(Rejected):
         await s.claim("nope", "w1", ["t"], 1, 60)
-    assert s.calls[("reactor_claim", "ok")] == 1
-    assert s.calls[("reactor_claim", "rejected")] == 1
+    assert s.calls[("reactor_claim_batch", "ok")] == 1
+    assert s.calls[("reactor_claim_batch", "rejected")] == 1

@@ -28,7 +28,7 @@ async def standby(db: asyncpg.Connection) -> dict[str, int]:
 
 
 def claims(app: Reactor) -> int:
-    return sum(n for (function, _), n in app.worker.store.calls.items() if function == "reactor_claim")
+    return sum(n for (function, _), n in app.worker.store.calls.items() if function == "reactor_claim_batch")
 
 
 async def test_a_worker_standing_by_starts_inserted_jobs_without_claiming_them(stack, db) -> None:
