@@ -53,7 +53,9 @@ async def serve(
         rest_pool = await asyncpg.create_pool(
             database_url,
             min_size=1,
-            max_size=10,
+            # PostgREST's 10 connections for requests (db-pool), and with a schema cache one more
+            # for its LISTEN, which PostgREST holds apart from the pool.
+            max_size=10 + (1 if profile.schema_cache else 0),
             reset=_end_transaction,
             # rest/backend.py quotes literals for the first, and the second is what every request
             # sets, so plans prepared before a request's settings stay valid under them.

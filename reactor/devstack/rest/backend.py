@@ -11,8 +11,8 @@ The profile's PostgREST settings live here (docs/hosted-supabase.md gives their 
   has none on Supabase and keeps the authenticator's); a function's own `SET statement_timeout`
   replaces it, as PostgREST hoists it (db-hoisted-tx-settings).
 - `schema_cache`: the catalog is read at start and again only on `NOTIFY pgrst` (empty or
-  'reload schema'), on a connection of the pool that LISTENs; requests keep the old catalog
-  until the new one is read. Without it the catalog is re-read on every miss.
+  'reload schema'), on a connection that LISTENs (stack.py gives the pool one more for it);
+  requests keep the old catalog until the new one is read. Without it the catalog is re-read on every miss.
 """
 
 from __future__ import annotations
