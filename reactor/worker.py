@@ -51,7 +51,8 @@ class Worker:
         self.metrics = metrics
         self.tables = tables = registry.tables()
         give_up = min(config.lease_seconds / 2, OUTCOME_GIVE_UP_SECONDS)
-        self.reporter = Reporter(store, give_up_seconds=give_up, redactor=Redactor(config.redacted()))
+        redactor = Redactor(config.redacted())  # errors and progress messages go to rows owners read
+        self.reporter = Reporter(store, give_up_seconds=give_up, redactor=redactor)
         self.running = RunningJobs()
         self.leases = LeaseKeeper(store, self.running, self.reporter.leases, config.lease_seconds)
         self.feed = Feed(config.realtime)
@@ -80,7 +81,7 @@ class Worker:
             self.reporter,
             self.running,
             policy,
-            Redactor(config.redacted()),
+            redactor,
             metrics,
             self.poller.schedule,
             self.wakeups,

@@ -27,6 +27,22 @@ class QueryError(Exception):
         self.details, self.hint = details, hint
 
 
+def content_range(offset: int, shown: int, total: int | None) -> str:
+    """PostgREST's Content-Range for `shown` rows from `offset`; the total only when counted."""
+    span = f"{offset}-{offset + shown - 1}" if shown else "*"
+    return f"{span}/{'*' if total is None else total}"
+
+
+def not_single(rows: int) -> QueryError:
+    """What PostgREST answers when one object was asked for (Accept: ...object) and `rows` came."""
+    return QueryError(
+        "PGRST116",
+        "Cannot coerce the result to a single JSON object",
+        406,
+        f"The result contains {rows} rows",
+    )
+
+
 def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

@@ -20,8 +20,10 @@ from reactor.devstack.rest.query import (
     Params,
     QueryError,
     Source,
+    content_range,
     ident,
     looks_like_filter,
+    not_single,
     order_by,
     paging,
     select_list,
@@ -58,7 +60,8 @@ async def call_function(db: Backend, request: web.Request, claims: dict[str, Any
     status = 200
     if fn.returns_set:
         counted = any("count=" in p for p in request.headers.getall("Prefer", []))
-        headers["Content-Range"] = _content_range(request, total, shown, counted)
+        offset = int(request.query.get("offset", "0") or 0)
+        headers["Content-Range"] = content_range(offset, shown, total if counted else None)
         if counted and shown < total:
             status = 206  # a counted page short of the whole, as PostgREST's rangeStatus answers
         if request.headers.get("Accept", "").startswith(OBJECT_MEDIA):
@@ -98,21 +101,10 @@ def _result_sql(
     return f"select 1, 1, to_json(_s)::text from {call} _s"
 
 
-def _content_range(request: web.Request, total: int, shown: int, counted: bool) -> str:
-    offset = int(request.query.get("offset", "0") or 0)
-    span = f"{offset}-{offset + shown - 1}" if shown else "*"
-    return f"{span}/{total if counted else '*'}"
-
-
 def _single(body: str) -> str:
     rows = json.loads(body)
     if len(rows) != 1:
-        raise QueryError(
-            "PGRST116",
-            "Cannot coerce the result to a single JSON object",
-            406,
-            f"The result contains {len(rows)} rows",
-        )
+        raise not_single(len(rows))
     return json.dumps(rows[0])
 
 

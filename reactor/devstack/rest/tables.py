@@ -17,7 +17,9 @@ from reactor.devstack.rest.query import (
     Params,
     QueryError,
     Source,
+    content_range,
     ident,
+    not_single,
     order_by,
     paging,
     returning_list,
@@ -91,7 +93,7 @@ async def _select(db: Backend, request: web.Request, claims, source: Source) -> 
     rows = json.loads(body)
     offset = int(request.query.get("offset", "0") or 0)
     status = 206 if total is not None and len(rows) < total and (offset or len(rows)) else 200
-    headers = {"Content-Range": _range(offset, len(rows), total)}
+    headers = {"Content-Range": content_range(offset, len(rows), total)}
     return _respond(request, rows, status, headers)
 
 
@@ -226,20 +228,10 @@ async def _body(request: web.Request) -> Any:
         raise QueryError("PGRST102", "Empty or invalid json", 400, str(exc)) from exc
 
 
-def _range(offset: int, n: int, total: int | None) -> str:
-    span = f"{offset}-{offset + n - 1}" if n else "*"
-    return f"{span}/{'*' if total is None else total}"
-
-
 def _respond(request: web.Request, rows: list, status: int, headers: dict[str, str]) -> web.Response:
     if request.headers.get("Accept", "").startswith(OBJECT_MEDIA):
         if len(rows) != 1:
-            raise QueryError(
-                "PGRST116",
-                "Cannot coerce the result to a single JSON object",
-                406,
-                f"The result contains {len(rows)} rows",
-            )
+            raise not_single(len(rows))
         return web.json_response(rows[0], status=status, headers=headers)
     if request.method == "HEAD":
         return web.Response(status=status, headers=headers)
