@@ -92,9 +92,11 @@ class Dispatcher:
         if not self._claiming or self._group is None or handler is None:
             self._running.release_later(table, lease)
             return
-        if self.free() <= 0:
+        # No free slot (a claim for the same slots was in flight), or a record Realtime cut for its
+        # size, which keeps only short values and so no payload (docs/hosted-supabase.md): hand
+        # it back, and claim it whole once there is room.
+        if self.free() <= 0 or "payload" not in record:
             self._group.start_soon(self._hand_back, table, lease)
-            self._wakeups.later(table)  # claimed again when a slot frees
             return
         self._runner.start(job, handler, self._group, confirmed=anyio.Event())
         self._confirm(table, lease)
@@ -170,3 +172,4 @@ class Dispatcher:
             await self._store.release(table, [lease])
         except StoreError as exc:
             logger.warning(f"could not hand back job {lease['id']} in {table}; its hand-off lapses: {exc}")
+        self._wakeups.wake(table)  # claimed now, or, with no slot free, when one frees

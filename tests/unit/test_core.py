@@ -517,3 +517,24 @@ async def test_a_refused_claim_is_reported_once_with_what_to_do_and_the_worker_i
         logger.remove(sink)
     expected = f"cannot claim jobs: reactor_tick: {message} (HTTP {status}){hint}; retrying on the next tick"
     assert records == [expected]  # once, however often it fails
+
+
+async def test_a_hand_off_whose_record_lost_its_payload_is_claimed_whole_instead() -> None:
+    """Realtime cuts a record over its size limit to its short values (docs/hosted-supabase.md):
+    the payload is missing, so the handler must not run on the record."""
+    app, store = Reactor(), MemoryStore()
+    payloads: list[object] = []
+
+    @app.handler("big")
+    async def big(job: Job) -> None:
+        payloads.append(job.payload)
+
+    async with serving(app, store, poll_fast_seconds=60, poll_slow_seconds=60, reap_seconds=60):
+        await until(lambda: store.calls[("reactor_tick", "ok")] >= 1)
+        job_id = await store.enqueue("jobs", {"job_type": "big", "payload": {"text": "x" * 100}})
+        await store.claim("jobs", "unit", ["big"], 1, 5)  # what the insert trigger does
+        record = {k: v for k, v in handed_off(store, job_id).items() if k != "payload"}
+        app.worker.dispatcher.take("jobs", record)
+        await until(lambda: status(store, job_id) == "completed")
+    assert payloads == [{"text": "x" * 100}]
+    assert store.row("jobs", job_id)["attempts"] == 1  # the hand-back gave its attempt back
