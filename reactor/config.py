@@ -135,10 +135,22 @@ def _table(raw: str) -> str:
     return raw
 
 
+# Realtime keeps only fields of up to 64 bytes in a record it cuts for size, and a worker hears the
+# rows whose `locked_by` names it (sql/migrations/0010).
+MAX_WORKER_ID_BYTES = 64
+
+
 def _worker_id(raw: str) -> str:
-    if not 1 <= len(raw) <= 200:
+    if not 1 <= len(raw.encode()) <= MAX_WORKER_ID_BYTES:
         raise ValueError
     return raw
+
+
+def default_worker_id() -> str:
+    """The host's name (cut to fit), the process id and six random hex digits."""
+    suffix = f"-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    host = socket.gethostname().encode()[: MAX_WORKER_ID_BYTES - len(suffix)].decode(errors="ignore")
+    return host + suffix
 
 
 # field: (environment variable, parser, what a valid value looks like)
@@ -158,7 +170,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "health_port": ("REACTOR_HEALTH_PORT", _port, "a TCP port from 0 to 65535, or off"),
     "log_format": ("REACTOR_LOG_FORMAT", _choice("text", "json"), "text or json"),
     "log_level": ("REACTOR_LOG_LEVEL", _level, "one of debug, info, warning, error"),
-    "worker_id": ("REACTOR_WORKER_ID", _worker_id, "1 to 200 characters"),
+    "worker_id": ("REACTOR_WORKER_ID", _worker_id, "1 to 64 bytes"),
     "retry_base_seconds": ("REACTOR_RETRY_BASE_SECONDS", _positive_float, "a number of seconds above 0"),
     "retry_cap_seconds": ("REACTOR_RETRY_CAP_SECONDS", _positive_float, "a number of seconds above 0"),
 }
@@ -228,7 +240,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
     values.update(overrides)
     if problems:
         raise ConfigError(problems)
-    values.setdefault("worker_id", f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    values.setdefault("worker_id", default_worker_id())
     return Config(**values)
 
 

@@ -1,5 +1,9 @@
-"""The Realtime listener: hears new and re-pending jobs and wakes the dispatcher, and starts the jobs
-the database handed to this worker on insert (sql/migrations/0007).
+"""The Realtime listener: hears the jobs the database names this worker for, and the worker's probes.
+
+Each worker hears only the rows that name it in `locked_by` (sql/migrations/0010): a job handed
+to it on insert (0007), which it starts with no claim request; a pending job it is the herald of,
+which it claims, or sets a timer for when it is scheduled; and its own probe rows. A job costs one
+Realtime message however many workers run.
 
 Realtime is a hint, never the source of truth: Supabase promises at-most-once delivery and no
 replay, and a change made while a socket is down is never sent. The official client reports
@@ -8,8 +12,8 @@ reconnects, so this module keeps its own supervisor: it runs the client with its
 off, builds a fresh connection after any failure with backoff and full jitter, forever, and claims
 after every subscribe and after "Subscribed to PostgreSQL", since changes committed before
 that message are never delivered. A probe checks end to end that events still flow: when nothing has
-arrived for a while the next tick inserts a row that only its own subscription hears, and a feed
-that stays silent is treated as down.
+arrived for a while the next tick inserts a row that only this worker hears, and a feed that stays
+silent is treated as down.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from reactor import rows
 from reactor.feed import Feed
 
 PROBE_JOB_TYPE = "reactor.probe"  # reactor.probe_job_type() (tests/contract/test_constants.py)
-_PLAIN_VALUE = re.compile(r"^[^,()\"\\\s]+$")  # usable unquoted in a classic `in.(...)` filter
 _SUBSCRIBE_TIMEOUT = 15.0
 _PROBE_WAIT = 5.0  # a probe's event arrives in milliseconds; five seconds is a silent feed
 
@@ -39,8 +42,6 @@ class Timers(Protocol):
     """What the listener asks of the poller."""
 
     def schedule(self, table: str, at: datetime) -> None: ...
-
-    def hand_off_seen(self, lease_ends: datetime) -> None: ...
 
     def tick_now(self) -> None: ...
 
@@ -149,10 +150,7 @@ class Listener:
         for table in tables:
             channel = client.channel(f"reactor:{table}:{self._worker_id}")
             channel.on_postgres_changes(
-                "INSERT", self.heard, table=table, schema="public", **insert_filter(self._job_types[table])
-            )
-            channel.on_postgres_changes(
-                "UPDATE", self.heard, table=table, schema="public", filter="status=eq.pending"
+                "INSERT", self.heard, table=table, schema="public", filter=f"locked_by=eq.{self._worker_id}"
             )
             channel.on_system(self._on_system(table))
             await channel.subscribe(on_state(table))
@@ -172,30 +170,26 @@ class Listener:
         return system
 
     def heard(self, payload: dict[str, Any]) -> None:
-        """A change arrived: wake a claim, set a timer, start a hand-off, or note a probe."""
+        """A row naming this worker arrived: start a hand-off, claim or set a timer for a job it
+        heralds, or note a probe."""
         self.last_event = time.monotonic()
         data = payload.get("data", {})
         record, table = data.get("record") or {}, data.get("table")
+        if data.get("type") != "INSERT" or record.get("locked_by") != self._worker_id:
+            return
         if record.get("job_type") == PROBE_JOB_TYPE:
-            probe = record.get("payload")  # a row's payload may be any JSON at all
-            if isinstance(probe, dict) and probe.get("worker") == self._worker_id:
-                self._probe_seen.set()
+            self._probe_seen.set()
             return
         if record.get("job_type") not in self._job_types.get(table, ()):
             return
-        if record.get("status") == "processing" and data.get("type") == "INSERT":
-            if record.get("locked_by") == self._worker_id:
-                self._handed(table, record)
-            elif (lease_ends := rows.timestamp(record.get("lease_expires_at"))) is not None:
-                self._timers.hand_off_seen(lease_ends)
-            return
-        if record.get("status") != "pending":
-            return
-        run_at = rows.timestamp(record.get("run_at"))
-        if run_at is not None and run_at > datetime.now(UTC):
-            self._timers.schedule(table, run_at)
-        else:
-            self._wake(table)
+        if record.get("status") == "processing":
+            self._handed(table, record)
+        elif record.get("status") == "pending":
+            run_at = rows.timestamp(record.get("run_at"))
+            if run_at is not None and run_at > datetime.now(UTC):
+                self._timers.schedule(table, run_at)
+            else:
+                self._wake(table)
 
     async def _probe(self) -> None:
         """Once the feed has been quiet for the probe period less a short wait, have the next tick
@@ -234,12 +228,3 @@ class Listener:
             self.went_down_at = time.monotonic()
         logger.info(f"Realtime {state}")
         self._timers.health_changed()
-
-
-def insert_filter(job_types: list[str]) -> dict[str, str]:
-    """Narrow inserts to these job types (and probes) on the server, when the classic `in` filter
-    can say so."""
-    types = [*job_types, PROBE_JOB_TYPE]
-    if len(types) > 100 or not all(_PLAIN_VALUE.match(t) for t in types):
-        return {}
-    return {"filter": f"job_type=in.({','.join(types)})"}

@@ -180,6 +180,7 @@ class MemoryStore:
             "next_due_seconds": round((min(later) - now).total_seconds(), 3) if later else None,
             "stats": await self.stats(table) if stats else None,
             "probe": None,
+            "withheld": 0,  # no Realtime here, so no budget
         }
 
     async def stats(self, table: str) -> dict[str, Any]:

@@ -22,13 +22,16 @@ REALTIME_STATES = ("off", "connecting", "subscribed", "down")
 # What the worker's loops count (Metrics.events), each a counter of its own: name, help.
 EVENTS = {
     "ticks": ("reactor_ticks", "Ticks: requests that reap, claim and send the probe."),
-    "hand_off_checks": ("reactor_hand_off_checks", "Ticks out of schedule for a hand-off lease that ended."),
     "realtime_subscriptions": ("reactor_realtime_subscriptions", "Successful Realtime (re)subscribes."),
     "realtime_live": (
         "reactor_realtime_live",
         "'Subscribed to PostgreSQL' messages: change feeds gone live.",
     ),
     "realtime_probes_heard": ("reactor_realtime_probes_heard", "Probe rows whose event came back."),
+    "realtime_withheld": (
+        "reactor_realtime_withheld",
+        "Inserts left unannounced for reactor's Realtime budget, as this worker's ticks saw them.",
+    ),
 }
 
 

@@ -3,11 +3,8 @@
 A tick (ticker.py) sweeps every table for claimable jobs and does the worker's periodic chores.
 While Realtime is healthy the tick is a slow safety net (events are at most once); while it is
 not, it is the pickup path and runs fast. A job known to fall due at a given time (a retry, a
-scheduled insert seen over Realtime, or the next due job a tick reported) gets a timer, so it
-starts on time rather than on the next tick. A job handed to another worker (sql/migrations/0007)
-gets a tick when its hand-off lease ends, which requeues and claims it if that worker never
-confirmed it; one such check is pending at a time, and the latest lease end seen meanwhile gets
-the next, so a stream of hand-offs costs a tick every few seconds.
+scheduled insert this worker heralds, or the next due job a tick reported) gets a timer, so it
+starts on time rather than on the next tick.
 """
 
 from __future__ import annotations
@@ -22,8 +19,6 @@ import anyio
 
 # A timer fires this much after the job's run_at, so the database's clock has reached it too.
 _TIMER_MARGIN = 0.005
-# A hand-off check waits this much past the lease's end, for the same reason and for clock skew.
-_HAND_OFF_MARGIN = 0.25
 
 
 class Poller:
@@ -45,9 +40,7 @@ class Poller:
         self._next_due: dict[str, float] = {}  # table -> when the next scheduled job falls due
         self._tick_now = False
         self._changed = anyio.Event()
-        self._check: float | None = None  # when the pending hand-off check ticks
-        self._check_next: float | None = None  # the latest lease end seen since it was set
-        self._events = events  # Metrics.events: ticks and hand-off checks are counted there
+        self._events = events  # Metrics.events: ticks are counted there
 
     def interval(self) -> float:
         return self._slow if self._healthy() else self._fast
@@ -72,15 +65,6 @@ class Poller:
         self._next_due[table] = time.monotonic() + max(seconds, 0.0) + _TIMER_MARGIN
         self._changed.set()
 
-    def hand_off_seen(self, lease_ends: datetime) -> None:
-        """A job was handed to another worker; tick once its hand-off lease has ended."""
-        due = time.monotonic() + max((lease_ends - datetime.now(UTC)).total_seconds(), 0.0) + _HAND_OFF_MARGIN
-        if self._check is None:
-            self._check = due
-            self._changed.set()
-        elif due > self._check:
-            self._check_next = max(due, self._check_next or due)
-
     async def run(self) -> None:
         next_tick = time.monotonic()
         while True:
@@ -91,19 +75,12 @@ class Poller:
                 if due <= now:
                     del self._next_due[table]
                     self._wake(table)
-            check = self._check is not None and self._check <= now
-            if check:
-                self._events["hand_off_checks"] += 1
-                self._check, self._check_next = self._check_next, None
-            if now >= next_tick or self._tick_now or check:
+            if now >= next_tick or self._tick_now:
                 self._events["ticks"] += 1
                 self._tick_now = False
                 self._tick()
                 next_tick = now + self.interval()
-            soonest = min(
-                [next_tick, *self._next_due.values(), *(t[0] for t in self._timers[:1])]
-                + ([self._check] if self._check is not None else [])
-            )
+            soonest = min([next_tick, *self._next_due.values(), *(t[0] for t in self._timers[:1])])
             self._changed = anyio.Event()
             with anyio.move_on_after(max(soonest - now, 0.0)):
                 await self._changed.wait()

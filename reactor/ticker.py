@@ -3,13 +3,15 @@
 Each tick reaps expired leases (every worker is a reaper; the SQL skips rows another reaper
 holds, so that is safe), sweeps for claimable jobs Realtime did not announce, and learns when the
 next scheduled job falls due, so a timer starts it on time. When they are due it also fetches the
-queue statistics for the log and sends the Realtime probe. Doing all of that in one request keeps
+queue statistics for the log and sends the Realtime probe, and it reports the inserts the database
+withheld from Realtime for reactor's budget (sql/migrations/0010). Doing all of that in one request keeps
 an idle worker at two or three requests a minute (sql/migrations/0004_tick.sql).
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -24,10 +26,14 @@ _STATS_SLACK = 0.75
 _REMOVE_PROBES_SECONDS = 3.0
 
 
-class Probe(Protocol):
+class RealtimeFeed(Protocol):
     def probe_wanted(self, table: str) -> bool: ...
 
     def probe_sent(self) -> None: ...
+
+    def budget_reached(self) -> bool: ...
+
+    def withheld(self, total: int) -> int: ...
 
 
 class Ticker:
@@ -38,14 +44,16 @@ class Ticker:
         lease_seconds: int,
         stats_seconds: float,
         due_in: Callable[[str, float], None],
-        probe: Probe | None,
+        feed: RealtimeFeed | None,
+        events: Counter[str],
     ) -> None:
         self._store = store
         self._worker_id = worker_id
         self._lease_seconds = lease_seconds
         self._stats_seconds = stats_seconds
         self._due_in = due_in  # callable(table, seconds): the next scheduled job falls due then
-        self._probe = probe  # the Realtime feed, which wants a probe sent now and then; None: no Realtime
+        self._feed = feed  # wants a probe sent now and then, learns of the budget; None: no Realtime
+        self._events = events  # Metrics.events: inserts seen withheld are counted there
         self._stats_at: dict[str, float] = {}
         self._probes: dict[str, int] = {}  # table -> our probe row, deleted by the next tick
 
@@ -56,7 +64,7 @@ class Ticker:
         `standby_seconds`, the slots left are offered for hand-offs (store.claim)."""
         now = time.monotonic()
         stats = now >= self._stats_at.get(table, float("-inf")) + self._stats_seconds * _STATS_SLACK
-        probe = self._probe is not None and self._probe.probe_wanted(table)
+        probe = self._feed is not None and self._feed.probe_wanted(table)
         answer = await self._store.tick(
             table,
             self._worker_id,
@@ -68,9 +76,11 @@ class Ticker:
             old_probe=self._probes.pop(table, None),
             standby_seconds=standby_seconds,
         )
-        if answer["probe"] is not None and self._probe is not None:
+        if answer["probe"] is not None and self._feed is not None:
             self._probes[table] = answer["probe"]
-            self._probe.probe_sent()
+            self._feed.probe_sent()
+        if answer["withheld"] is not None and self._feed is not None:
+            self._note_withheld(answer["withheld"])
         _log_reaped(table, answer["reaped"])
         if answer["stats"] is not None:
             self._stats_at[table] = now
@@ -78,6 +88,16 @@ class Ticker:
         if answer["next_due_seconds"] is not None:
             self._due_in(table, float(answer["next_due_seconds"]))
         return answer["claimed"]
+
+    def _note_withheld(self, total: int) -> None:
+        reached = self._feed.budget_reached()
+        new = self._feed.withheld(total)
+        self._events["realtime_withheld"] += new
+        if new and not reached:
+            logger.warning(
+                f"Realtime budget reached: {new} insert(s) since the last tick were not announced "
+                "(reactor.realtime_budget); ticking fast to claim them until the budget frees"
+            )
 
     async def remove_probes(self) -> None:
         """Delete the probe rows still standing; at shutdown, so a stopped worker leaves none. A

@@ -61,11 +61,16 @@ class Worker:
         chores = min(config.reap_seconds, config.stats_seconds)
         fast, slow = min(config.poll_fast_seconds, chores), min(config.poll_slow_seconds, chores)
         self.poller = Poller(
-            self.wakeups.wake, self.wakeups.tick, fast, slow, self.feed.healthy, metrics.events
+            self.wakeups.wake, self.wakeups.tick, fast, slow, self.feed.dependable, metrics.events
         )
-        probe = self.feed if config.realtime else None
         ticker = Ticker(
-            store, config.worker_id, config.lease_seconds, config.stats_seconds, self.poller.due_in, probe
+            store,
+            config.worker_id,
+            config.lease_seconds,
+            config.stats_seconds,
+            self.poller.due_in,
+            self.feed if config.realtime else None,
+            metrics.events,
         )
         # An idle worker renews its standby with every tick; it lapses after two missed ones.
         hand_offs = config.realtime and config.hand_off

@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0008 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0010 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0009_claim_batch') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0010_one_message_per_job') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -60,6 +60,20 @@ create table if not exists reactor.standby (
   primary key (job_table, worker)
 );
 revoke all on reactor.standby from public;
+
+-- reactor's share of the project's Realtime message quota (section 5): the most messages a second
+-- its inserts may cause. Change it with an update; it applies at once.
+create table if not exists reactor.realtime_budget (
+  only_row boolean primary key default true check (only_row),
+  messages_per_second integer not null default 50 check (messages_per_second >= 0)
+);
+insert into reactor.realtime_budget default values on conflict do nothing;
+revoke all on reactor.realtime_budget from public;
+
+create sequence if not exists reactor.announced_second;  -- the second reactor.announced counts
+create sequence if not exists reactor.announced;  -- messages announced in that second
+create sequence if not exists reactor.withheld;  -- inserts left unannounced, in all
+revoke all on sequence reactor.announced_second, reactor.announced, reactor.withheld from public;
 
 -- What one job type's inserts by `authenticated` may be (section 5). No row: such inserts are
 -- refused.
@@ -144,8 +158,8 @@ $$;
 create or replace function reactor.check_worker(p_worker text) returns void
 language plpgsql immutable as $$
 begin
-  if p_worker is null or p_worker = '' or length(p_worker) > 200 then
-    raise exception 'p_worker must be a worker id of 1 to 200 characters';
+  if p_worker is null or p_worker = '' or octet_length(p_worker) > 64 then
+    raise exception 'p_worker must be a worker id of 1 to 64 bytes (Realtime cuts longer fields from big records)';
   end if;
 end
 $$;
@@ -636,29 +650,81 @@ begin
 end
 $$;
 
+-- The number of this insert's message within its second, counted with sequences, which no
+-- transaction waits on. Two inserts that both see a new second may both restart the count: the
+-- budget can be passed by a message or two at a second's turn, never by more.
+create or replace function reactor.announcement() returns bigint
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+  second bigint := floor(extract(epoch from clock_timestamp()));
+begin
+  if (select last_value from reactor.announced_second) <> second then
+    perform setval('reactor.announced_second', second);
+    perform setval('reactor.announced', 1, false);
+  end if;
+  return nextval('reactor.announced');
+end
+$$;
+
+-- The budget, and the inserts withheld from Realtime for it in all.
+create or replace function reactor.realtime_state() returns jsonb
+language sql stable set search_path = pg_catalog, pg_temp as $$
+  select jsonb_build_object(
+    'budget_per_second', (select b.messages_per_second from reactor.realtime_budget b),
+    'withheld', (select case when s.is_called then s.last_value else 0 end from reactor.withheld s))
+$$;
+
 -- The hand-off, which fires last on every insert. It refuses a payload out of the bounds every row
 -- obeys. A row that is pending and due at once then takes a slot from a worker standing by for
 -- its type (section 6), in the same statement: it is written already `processing`, locked by that
 -- worker, with a lease token and a 5 s lease, and `started_at` null until the worker confirms it.
--- The insert's Realtime event is all the worker needs to start the handler.
+-- The insert's Realtime event is all the worker needs to start the handler. A pending row no
+-- standby worker could take names one worker standing by for its type in `locked_by`, its herald,
+-- which claims it or sets a timer for its run_at (on a pending row `locked_by` means only that).
+-- Each worker hears only the rows that name it, so a job costs one Realtime message however many
+-- workers run. Past reactor's Realtime budget for the second, the first row still names a herald,
+-- whose one claim sweeps the backlog, and the rows after it name nobody and cost nothing.
 create or replace function reactor.hand_off() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   taker text;
+  herald text;
+  n bigint;
+  budget integer;
 begin
   if pg_column_size(new.payload) > 1048576 or reactor.too_deep(new.payload) then  -- max_payload_bytes()
     raise exception '%', reactor.payload_problem(new.payload) using errcode = 'PT413';
   end if;
-  if new.status <> 'pending' or new.run_at > now() then
+  if new.status <> 'pending' then
     return new;
   end if;
-  select s.worker into taker from reactor.standby s
-  where s.job_table = tg_table_name and s.slots > 0 and s.expires_at > now()
-    and new.job_type = any(s.job_types)
-  order by s.slots desc
-  limit 1
-  for update skip locked;
+  if new.run_at <= now() then
+    select s.worker into taker from reactor.standby s
+    where s.job_table = tg_table_name and s.slots > 0 and s.expires_at > now()
+      and new.job_type = any(s.job_types)
+    order by s.slots desc
+    limit 1
+    for update skip locked;
+  end if;
   if taker is null then
+    select s.worker into herald from reactor.standby s
+    where s.job_table = tg_table_name and s.expires_at > now() and new.job_type = any(s.job_types)
+    order by s.slots desc, s.expires_at desc
+    limit 1;
+  end if;
+  if coalesce(taker, herald) is null then
+    return new;
+  end if;
+  n := reactor.announcement();
+  budget := (select b.messages_per_second from reactor.realtime_budget b);
+  if n > budget + 1 then
+    perform nextval('reactor.withheld');
+    return new;
+  end if;
+  -- The second's first insert over the budget names a herald even when a worker has a free slot:
+  -- its one claim takes the inserts withheld after it too, as far as the herald has slots.
+  if taker is null or n > budget then
+    new.locked_by := coalesce(herald, taker);
     return new;
   end if;
   update reactor.standby s set slots = s.slots - 1 where s.job_table = tg_table_name and s.worker = taker;
@@ -994,7 +1060,8 @@ begin
                           from (select job_type, count(*) n from public.%1$I
                                 where status = 'pending' group by job_type) s),
       'expired_leases', (select count(*) from public.%1$I
-                         where status = 'processing' and lease_expires_at < now())
+                         where status = 'processing' and lease_expires_at < now()),
+      'realtime', reactor.realtime_state()
     )
   $q$, t) using t into stats;
   return stats;
@@ -1050,8 +1117,8 @@ begin
   end if;
   if p_probe then
     execute format($q$
-      insert into public.%1$I (job_type, status, payload)
-      values (reactor.probe_job_type(), 'cancelled', jsonb_build_object('worker', $1))
+      insert into public.%1$I (job_type, status, payload, locked_by)
+      values (reactor.probe_job_type(), 'cancelled', jsonb_build_object('worker', $1), $1)
       returning id
     $q$, t) using p_worker into probe;
   end if;
@@ -1060,7 +1127,8 @@ begin
     'claimed', claimed,
     'next_due_seconds', round(next_due::numeric, 3),
     'stats', case when p_stats then public.reactor_stats(p_table) end,
-    'probe', probe
+    'probe', probe,
+    'withheld', reactor.realtime_state() -> 'withheld'
   );
 end
 $$;
@@ -1214,5 +1282,6 @@ insert into reactor.schema_migrations (version) values
   ('0006_claim_plans'),
   ('0007_hand_off'),
   ('0008_hostile_rows'),
-  ('0009_claim_batch')
+  ('0009_claim_batch'),
+  ('0010_one_message_per_job')
 on conflict do nothing;

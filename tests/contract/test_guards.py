@@ -79,6 +79,7 @@ async def test_statistics_count_each_status_and_each_kind_of_pending_job_apart(d
         "scheduled": 1,
         "pending_by_type": {"a": 2, "b": 1},
         "expired_leases": 1,
+        "realtime": {"budget_per_second": 50, "withheld": 0},
     }
 
 

@@ -73,10 +73,11 @@ async def test_tick_returns_statistics_only_when_asked(db):
 async def test_probe_row_is_inserted_cancelled_then_deleted_by_the_next_tick(db):
     first = (await tick(db, p_probe=True))["probe"]
     probe = await row(db, first)
-    assert (probe["job_type"], probe["status"], probe["payload"]) == (
+    assert (probe["job_type"], probe["status"], probe["payload"], probe["locked_by"]) == (
         "reactor.probe",
         "cancelled",
         '{"worker": "w1"}',
+        "w1",  # the only worker whose Realtime filter (locked_by=eq.w1) hears it
     )
     second = (await tick(db, p_probe=True, p_old_probe=first))["probe"]
     assert await row(db, first) is None

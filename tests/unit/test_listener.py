@@ -8,10 +8,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import pytest
 
 from reactor.feed import Feed
-from reactor.listener import PROBE_JOB_TYPE, Listener, insert_filter
+from reactor.listener import PROBE_JOB_TYPE, Listener
 
 
 class Heard:
@@ -28,9 +29,6 @@ class Heard:
 
     def schedule(self, table: str, at: datetime) -> None:
         self.calls.append(("schedule", table, at))
-
-    def hand_off_seen(self, lease_ends: datetime) -> None:
-        self.calls.append(("hand_off_seen", lease_ends))
 
     def tick_now(self) -> None:
         self.calls.append(("tick_now",))
@@ -61,16 +59,15 @@ def listener(heard: Heard) -> Listener:
 
 
 def change(kind: str = "INSERT", table: str = "jobs", **record: Any) -> dict[str, Any]:
-    return {"data": {"type": kind, "table": table, "record": {"id": 7, "job_type": "mine", **record}}}
+    """A change naming this worker (locked_by w1), the only kind its subscription's filter lets by."""
+    row = {"id": 7, "job_type": "mine", "locked_by": "w1", **record}
+    return {"data": {"type": kind, "table": table, "record": row}}
 
 
-def test_a_due_pending_insert_wakes_a_claim_of_its_table(listener: Listener, heard: Heard) -> None:
+def test_a_due_insert_this_worker_heralds_wakes_a_claim_of_its_table(
+    listener: Listener, heard: Heard
+) -> None:
     listener.heard(change(status="pending", run_at=datetime.now(UTC).isoformat()))
-    assert heard.calls == [("wake", "jobs")]
-
-
-def test_a_job_back_to_pending_wakes_a_claim_too(listener: Listener, heard: Heard) -> None:
-    listener.heard(change("UPDATE", status="pending"))
     assert heard.calls == [("wake", "jobs")]
 
 
@@ -97,12 +94,10 @@ def test_an_insert_handed_to_this_worker_starts_from_its_record(listener: Listen
     assert heard.calls == [("handed", "jobs", 7)]
 
 
-def test_an_insert_handed_to_another_worker_sets_a_check_for_its_lease_end(
-    listener: Listener, heard: Heard
-) -> None:
-    ends = datetime.now(UTC) + timedelta(seconds=5)
-    listener.heard(change(status="processing", locked_by="w2", lease_expires_at=ends.isoformat()))
-    assert heard.calls == [("hand_off_seen", ends)]
+def test_the_probe_row_naming_this_worker_is_heard_as_the_probe(listener: Listener, heard: Heard) -> None:
+    listener._probe_seen = seen = anyio.Event()
+    listener.heard(change(job_type=PROBE_JOB_TYPE, status="cancelled", payload=["any", "json"]))
+    assert seen.is_set() and heard.calls == []
 
 
 def test_a_processing_update_is_not_a_hand_off(listener: Listener, heard: Heard) -> None:
@@ -117,8 +112,10 @@ def test_a_processing_update_is_not_a_hand_off(listener: Listener, heard: Heard)
         change(status="pending", job_type="theirs"),  # handled here, but in another table
         change(status="pending", job_type="unknown"),
         change(table="nowhere", status="pending"),
-        change(job_type=PROBE_JOB_TYPE, status="cancelled", payload={"worker": "w1"}),
-        change(job_type=PROBE_JOB_TYPE, status="cancelled", payload=["not", "an", "object"]),
+        change(status="pending", locked_by="w2"),  # a row naming another worker (no filter at all)
+        change(status="processing", locked_by="w2"),
+        change(status="pending", locked_by=None),
+        change("UPDATE", status="pending"),
         {"data": {}},
         {},
     ],
@@ -134,12 +131,3 @@ def test_any_change_counts_as_the_feed_being_alive(listener: Listener) -> None:
     listener.last_event = 0.0
     listener.heard(change(status="completed"))
     assert listener.last_event > 0.0
-
-
-def test_inserts_are_filtered_on_the_server_by_job_type_and_probe() -> None:
-    assert insert_filter(["a", "b.c"]) == {"filter": f"job_type=in.(a,b.c,{PROBE_JOB_TYPE})"}
-
-
-@pytest.mark.parametrize("types", [["with,comma"], ["with space"], ['quo"te'], [f"t{i}" for i in range(100)]])
-def test_types_the_in_filter_cannot_say_are_filtered_by_the_worker_instead(types: list[str]) -> None:
-    assert insert_filter(types) == {}

@@ -28,7 +28,7 @@ MALFORMED = {
     "REACTOR_HEALTH_PORT": "70000",
     "REACTOR_LOG_FORMAT": "xml",
     "REACTOR_LOG_LEVEL": "loud",
-    "REACTOR_WORKER_ID": "w" * 201,
+    "REACTOR_WORKER_ID": "w" * 65,
     "REACTOR_RETRY_BASE_SECONDS": "0",
     "REACTOR_RETRY_CAP_SECONDS": "-5",
 }
@@ -44,6 +44,13 @@ def test_defaults_need_only_the_url_and_the_service_key() -> None:
     )
     assert (config.poll_fast_seconds, config.poll_slow_seconds, config.health_port) == (2.0, 30.0, 8080)
     assert config.worker_id
+
+
+def test_the_default_worker_id_fits_in_64_bytes_whatever_the_host_name(monkeypatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "pod-" + "é" * 60)
+    worker_id = load(GOOD).worker_id
+    assert worker_id.startswith("pod-é") and len(worker_id.encode()) <= 64
+    assert load({**GOOD, "REACTOR_WORKER_ID": "é" * 32}).worker_id == "é" * 32  # 64 bytes
 
 
 def test_the_older_service_key_name_is_accepted() -> None:

@@ -1,0 +1,83 @@
+"""One Realtime message per job (sql/migrations/0010): an insert names at most one worker in
+`locked_by`, the only worker whose subscription hears it, and none once reactor's Realtime budget
+for the second is spent."""
+
+import datetime as dt
+
+import asyncpg
+import pytest
+
+from tests.contract.test_hand_off import stand_by
+from tests.contract.test_tick import tick
+from tests.support.contract import enqueue, row, rpc
+
+pytestmark = pytest.mark.anyio
+
+
+async def named(db: asyncpg.Connection, ids: list[int]) -> list[tuple[str, str | None]]:
+    return [(r["status"], r["locked_by"]) for r in [await row(db, i) for i in ids]]
+
+
+async def test_a_job_no_worker_can_take_names_the_standby_with_most_slots_as_its_herald(db):
+    await stand_by(db, "w1", 1)
+    await enqueue(db, "t")  # takes w1's only slot
+    await stand_by(db, "w2", 2, types=("t", "u"))
+    await enqueue(db, "t", 2)  # takes both of w2's
+    pending = await enqueue(db, "t")
+    assert await named(db, pending) == [("pending", "w2")]  # w1 and w2 have no slot: the later offer
+    later = await enqueue(db, "u", run_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    assert await named(db, later) == [("pending", "w2")]  # a scheduled job: its herald sets a timer
+    nobody = await enqueue(db, "v")
+    assert await named(db, nobody) == [("pending", None)]  # no worker stands by for its type
+
+
+async def test_a_claim_takes_a_heralded_job_like_any_other(db):
+    await stand_by(db, "w1", 1)
+    await enqueue(db, "t")
+    [job_id] = await enqueue(db, "t")
+    assert await named(db, [job_id]) == [("pending", "w1")]
+    [claimed] = await db.fetch("select * from public.reactor_claim('jobs', 'w9', array['t'], 1)")
+    assert claimed["id"] == job_id
+    assert await named(db, [job_id]) == [("processing", "w9")]
+
+
+async def test_past_the_budget_the_first_insert_names_a_herald_and_the_rest_nobody(db):
+    await stand_by(db, "w1", 16)
+    await db.execute("update reactor.realtime_budget set messages_per_second = 0")
+    ids = await enqueue(db, "t", 5)  # one statement: within a second, or across one turn at most
+    rows = await named(db, ids)
+    # Not handed off though w1 has slots: its one claim sweeps the four withheld after it.
+    assert rows[0] == ("pending", "w1")
+    assert rows[2:] == [("pending", None)] * 3
+    withheld = rows.count(("pending", None))
+    assert (await tick(db, limit=0))["withheld"] == withheld
+    stats = await rpc(db, "reactor_stats", p_table="jobs")
+    assert stats["realtime"] == {"budget_per_second": 0, "withheld": withheld}
+
+
+async def test_the_budget_caps_the_messages_of_a_second(db):
+    await stand_by(db, "w1", 16)
+    await db.execute("update reactor.realtime_budget set messages_per_second = 3")
+    ids = await enqueue(db, "t", 12)  # one statement: within a second, or across one turn at most
+    rows = await named(db, ids)
+    assert rows[:4] == [("processing", "w1")] * 3 + [("pending", "w1")]  # 3 hand-offs, then a herald
+    announced = sum(1 for _, worker in rows if worker is not None)
+    assert 4 <= announced <= 8
+    assert (await tick(db, limit=0))["withheld"] == 12 - announced
+    assert {status for status, worker in rows if worker is None} == {"pending"}
+
+
+async def test_budget_zero_still_lets_workers_claim_everything(db):
+    await db.execute("update reactor.realtime_budget set messages_per_second = 0")
+    await stand_by(db, "w1", 4)
+    ids = await enqueue(db, "t", 3)
+    claimed = await db.fetch("select id from public.reactor_claim('jobs', 'w1', array['t'], 10)")
+    assert sorted(r["id"] for r in claimed) == ids
+
+
+async def test_a_worker_id_longer_than_realtime_keeps_in_a_cut_record_is_refused(db):
+    with pytest.raises(asyncpg.RaiseError, match="1 to 64 bytes"):
+        await db.fetch("select * from public.reactor_claim('jobs', $1, array['t'], 1)", "w" * 65)
+    with pytest.raises(asyncpg.RaiseError, match="1 to 64 bytes"):
+        await db.fetch("select * from public.reactor_claim('jobs', $1, array['t'], 1)", "é" * 33)
+    assert await db.fetch("select * from public.reactor_claim('jobs', $1, array['t'], 1)", "w" * 64) == []
