@@ -149,6 +149,12 @@ def render_stats(found: dict[str, dict[str, Any]]) -> str:
         if s["pending_by_type"]:
             types = ", ".join(f"{t} {n}" for t, n in sorted(s["pending_by_type"].items()))
             lines.append(f"pending in {table} by type: {types}")
+    realtime = next((s["realtime"] for s in found.values() if "realtime" in s), None)
+    if realtime is not None:  # one budget for the whole project
+        lines.append(
+            f"Realtime budget: {realtime['budget_per_second']} messages a second; "
+            f"{realtime['withheld']} insert(s) withheld for it in all"
+        )
     return "\n".join(lines)
 
 

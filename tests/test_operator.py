@@ -86,6 +86,7 @@ async def test_stats_shows_counts_per_table_as_a_table_and_as_json(stack: Stack,
     assert jobs[:8] == ["jobs", "4", "0", "0", "1", "0", "3", "1"] and jobs[9:] == ["s", "0"]
     assert lines[2].split() == ["emails", "0", "0", "1", "0", "0", "0", "0", "-", "0"]
     assert "pending in jobs by type: resize 1, send_email 3" in lines
+    assert lines[-1] == "Realtime budget: 50 messages a second; 0 insert(s) withheld for it in all"
 
     found = json.loads(await ok(stack, "stats", "--json"))
     assert list(found) == ["jobs"]

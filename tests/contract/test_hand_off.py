@@ -6,23 +6,9 @@ import datetime as dt
 import asyncpg
 import pytest
 
-from tests.support.contract import enqueue, leases, row, rpc
+from tests.support.contract import enqueue, leases, row, rpc, stand_by
 
 pytestmark = pytest.mark.anyio
-
-
-async def stand_by(
-    db: asyncpg.Connection, worker: str, slots: int, types=("t",), seconds: int = 30, table="jobs"
-):
-    """Claim as a worker with `slots` free slots would, offering what is left for hand-offs."""
-    return await db.fetch(
-        "select * from public.reactor_claim($1, $2, $3, $4, 60, $5)",
-        table,
-        worker,
-        list(types),
-        slots,
-        seconds,
-    )
 
 
 async def standby(db: asyncpg.Connection) -> dict[str, int]:

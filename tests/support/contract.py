@@ -73,3 +73,17 @@ async def acting_as(
             json.dumps(claims),
         )
         yield db
+
+
+async def stand_by(
+    db: asyncpg.Connection, worker: str, slots: int, types=("t",), seconds: int = 30, table="jobs"
+):
+    """Claim as a worker with `slots` free slots would, offering what is left for hand-offs."""
+    return await db.fetch(
+        "select * from public.reactor_claim($1, $2, $3, $4, 60, $5)",
+        table,
+        worker,
+        list(types),
+        slots,
+        seconds,
+    )
