@@ -120,6 +120,10 @@ async def _true(value: bool) -> bool:
     return value
 
 
+async def standing_by(db: asyncpg.Connection) -> bool:
+    return await db.fetchval("select count(*) from reactor.standby") > 0
+
+
 async def test_scheduled_job_heard_over_realtime_starts_on_time(stack, db: asyncpg.Connection) -> None:
     app = Reactor()
     started: list[datetime] = []
@@ -130,6 +134,7 @@ async def test_scheduled_job_heard_over_realtime_starts_on_time(stack, db: async
 
     async with running(app, worker_config(stack, **NO_POLLING)):
         await subscribed(app)
+        await wait_until(lambda: standing_by(db))  # the insert names a worker standing by: its herald
         run_at = datetime.now(UTC) + timedelta(seconds=1.5)
         job_id = await insert(db, "later", run_at=run_at)
         await status_is(db, job_id, "completed")
