@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 
 from reactor import migrations, operator
+from reactor.dashboard.settings import DEFAULT_PORT
 
 
 def _sql(args: argparse.Namespace) -> int:
@@ -44,8 +45,14 @@ def _run(args: argparse.Namespace) -> int:
     return app.run()
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from reactor.dashboard import server
+
+    return server.run(args)
+
+
 # What the local stack needs beyond the worker: the `devstack` extra in pyproject.toml.
-_STACK_MODULES = frozenset({"aiohttp", "jwt", "pgserver"})
+_STACK_MODULES = frozenset({"jwt", "pgserver"})
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -140,6 +147,18 @@ def parser() -> argparse.ArgumentParser:
     )
     devstack.set_defaults(run=_devstack)
     operator.add_commands(sub)
+    dashboard = sub.add_parser("dashboard", help="the operator dashboard, a web app for a browser")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    dashboard.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)"
+    )
+    dashboard.add_argument(
+        "--table", action="append", help="a job table to show; repeat for several (default REACTOR_TABLE)"
+    )
+    dashboard.add_argument(
+        "--refresh", type=float, default=1.0, help="seconds between reads of the counts while watched"
+    )
+    dashboard.set_defaults(run=_dashboard)
     return top
 
 

@@ -1,7 +1,7 @@
 """The worker's HTTP endpoint for orchestrators and Prometheus: /healthz, /readyz, /metrics.
 
-A tiny HTTP/1.1 server on anyio's TCP listener: three GET routes with no bodies to parse do not
-justify a web framework in a worker's dependencies. Every response closes its connection.
+Served with aiohttp through reactor/web.py, the stack the operator dashboard uses too: three GET
+routes (HEAD answered as well), 404 for any other path and 405 for another method on these.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream
+from aiohttp import web
 from loguru import logger
 
-_MAX_REQUEST = 8192
+from reactor import web as web_stack
+
 # The classic text format, which every Prometheus version reads; prometheus_client writes it.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -29,52 +30,33 @@ class Health:
         self, port: int, task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         try:
-            listener = await anyio.create_tcp_listener(local_port=port)
+            sock = web_stack.listen(None, port)
         except OSError as exc:
             logger.error(f"health endpoint not started: port {port}: {exc} (set REACTOR_HEALTH_PORT)")
             task_status.started(None)
             return
-        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        self.port = sock.getsockname()[1]
         logger.info(f"health endpoint on port {self.port}: /healthz /readyz /metrics")
         task_status.started(self.port)
-        async with listener:
-            await listener.serve(self._handle)
+        await web_stack.serve(self.app(), sock)
 
-    async def _handle(self, stream: SocketStream) -> None:
-        async with stream:
-            try:
-                with anyio.fail_after(5):
-                    request = await _read_head(stream)
-            except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                return
-            status, content_type, body = self._respond(request)
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            try:
-                await stream.send(head.encode() + body)
-            except (anyio.BrokenResourceError, OSError):
-                return
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics_page)
+        return app
 
-    def _respond(self, request: bytes) -> tuple[str, str, bytes]:
-        parts = request.split(b"\r\n", 1)[0].split()
-        if len(parts) < 2 or parts[0] not in (b"GET", b"HEAD"):
-            return "405 Method Not Allowed", "text/plain", b"GET only\n"
-        path = parts[1].split(b"?", 1)[0]
-        if path == b"/healthz":
-            return "200 OK", "application/json", b'{"status":"ok"}\n'
-        if path == b"/readyz":
-            state = self._ready()
-            status = "200 OK" if state["ready"] else "503 Service Unavailable"
-            return status, "application/json", json.dumps(state).encode() + b"\n"
-        if path == b"/metrics":
-            return "200 OK", METRICS_CONTENT_TYPE, self._metrics().encode()
-        return "404 Not Found", "text/plain", b"not found\n"
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}\n', content_type="application/json")
 
+    async def _readyz(self, request: web.Request) -> web.Response:
+        state = self._ready()
+        return web.Response(
+            body=json.dumps(state).encode() + b"\n",
+            status=200 if state["ready"] else 503,
+            content_type="application/json",
+        )
 
-async def _read_head(stream: SocketStream) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data and len(data) < _MAX_REQUEST:
-        data += await stream.receive()
-    return data
+    async def _metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._metrics().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})

@@ -129,7 +129,7 @@ class Store:
                 url = url.copy_merge_params({"select": select})
             self._rpc_urls[(function, select)] = url
         try:
-            status, content = await self._send("POST", url, _json(args))
+            status, content, _ = await self._send("POST", url, _json(args))
         except httpx.HTTPError as exc:
             self.calls[(function, "unavailable")] += 1
             raise Unavailable(f"{function}: cannot reach the API: {type(exc).__name__}: {exc}") from exc
@@ -149,7 +149,7 @@ class Store:
 
     async def _send(
         self, method: str, url: httpx.URL, body: bytes | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, httpx.Headers]:
         request_headers = self._headers
         if headers:
             request_headers = request_headers.copy()
@@ -159,7 +159,7 @@ class Store:
         )
         response = await self._transport.handle_async_request(request)
         try:
-            return response.status_code, await response.aread()
+            return response.status_code, await response.aread(), response.headers
         finally:
             await response.aclose()
 
@@ -263,6 +263,23 @@ class Store:
     async def delete_probe(self, table: str, probe_id: int) -> None:
         await self._table_call("DELETE", table, {"id": f"eq.{probe_id}"})
 
+    async def select(
+        self, table: str, params: list[tuple[str, str]], *, count: bool = False
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Rows of a table read with PostgREST's filters (for the dashboard), and with `count` the
+        number of rows that match, from Content-Range."""
+        headers = {"Prefer": "count=exact"} if count else None
+        content, answer = await self._table_exchange("GET", table, params, headers=headers)
+        total = answer.get("Content-Range", "*/*").rpartition("/")[2]
+        return json.loads(content), int(total) if total.isdigit() else None
+
+    async def delete(self, table: str, params: list[tuple[str, str]]) -> list[int]:
+        """Delete the rows PostgREST's filters match and return their ids."""
+        content, _ = await self._table_exchange(
+            "DELETE", table, [*params, ("select", "id")], headers={"Prefer": "return=representation"}
+        )
+        return [row["id"] for row in json.loads(content)]
+
     async def _table_call(
         self,
         method: str,
@@ -271,10 +288,20 @@ class Store:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> bytes:
+        return (await self._table_exchange(method, table, params, body, headers))[0]
+
+    async def _table_exchange(
+        self,
+        method: str,
+        table: str,
+        params: dict[str, str] | list[tuple[str, str]],
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[bytes, httpx.Headers]:
         name = f"{method.lower()} {table}"
         url = self._base.join(table).copy_merge_params(params)
         try:
-            status, content = await self._send(method, url, body, headers)
+            status, content, answer = await self._send(method, url, body, headers)
         except httpx.HTTPError as exc:
             self.calls[(name, "unavailable")] += 1
             raise Unavailable(f"{name}: cannot reach the API: {type(exc).__name__}: {exc}") from exc
@@ -282,7 +309,7 @@ class Store:
             self.calls[(name, "rejected")] += 1
             raise Rejected(f"{name}: {_reason(status, content)} (HTTP {status})", status)
         self.calls[(name, "ok")] += 1
-        return content
+        return content, answer
 
 
 def _json(value: Any) -> bytes:

@@ -98,8 +98,8 @@ def test_the_image_has_reactor_and_no_dev_extras(image: Path) -> None:
         check=True,
     )
     names = {package["name"].lower() for package in json.loads(listed.stdout)}
-    assert {"reactor", "supabase", "realtime", "httpx", "anyio", "loguru"} <= names
-    assert not names & {"pytest", "pgserver", "ruff", "aiohttp"}
+    assert {"reactor", "supabase", "realtime", "httpx", "anyio", "loguru", "aiohttp", "jinja2"} <= names
+    assert not names & {"pytest", "pgserver", "ruff", "playwright"}
 
 
 @pytest.mark.anyio

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import asyncpg
+import httpx
 import pytest
 
 from reactor import config, migrations
@@ -214,3 +215,32 @@ async def test_readme_frontend_snippet_watches_its_job_to_completion(
     assert json.loads(result) == {"sent": True, "to": "ada@example.com"}
     [job] = await db.fetch("select * from public.jobs")
     assert str(job["user_id"]) == user and job["status"] == "completed"
+
+
+async def test_readme_dashboard_block_serves_on_loopback_and_behind_a_token_elsewhere(database_url: str):
+    [script] = [b for b in blocks("sh") if "reactor dashboard" in b]
+    loopback, exposed = script.strip().splitlines()
+    async with serve(database_url, port=0) as stack:
+        for line, first_page in ((loopback, 200), (exposed, 303)):
+            command = line.split("#")[0].strip().replace("reactor ", f"{sys.executable} -m reactor.cli ", 1)
+            env = worker_env(stack)
+            async with await anyio.open_process(
+                ["bash", "-c", f"{command} --port 0"], env=env, start_new_session=True
+            ) as process:
+                dashboard = WorkerProcess(process)
+                async with anyio.create_task_group() as group:
+                    group.start_soon(dashboard.collect)
+                    try:
+                        await dashboard.wait_for_output("dashboard on http://")
+                        port = re.search(r"dashboard on http://[^:]+:(\d+)", dashboard.output).group(1)
+                        async with httpx.AsyncClient() as client:
+                            page = await client.get(
+                                f"http://127.0.0.1:{port}/", headers={"Accept": "text/html"}
+                            )
+                        assert page.status_code == first_page
+                        os.killpg(process.pid, signal.SIGINT)  # bash and the dashboard it started
+                        assert await dashboard.wait() == 0
+                    finally:
+                        if process.returncode is None:
+                            process.kill()
+                    group.cancel_scope.cancel()

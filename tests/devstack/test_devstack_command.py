@@ -77,7 +77,7 @@ async def test_embedded_postgres_keeps_data_and_keys_until_fresh(tmp_path: Path)
 
 
 @pytest.mark.parametrize("command", ["devstack", "dev"])
-@pytest.mark.parametrize("module", ["aiohttp", "jwt"])
+@pytest.mark.parametrize("module", ["jwt"])
 def test_without_the_stacks_extra_the_command_says_what_to_install(command: str, module: str) -> None:
     """As in the runtime image, which installs the worker's dependencies only."""
     hide = f"import sys; sys.modules[{module!r}] = None; from reactor.cli import main; sys.exit(main([{command!r}]))"
