@@ -96,7 +96,7 @@ def test_the_image_holds_what_reactor_run_needs_and_no_dev_only_package(
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     dev_only = {canonicalize_name(Requirement(spec).name) for specs in extras.values() for spec in specs}
     dev_only -= needed
-    assert {"pytest", "ruff", "pgserver", "aiohttp", "dockerfile-parse"} <= dev_only
+    assert {"pytest", "ruff", "pgserver", "playwright", "dockerfile-parse"} <= dev_only
     assert dev_only & set(installed) == set()
     size, base_size = (_inspect_image(image)["Size"] for image in (reactor_image, base.TAG))
     report(f"image size: {size / 1e6:.0f} MB, of which the base {base_size / 1e6:.0f} MB")
