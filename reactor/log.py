@@ -78,8 +78,10 @@ class _StdlibToLoguru(logging.Handler):
 
 
 def setup(log_format: str, level: str, secrets: Sequence[str], stream: TextIO | None = None) -> None:
-    """Send every log line to `stream` (default stderr) in `log_format`, with `secrets` redacted."""
-    stream = stream or sys.stderr
+    """Send every log line to `stream` in `log_format`, with `secrets` redacted. JSON lines go to
+    stdout by default, where container platforms and log shippers expect structured output; text
+    goes to stderr, for a terminal."""
+    stream = stream or (sys.stdout if log_format == "json" else sys.stderr)
     redactor = _Redactor(secrets)
 
     def patch(record: Any) -> None:

@@ -156,6 +156,7 @@ async def test_the_worker_image_runs_jobs_as_its_user_reports_health_and_drains_
     report(
         f"container log: {len(lines)} lines, all JSON ({on['stdout']} on stdout, {on['stderr']} on stderr)"
     )
+    assert on == {"stdout": len(lines), "stderr": 0}  # JSON logs on stdout, as log shippers expect
 
 
 async def _healthy_then_unhealthy_once_stopped(name: str, report: Callable[[str], None]) -> None:

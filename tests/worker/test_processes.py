@@ -75,7 +75,7 @@ async def test_json_log_lines_parse_carry_job_fields_and_never_show_the_service_
         worker.signal(signal.SIGTERM)
         assert await worker.wait() == 0
     assert key not in worker.output
-    lines = [json.loads(line) for line in worker.stderr.decode().splitlines()]
+    lines = [json.loads(line) for line in worker.stdout.decode().splitlines()]  # JSON logs: stdout
     completed = next(line for line in lines if line["message"] == "job completed")
     assert {k: completed[k] for k in ("job_id", "table", "job_type", "attempt", "worker_id", "outcome")} == {
         "job_id": echo_id,
