@@ -17,7 +17,7 @@ import anyio
 from loguru import logger
 
 from reactor import config as config_module
-from reactor import log
+from reactor import handlers, log
 from reactor.config import Config, ConfigError
 from reactor.handlers import Handler, HandlerFunction, Registry
 from reactor.health import Health
@@ -48,7 +48,14 @@ class Reactor:
         max_attempts: int | None = None,
         table: str | None = None,
         retry: RetryPolicy | None = None,
+        concurrency: int | None = None,
+        rate: str | None = None,
+        per_user: int | None = None,
     ) -> Callable[[HandlerFunction], HandlerFunction]:
+        """Register a handler for `job_type`. `concurrency`, `rate` ("2/s", "100/m") and `per_user`
+        are limits across every worker, held by the database (README, "Limits across the fleet"):
+        they apply when the job type has none set yet, and an operator's setting wins."""
+
         def register(function: HandlerFunction) -> HandlerFunction:
             spec = {
                 "job_type": job_type,
@@ -57,6 +64,7 @@ class Reactor:
                 "timeout": timeout,
                 "max_attempts": max_attempts,
                 "retry": retry,
+                "limits": handlers.limits(concurrency, rate, per_user),
             }
             Registry().add(Handler(**{**spec, "table": table or "jobs"}))  # validate at decoration time
             self._specs.append(spec)

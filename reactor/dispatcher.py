@@ -61,6 +61,7 @@ class Dispatcher:
         self._claiming = True
         self._group: TaskGroup | None = None
         self.api_ok = False  # the last claim reached the API (readiness)
+        self._declared: set[str] = set()  # tables whose declared limits the database has
         self._api_complaint = ""
 
     @property
@@ -118,7 +119,31 @@ class Dispatcher:
         finally:
             self._runner.close()
 
+    async def _declare_limits(self, table: str) -> bool:
+        """Before the first claim from `table`, the limits its handlers declare are in the database
+        (they apply where none are set); False while that cannot be done."""
+        if table in self._declared:
+            return True
+        declared = self._registry.limits(table)
+        if declared:
+            try:
+                held = await self._store.declare_limits(table, declared)
+            except StoreError as exc:
+                self._complain(exc)
+                return False
+            for job_type, limits in declared.items():
+                stored = {k: v for k, v in held.get(job_type, {}).items() if k != "paused"}
+                if stored != limits:
+                    logger.warning(
+                        f"limits for {job_type} in {table}: the database holds {held.get(job_type, {})},"
+                        f" not the declared {limits}; the database's apply (reactor limit)"
+                    )
+        self._declared.add(table)
+        return True
+
     async def _claim(self, table: str, group: TaskGroup, tick: bool) -> None:
+        if not await self._declare_limits(table):
+            return
         limit = min(max(self.free(), 0), MAX_BATCH)  # a full answer must read as one
         job_types = self._registry.job_types(table)
         standby = self._standby.seconds(table)
@@ -132,7 +157,8 @@ class Dispatcher:
         except StoreError as exc:
             self._complain(exc)
             return
-        self._standby.claimed(table, limit, len(claimed), standby, tick)
+        if self._standby.claimed(table, limit, len(claimed), standby, tick):
+            self._wakeups.wake(table)
         if not self.api_ok:
             logger.info(f"claiming from table {table}")
         self.api_ok, self._api_complaint = True, ""

@@ -34,6 +34,7 @@ from reactor import rows
 from reactor.feed import Feed
 
 PROBE_JOB_TYPE = "reactor.probe"  # reactor.probe_job_type() (tests/contract/test_constants.py)
+_PLAIN_VALUE = re.compile(r"^[^,()\"\\\s]+$")  # usable unquoted in a classic `in.(...)` filter
 _SUBSCRIBE_TIMEOUT = 15.0
 _PROBE_WAIT = 5.0  # a probe's event arrives in milliseconds; five seconds is a silent feed
 
@@ -61,6 +62,7 @@ class Listener:
         probe_seconds: float,
         handed: Callable[[str, dict[str, Any]], None],
         events: Counter[str],
+        hear_all: bool = False,
     ) -> None:
         self._url = re.sub(r"^http", "ws", supabase_url) + "/realtime/v1"
         self._key = service_key
@@ -74,6 +76,9 @@ class Listener:
         self.last_event = time.monotonic()
         self.went_down_at: float | None = None
         self._events = events  # Metrics.events: subscribes, feeds gone live, probes heard
+        # With hand-offs off the worker never stands by, so no row names it: it hears every insert
+        # of its types instead, at one message per worker per job.
+        self._hear_all = hear_all
         self._broken = anyio.Event()
         self._probe_table = next(iter(job_types))
         self._probe_seen = anyio.Event()
@@ -149,9 +154,9 @@ class Listener:
 
         for table in tables:
             channel = client.channel(f"reactor:{table}:{self._worker_id}")
-            channel.on_postgres_changes(
-                "INSERT", self.heard, table=table, schema="public", filter=f"locked_by=eq.{self._worker_id}"
-            )
+            named = {"filter": f"locked_by=eq.{self._worker_id}"}
+            binding = insert_filter(self._job_types[table]) if self._hear_all else named
+            channel.on_postgres_changes("INSERT", self.heard, table=table, schema="public", **binding)
             channel.on_system(self._on_system(table))
             await channel.subscribe(on_state(table))
         with anyio.fail_after(_SUBSCRIBE_TIMEOUT):
@@ -170,20 +175,23 @@ class Listener:
         return system
 
     def heard(self, payload: dict[str, Any]) -> None:
-        """A row naming this worker arrived: start a hand-off, claim or set a timer for a job it
-        heralds, or note a probe."""
+        """An insert naming this worker arrived (or, hearing all, any insert of its types): start a
+        hand-off, claim or set a timer for a pending job, or note a probe."""
         self.last_event = time.monotonic()
         data = payload.get("data", {})
         record, table = data.get("record") or {}, data.get("table")
-        if data.get("type") != "INSERT" or record.get("locked_by") != self._worker_id:
+        named = record.get("locked_by") == self._worker_id
+        if data.get("type") != "INSERT" or not (named or self._hear_all):
             return
         if record.get("job_type") == PROBE_JOB_TYPE:
-            self._probe_seen.set()
+            if named:
+                self._probe_seen.set()
             return
         if record.get("job_type") not in self._job_types.get(table, ()):
             return
         if record.get("status") == "processing":
-            self._handed(table, record)
+            if named:
+                self._handed(table, record)
         elif record.get("status") == "pending":
             run_at = rows.timestamp(record.get("run_at"))
             if run_at is not None and run_at > datetime.now(UTC):
@@ -228,3 +236,12 @@ class Listener:
             self.went_down_at = time.monotonic()
         logger.info(f"Realtime {state}")
         self._timers.health_changed()
+
+
+def insert_filter(job_types: list[str]) -> dict[str, str]:
+    """Narrow inserts to these job types (and probes) on the server, when the classic `in` filter
+    can say so."""
+    types = [*job_types, PROBE_JOB_TYPE]
+    if len(types) > 100 or not all(_PLAIN_VALUE.match(t) for t in types):
+        return {}
+    return {"filter": f"job_type=in.({','.join(types)})"}

@@ -54,6 +54,8 @@ class MemoryStore:
         self.tables: dict[str, dict[int, _Row]] = {table: {} for table in tables}
         self._ids = itertools.count(1)
         self.calls: Counter[tuple[str, str]] = Counter()  # (function, outcome) -> count, as Store's
+        self.limits: dict[tuple[str, str], dict[str, Any]] = {}  # (table, job type) -> its limits
+        self._starts: dict[tuple[str, str], list[datetime]] = {}  # the latest claims, for rates
 
     async def aclose(self) -> None:
         pass
@@ -87,13 +89,19 @@ class MemoryStore:
         lease_seconds: int,
         standby_seconds: int = 0,
     ) -> list[dict[str, Any]]:
-        rows = self._table("reactor_claim_batch", table)
+        self._table("reactor_claim_batch", table)
         limit = min(limit, MAX_BATCH)  # as Store sends it
         _check_range("reactor_claim_batch", "p_limit", limit, 1, MAX_BATCH)
-        return self._claim(rows, worker, job_types, limit, lease_seconds)
+        return self._claim(table, worker, job_types, limit, lease_seconds)
 
     async def stand_down(self, table: str, worker: str) -> None:
         self._table("reactor_stand_down", table)
+
+    async def declare_limits(self, table: str, limits: dict[str, dict[str, int]]) -> dict[str, Any]:
+        self._table("reactor_declare_limits", table)
+        for job_type, declared in limits.items():
+            self.limits.setdefault((table, job_type), {**declared, "paused": False})
+        return {job_type: dict(found) for (t, job_type), found in self.limits.items() if t == table}
 
     async def heartbeat(self, table: str, leases: list[dict[str, Any]], lease_seconds: int) -> dict[str, Any]:
         rows = self._table("reactor_heartbeat", table)
@@ -167,7 +175,7 @@ class MemoryStore:
         limit = min(limit, MAX_BATCH)  # as Store sends it
         _check_range("reactor_tick", "p_limit", limit, 0, MAX_BATCH)
         reaped = self._reap(rows)
-        claimed = self._claim(rows, worker, job_types, limit, lease_seconds) if limit else []
+        claimed = self._claim(table, worker, job_types, limit, lease_seconds) if limit else []
         now = _now()
         later = [
             r.run_at
@@ -200,20 +208,54 @@ class MemoryStore:
         return self.tables[table]
 
     def _claim(
-        self, rows: dict[int, _Row], worker: str, job_types: Sequence[str], limit: int, lease_seconds: int
+        self, table: str, worker: str, job_types: Sequence[str], limit: int, lease_seconds: int
     ) -> list[dict[str, Any]]:
-        now = _now()
-        due = [
-            r for r in rows.values() if r.status == "pending" and r.run_at <= now and r.job_type in job_types
-        ]
+        """As the SQL claims: limited types first, each within its limits, then the others."""
+        rows, now = self.tables[table], _now()
+        limited = sorted(t for t in job_types if (table, t) in self.limits)
+        picked: list[_Row] = []
+        for job_type in limited:
+            picked += self._within_limits(table, job_type, limit - len(picked), now)
+        free = [t for t in job_types if t not in limited]
+        due = [r for r in rows.values() if r.status == "pending" and r.run_at <= now and r.job_type in free]
         due.sort(key=lambda r: (-r.priority, r.run_at, r.id))
+        picked += due[: max(limit - len(picked), 0)]
         claimed = []
-        for row in due[:limit]:
+        for row in picked:
             row.status, row.attempts, row.locked_by = "processing", row.attempts + 1, worker
             row.lease_token, row.lease_expires_at = str(uuid.uuid4()), now + timedelta(seconds=lease_seconds)
             row.started_at = now
             claimed.append(_claimed(row))
         return claimed
+
+    def _within_limits(self, table: str, job_type: str, room: int, now: datetime) -> list[_Row]:
+        limits, rows = self.limits[(table, job_type)], self.tables[table].values()
+        if limits.get("paused"):
+            return []
+        running = [r for r in rows if r.status == "processing" and r.job_type == job_type]
+        if limits.get("concurrency") is not None:
+            room = min(room, limits["concurrency"] - len(running))
+        starts = self._starts.setdefault((table, job_type), [])
+        if limits.get("rate") is not None:
+            starts[:] = [s for s in starts if s > now - timedelta(seconds=limits["per_seconds"])]
+            room = min(room, limits["rate"] - len(starts))
+        due = sorted(
+            (r for r in rows if r.status == "pending" and r.job_type == job_type and r.run_at <= now),
+            key=lambda r: (-r.priority, r.run_at, r.id),
+        )
+        if limits.get("per_user") is not None:
+            busy = Counter(r.user_id for r in running)
+            turns: Counter[Any] = Counter()
+            ranked = []
+            for r in due:
+                turns[r.user_id] += 1
+                if turns[r.user_id] <= limits["per_user"] - busy[r.user_id]:
+                    ranked.append((-r.priority, turns[r.user_id], r.run_at, r.id, r))
+            due = [entry[-1] for entry in sorted(ranked, key=lambda e: e[:4])]
+        picked = due[: max(room, 0)]
+        if limits.get("rate") is not None:
+            starts += [now] * len(picked)
+        return picked
 
     def _held(self, rows: dict[int, _Row], leases: list[dict[str, Any]]) -> list[_Row]:
         """The rows of these leases that are still held with these tokens, in the batch's order."""

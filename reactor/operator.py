@@ -1,4 +1,5 @@
-"""Operator commands: `reactor stats`, `enqueue`, `retry`, `cancel` and `prune`.
+"""Operator commands: `reactor stats`, `enqueue`, `retry`, `cancel`, `prune`, and the fleet-wide
+limits: `limits`, `limit`, `pause` and `resume`.
 
 They use the worker's configuration (`SUPABASE_URL` and the service-role key, checked the same
 way) and the same HTTPS API: the `public.reactor_*` functions over PostgREST RPC, and a plain
@@ -18,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from reactor import config
+from reactor import config, handlers
 from reactor.store import MAX_BATCH, Rejected, Store, StoreError, UnreadableAnswer
 
 PRUNE_BATCH = 10000  # the most public.reactor_prune deletes in one call, keeping each call short
@@ -200,6 +201,66 @@ async def _prune(store: Store, args: argparse.Namespace, table: str) -> str:
     return f"pruned {pruned} job(s) finished more than {args.older_than} ago"
 
 
+def render_limits(table: str, found: dict[str, dict[str, Any]]) -> str:
+    if not found:
+        return f"no limits in {table}"
+    lines = []
+    for job_type, limits in sorted(found.items()):
+        parts = [f"concurrency {limits['concurrency']}"] if "concurrency" in limits else []
+        if "rate" in limits:
+            parts.append(f"rate {limits['rate']} per {limits['per_seconds']} s")
+        if "per_user" in limits:
+            parts.append(f"per user {limits['per_user']}")
+        if limits.get("paused"):
+            parts.append("paused")
+        lines.append(f"{table} {job_type}: {', '.join(parts)}")
+    return "\n".join(lines)
+
+
+async def _limits(store: Store, args: argparse.Namespace, table: str) -> str:
+    return render_limits(table, await store.call("reactor_limits", {"p_table": table}))
+
+
+def _limit_change(args: argparse.Namespace) -> dict[str, Any]:
+    change: dict[str, Any] = {}
+    try:
+        if args.concurrency is not None:
+            change["concurrency"] = None if args.concurrency == "none" else int(args.concurrency)
+        if args.rate is not None:
+            if args.rate == "none":
+                change |= {"rate": None, "per_seconds": None}
+            else:
+                change |= handlers.limits(None, args.rate, None) or {}
+        if args.per_user is not None:
+            change["per_user"] = None if args.per_user == "none" else int(args.per_user)
+    except ValueError as exc:
+        raise OperatorError(f"{exc}; give a number, a rate such as 2/s, or none to clear") from None
+    if not change:
+        raise OperatorError("give --concurrency, --rate or --per-user (none clears one)")
+    return change
+
+
+async def _set(store: Store, table: str, job_type: str, change: dict[str, Any]) -> str:
+    try:
+        await store.call("reactor_set_limits", {"p_table": table, "p_job_type": job_type, "p_limits": change})
+    except Rejected as exc:
+        raise OperatorError(str(exc)) from None
+    found = await store.call("reactor_limits", {"p_table": table})
+    return render_limits(table, {job_type: found[job_type]} if job_type in found else {})
+
+
+async def _limit(store: Store, args: argparse.Namespace, table: str) -> str:
+    return await _set(store, table, args.job_type, _limit_change(args))
+
+
+async def _pause(store: Store, args: argparse.Namespace, table: str) -> str:
+    return await _set(store, table, args.job_type, {"paused": True})
+
+
+async def _resume(store: Store, args: argparse.Namespace, table: str) -> str:
+    return await _set(store, table, args.job_type, {"paused": False})
+
+
 Action = Callable[[Store, argparse.Namespace, str], Awaitable[str]]
 
 
@@ -283,3 +344,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     prune_.add_argument("--older-than", required=True, help="e.g. 7d, 12h, 30m, 1d12h")
     prune_.add_argument("--table", help=table_help)
     prune_.set_defaults(run=_command("prune", _prune))
+
+    limits_ = sub.add_parser("limits", help="the fleet-wide limits of each job type, and paused types")
+    limits_.add_argument("--table", help=table_help)
+    limits_.set_defaults(run=_command("limits", _limits))
+
+    limit_ = sub.add_parser("limit", help="set a job type's fleet-wide limits; none clears one")
+    limit_.add_argument("job_type", metavar="TYPE", help="the job type")
+    limit_.add_argument("--concurrency", help="at most this many running at once across every worker")
+    limit_.add_argument("--rate", help="at most this many starts in a period: 2/s, 100/m, 5/10s, 1000/d")
+    limit_.add_argument("--per-user", help="at most this many running at once per owner (user_id)")
+    limit_.add_argument("--table", help=table_help)
+    limit_.set_defaults(run=_command("limit", _limit))
+
+    for name, action, text in (
+        ("pause", _pause, "claim no more jobs of a type, on any worker, until resumed"),
+        ("resume", _resume, "claim a paused job type's jobs again"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("job_type", metavar="TYPE", help="the job type")
+        command.add_argument("--table", help=table_help)
+        command.set_defaults(run=_command(name, action))

@@ -3,8 +3,9 @@
 A tick (ticker.py) sweeps every table for claimable jobs and does the worker's periodic chores.
 While Realtime is healthy the tick is a slow safety net (events are at most once); while it is
 not, it is the pickup path and runs fast. A job known to fall due at a given time (a retry, a
-scheduled insert this worker heralds, or the next due job a tick reported) gets a timer, so it
-starts on time rather than on the next tick.
+scheduled insert this worker heralds) gets a timer that wakes a claim, so it starts on time rather
+than on the next tick. The next due time a tick reports (a scheduled job, or the end of a rate
+limit's window with jobs waiting) gets a tick of its own, which claims and reports the next one.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ class Poller:
         self._changed.set()
 
     def due_in(self, table: str, seconds: float) -> None:
-        """The next scheduled job in `table` falls due in `seconds`, by the database's clock. Each
-        tick reports it afresh, so one timer a table is enough and they never pile up."""
+        """Something in `table` falls due in `seconds`, by the database's clock: a scheduled job,
+        or a rate-limited type's next start. Each tick reports it afresh, so one timer a table is
+        enough and they never pile up."""
         self._next_due[table] = time.monotonic() + max(seconds, 0.0) + _TIMER_MARGIN
         self._changed.set()
 
@@ -72,9 +74,9 @@ class Poller:
             while self._timers and self._timers[0][0] <= now:
                 self._wake(heapq.heappop(self._timers)[1])
             for table, due in list(self._next_due.items()):
-                if due <= now:
+                if due <= now:  # a tick, not a claim: it also says when the next falls due
                     del self._next_due[table]
-                    self._wake(table)
+                    self._tick_now = True
             if now >= next_tick or self._tick_now:
                 self._events["ticks"] += 1
                 self._tick_now = False

@@ -22,20 +22,28 @@ class Standby:
         self._seconds = seconds  # 0: this worker takes no hand-offs
         self._feed = feed
         self._offered: dict[str, int] = {}  # table -> slots still offered; absent: no standby
+        self._made: set[str] = set()  # tables where a claim made the standby row (a tick cannot)
 
     def seconds(self, table: str) -> int:
         """How long the next claim in `table` offers its free slots for (0: not at all)."""
         return self._seconds if self._seconds and self._feed.live(table) else 0
 
-    def claimed(self, table: str, limit: int, claimed: int, seconds: int, tick: bool) -> None:
-        """A claim asked for `limit` jobs, got `claimed`, and offered the rest for `seconds`."""
+    def claimed(self, table: str, limit: int, claimed: int, seconds: int, tick: bool) -> bool:
+        """A claim asked for `limit` jobs, got `claimed`, and offered the rest for `seconds`. True
+        when it stood this worker by where it was not: an insert that committed while that claim
+        ran found no standby to name, so no event told of it, and one more claim must look."""
         if not seconds:
             self._offered.pop(table, None)  # a claim without a standby withdraws it
-            return
+            self._made.discard(table)
+            return False
+        new = not tick and table not in self._made
+        if not tick:
+            self._made.add(table)
         offer = min(limit - claimed, MAX_STANDBY_SLOTS)
         if tick:  # a tick's claim never raises the standby
             offer = min(offer, self._offered.get(table, 0))
         self._offered[table] = offer
+        return new
 
     def took(self, table: str) -> None:
         """A hand-off took one of the slots offered in `table`."""
@@ -55,3 +63,4 @@ class Standby:
             except StoreError as exc:
                 logger.warning(f"could not withdraw the standby in {table}; it lapses by itself: {exc}")
         self._offered.clear()
+        self._made.clear()

@@ -64,6 +64,8 @@ class JobStore(Protocol):
 
     async def stand_down(self, table: str, worker: str) -> None: ...
 
+    async def declare_limits(self, table: str, limits: dict[str, dict[str, int]]) -> dict[str, Any]: ...
+
     async def heartbeat(
         self, table: str, leases: list[dict[str, Any]], lease_seconds: int
     ) -> dict[str, Any]: ...
@@ -189,6 +191,10 @@ class Store:
 
     async def stand_down(self, table: str, worker: str) -> None:
         await self.call("reactor_stand_down", {"p_table": table, "p_worker": worker})
+
+    async def declare_limits(self, table: str, limits: dict[str, dict[str, int]]) -> dict[str, Any]:
+        """Seed the fleet-wide limits of job types that have none; the limits as the database holds them."""
+        return await self.call("reactor_declare_limits", {"p_table": table, "p_limits": limits})
 
     async def heartbeat(self, table: str, leases: list[dict[str, Any]], lease_seconds: int) -> dict[str, Any]:
         return await self.call(

@@ -117,6 +117,7 @@ class Worker:
                 config.probe_seconds,
                 self.dispatcher.take,
                 metrics.events,
+                hear_all=not hand_offs,
             )
             if config.realtime
             else None

@@ -236,3 +236,41 @@ async def test_an_unreachable_api_or_missing_settings_are_named(stack: Stack):
         "reactor stats: SUPABASE_URL is not set: give an http:// or https:// URL of the Supabase project",
         "reactor stats: SUPABASE_SERVICE_ROLE_KEY is not set: give the project's service-role key",
     ]
+
+
+async def test_limit_pause_resume_and_limits_change_what_every_worker_may_claim(
+    stack: Stack, db: asyncpg.Connection
+):
+    assert await ok(stack, "limits") == "no limits in jobs\n"
+    assert await ok(stack, "limit", "quote", "--rate", "2/s", "--concurrency", "3") == (
+        "jobs quote: concurrency 3, rate 2 per 1 s\n"
+    )
+    assert await ok(stack, "limit", "quote", "--per-user", "1", "--concurrency", "none") == (
+        "jobs quote: rate 2 per 1 s, per user 1\n"
+    )
+    assert await ok(stack, "pause", "quote") == "jobs quote: rate 2 per 1 s, per user 1, paused\n"
+    row = await db.fetchrow("select * from reactor.job_limits where job_type = 'quote'")
+    assert (row["concurrency"], row["rate"], row["per_seconds"], row["per_user"], row["paused"]) == (
+        None,
+        2,
+        1,
+        1,
+        True,
+    )
+    await ok(stack, "resume", "quote")
+    assert await ok(stack, "limits") == "jobs quote: rate 2 per 1 s, per user 1\n"
+    await ok(stack, "limit", "quote", "--rate", "none", "--per-user", "none")
+    assert await ok(stack, "limits") == "no limits in jobs\n"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["limit", "quote"], "give --concurrency, --rate or --per-user (none clears one)"),
+        (["limit", "quote", "--rate", "fast"], "rate 'fast' is not a rate"),
+        (["limit", "quote", "--concurrency", "-1"], "p_limits"),
+    ],
+)
+async def test_a_bad_limit_is_refused_in_one_line(stack: Stack, args: list[str], message: str):
+    done = await reactor(worker_env(stack), *args)
+    assert done.code == 2 and message in done.err and len(done.err.splitlines()) == 1, done.err

@@ -171,6 +171,21 @@ async def test_readme_operations_block_runs_against_the_local_stack(
     }
 
 
+async def test_readme_limits_block_sets_pauses_resumes_and_lists_limits(
+    database_url: str, db: asyncpg.Connection
+):
+    [script] = [b for b in blocks("sh") if "reactor limit " in b]
+    async with serve(database_url, port=0) as stack:
+        env = worker_env(stack, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        done = await anyio.run_process(["bash", "-euo", "pipefail", "-c", script], env=env, check=False)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert "jobs quote: concurrency 4, rate 2 per 1 s, per user 1, paused" in out.splitlines()
+    assert out.splitlines()[-1] == "jobs quote: concurrency 4, rate 2 per 1 s, per user 1"
+    limits = await db.fetchrow("select * from reactor.job_limits where job_type = 'quote'")
+    assert (limits["concurrency"], limits["rate"], limits["per_user"], limits["paused"]) == (4, 2, 1, False)
+
+
 async def test_readme_frontend_snippet_watches_its_job_to_completion(
     database_url: str, db: asyncpg.Connection, js_dir: Path, tmp_path: Path
 ):

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from reactor.feed import Feed
-from reactor.listener import PROBE_JOB_TYPE, Listener
+from reactor.listener import PROBE_JOB_TYPE, Listener, insert_filter
 
 
 class Heard:
@@ -131,3 +131,19 @@ def test_any_change_counts_as_the_feed_being_alive(listener: Listener) -> None:
     listener.last_event = 0.0
     listener.heard(change(status="completed"))
     assert listener.last_event > 0.0
+
+
+def test_hearing_all_a_worker_with_hand_offs_off_claims_for_any_pending_insert(heard: Heard) -> None:
+    listener = Listener(
+        "http://127.0.0.1:1", "key", {"jobs": ["mine"]}, "w1", Feed(True), heard.wake, heard, 30.0,
+        heard.handed, Counter(), hear_all=True,
+    )  # fmt: skip
+    listener.heard(change(status="pending", locked_by=None))
+    listener.heard(change(status="processing", locked_by="w2"))  # another's hand-off: not its own
+    listener.heard(change(job_type=PROBE_JOB_TYPE, status="cancelled", locked_by="w2"))
+    assert heard.calls == [("wake", "jobs")]
+
+
+def test_hearing_all_narrows_inserts_by_job_type_on_the_server() -> None:
+    assert insert_filter(["a", "b.c"]) == {"filter": f"job_type=in.(a,b.c,{PROBE_JOB_TYPE})"}
+    assert insert_filter(["with,comma"]) == {}  # the `in` filter cannot say it: the worker filters

@@ -30,3 +30,15 @@ async def leaky(job: Job) -> None:
     key = os.environ["SUPABASE_SERVICE_ROLE_KEY"]
     job.logger.info(f"calling out with {key}")
     raise PermanentError(f"request with key {key} refused")
+
+
+@app.handler("paced", rate="2/s")
+async def paced(job: Job) -> dict:
+    """Calls an API that allows two requests a second, from however many workers."""
+    return {"pid": os.getpid()}
+
+
+@app.handler("fair", per_user=1)
+async def fair(job: Job) -> None:
+    """A long job of which each user may have one running at a time."""
+    await anyio.sleep(0.3)
