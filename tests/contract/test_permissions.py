@@ -30,6 +30,8 @@ WORKER_CALLS = [
     "select * from public.reactor_claim('jobs', 'w', array['t'], 10, 60, 30)",
     "select public.reactor_claim_batch('jobs', 'w', array['t'], 10, 60, 30)",
     "select public.reactor_stand_down('jobs', 'w')",
+    "select public.reactor_fire_schedules('w', '{\"jobs\": [\"t\"]}', '[]', '[]')",
+    "select public.reactor_schedules(null)",
     "select reactor.create_job_table('x')",
     "select * from reactor.job_tables",
     "select * from reactor.standby",
@@ -38,6 +40,10 @@ WORKER_CALLS = [
     "select reactor.forbid_insert('jobs', 't')",
     "select * from reactor.insert_rules",
     "select reactor.guard_job_table('jobs')",
+    "select reactor.schedule('s', '* * * * *', 'jobs', 't')",
+    "select reactor.unschedule('s')",
+    "select reactor.fire_schedule('s')",
+    "select * from reactor.schedules",
 ]
 
 
