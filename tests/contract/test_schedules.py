@@ -18,7 +18,9 @@ pytestmark = pytest.mark.anyio
 TABLES = {"jobs": ["report"]}
 
 
-async def declare(db: asyncpg.Connection, name: str = "nightly", cron: str = "* * * * * *", **options) -> dict:
+async def declare(
+    db: asyncpg.Connection, name: str = "nightly", cron: str = "* * * * * *", **options
+) -> dict:
     args = {"p_name": name, "p_cron": cron, "p_table": "jobs", "p_job_type": "report", **options}
     names = ", ".join(f"{key} => ${i + 1}" for i, key in enumerate(args))
     values = [json.dumps(v) if isinstance(v, dict) else v for v in args.values()]
@@ -193,9 +195,17 @@ async def test_workers_declare_their_schedules_and_hear_only_those_of_their_job_
         "catch_up_seconds": 7200,
         "engine": "worker",
     }
-    assert abs(datetime.fromisoformat(answer["now"]) - await db.fetchval("select now()")) < timedelta(seconds=5)
-    stored = await db.fetchrow("select payload, priority, max_attempts from reactor.schedules where name = 'digest'")
-    assert (json.loads(stored["payload"]), stored["priority"], stored["max_attempts"]) == ({"kind": "weekly"}, 1, 3)
+    assert abs(datetime.fromisoformat(answer["now"]) - await db.fetchval("select now()")) < timedelta(
+        seconds=5
+    )
+    stored = await db.fetchrow(
+        "select payload, priority, max_attempts from reactor.schedules where name = 'digest'"
+    )
+    assert (json.loads(stored["payload"]), stored["priority"], stored["max_attempts"]) == (
+        {"kind": "weekly"},
+        1,
+        3,
+    )
     everything = await rpc(db, "reactor_schedules", p_table=None)
     assert [s["name"] for s in everything["schedules"]] == ["digest", "other"]
 
@@ -285,7 +295,13 @@ async def test_the_pg_cron_engine_registers_a_cron_job_that_enqueues_each_minute
 async def test_a_worker_declaring_a_pg_cron_schedule_keeps_it_with_pg_cron(pg_cron):
     db = pg_cron
     await declare(db, "nightly", "0 3 * * *", p_engine="pg_cron")
-    declared = {"name": "nightly", "table": "jobs", "job_type": "report", "cron": "0 4 * * *", "time_zone": "UTC"}
+    declared = {
+        "name": "nightly",
+        "table": "jobs",
+        "job_type": "report",
+        "cron": "0 4 * * *",
+        "time_zone": "UTC",
+    }
     answer = await rpc(db, "reactor_fire_schedules", p_worker="w1", p_tables=TABLES, p_declare=[declared])
     assert [(s["cron"], s["engine"]) for s in answer["schedules"]] == [("0 4 * * *", "pg_cron")]
     assert await db.fetchval("select schedule from cron.job where jobname = 'reactor:nightly'") == "0 4 * * *"

@@ -30,3 +30,20 @@ async def leaky(job: Job) -> None:
     key = os.environ["SUPABASE_SERVICE_ROLE_KEY"]
     job.logger.info(f"calling out with {key}")
     raise PermanentError(f"request with key {key} refused")
+
+
+scheduled = Reactor()
+
+
+@scheduled.cron("* * * * * *", name="every-second", catch_up=30)
+@scheduled.handler("tick")
+async def tick(job: Job) -> dict:
+    """Enqueued every second; its window outlasts any outage in the tests."""
+    return {"pid": os.getpid(), "for": job.run_at.isoformat()}
+
+
+@scheduled.cron("* * * * * *", name="short-memory", catch_up=2)
+@scheduled.handler("tock")
+async def tock(job: Job) -> dict:
+    """Enqueued every second, but only times at most 2 s old are caught up after an outage."""
+    return {"pid": os.getpid(), "for": job.run_at.isoformat()}
