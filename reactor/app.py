@@ -29,7 +29,8 @@ from reactor.worker import Worker
 
 
 class Reactor:
-    """A worker: `@app.handler("type")` registers handlers, `app.run()` works until SIGTERM."""
+    """A worker: `@app.handler("type")` registers handlers, `@app.cron("* * * * *")` schedules
+    them, `app.run()` works until SIGTERM."""
 
     def __init__(self, **overrides: Any) -> None:
         config_module.check_options(overrides)
