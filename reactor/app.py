@@ -23,17 +23,20 @@ from reactor.handlers import Handler, HandlerFunction, Registry
 from reactor.health import Health
 from reactor.metrics import Metrics
 from reactor.retry import RetryPolicy
+from reactor.schedules import DEFAULT_CATCH_UP_SECONDS, Schedule
 from reactor.store import JobStore, Store
 from reactor.worker import Worker
 
 
 class Reactor:
-    """A worker: `@app.handler("type")` registers handlers, `app.run()` works until SIGTERM."""
+    """A worker: `@app.handler("type")` registers handlers, `@app.cron("* * * * *")` schedules
+    them, `app.run()` works until SIGTERM."""
 
     def __init__(self, **overrides: Any) -> None:
         config_module.check_options(overrides)
         self._overrides = overrides
         self._specs: list[dict[str, Any]] = []
+        self._crons: list[tuple[HandlerFunction, dict[str, Any]]] = []
         self._stop_requested: Callable[[], None] | None = None
         self._stop_early = False
         self.worker: Worker | None = None  # the last one served, for tests and the REPL
@@ -72,6 +75,40 @@ class Reactor:
 
         return register
 
+    def cron(
+        self,
+        cron: str,
+        *,
+        name: str | None = None,
+        payload: Any = None,
+        time_zone: str = "UTC",
+        catch_up: int = DEFAULT_CATCH_UP_SECONDS,
+        priority: int = 0,
+        max_attempts: int | None = None,
+    ) -> Callable[[HandlerFunction], HandlerFunction]:
+        """Enqueue a job for the handler this decorates (with `@app.handler`, above or below) at
+        every time of `cron` (five fields, or six with seconds first) in `time_zone`, once per time
+        however many workers run. Times missed while no worker ran are enqueued once each when one
+        is back within `catch_up` seconds; older ones are skipped. `name` (default: the job type)
+        names the schedule in the database, unique in the project."""
+
+        def register(function: HandlerFunction) -> HandlerFunction:
+            options = {
+                "name": name,
+                "cron": cron,
+                "payload": {} if payload is None else payload,
+                "time_zone": time_zone,
+                "catch_up": catch_up,
+                "priority": priority,
+                "max_attempts": max_attempts,
+            }
+            # Checked at decoration time, under the name it will most likely have.
+            Schedule(**{**options, "name": name or function.__name__, "job_type": "check", "max_attempts": 5})
+            self._crons.append((function, options))
+            return function
+
+        return register
+
     def load_config(self, env: dict[str, str] | None = None) -> Config:
         return config_module.load(env, **self._overrides)
 
@@ -81,6 +118,30 @@ class Reactor:
         for spec in self._specs:
             registry.add(Handler(**{**spec, "table": spec["table"] or default_table}))
         return registry
+
+    def schedules(self, default_table: str) -> list[Schedule]:
+        """The schedules `@app.cron` declared, each for its handler's job type and table."""
+        found: dict[str, Schedule] = {}
+        for function, options in self._crons:
+            spec = next((s for s in self._specs if s["function"] is function), None)
+            if spec is None:
+                raise ValueError(
+                    f"@app.cron({options['cron']!r}) on {function.__name__}: it is not a handler; "
+                    "decorate it with @app.handler too"
+                )
+            schedule = Schedule(
+                **{
+                    **options,
+                    "name": options["name"] or spec["job_type"],
+                    "job_type": spec["job_type"],
+                    "table": spec["table"] or default_table,
+                    "max_attempts": options["max_attempts"] or spec["max_attempts"] or 5,
+                }
+            )
+            if schedule.name in found:
+                raise ValueError(f"two schedules are named {schedule.name!r}: give each its own name=")
+            found[schedule.name] = schedule
+        return list(found.values())
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; the exit code for the process."""
@@ -96,7 +157,8 @@ class Reactor:
             return 2
         try:
             self.registry(config.table)
-        except ValueError as exc:  # two handlers for one job type, once tables are known
+            self.schedules(config.table)
+        except ValueError as exc:  # two handlers for one job type, once tables are known; a bad cron
             logger.error(str(exc))
             return 2
         anyio.run(self.serve, config, True)
@@ -120,7 +182,9 @@ class Reactor:
         """Work until `stop()` (or a signal, with `handle_signals`), over the API or, for tests, over
         `store` (reactor.memory.MemoryStore)."""
         store = store or Store(config.supabase_url, config.service_key)
-        worker = Worker(config, self.registry(config.table), self.metrics, store)
+        worker = Worker(
+            config, self.registry(config.table), self.metrics, store, self.schedules(config.table)
+        )
         self.worker = worker
         self._health = worker.health
         logger.bind(worker_id=config.worker_id).info(

@@ -5,7 +5,8 @@ one suite against it and against the real functions over the local stack: claims
 then run_at, then id order, never before run_at, never more than asked; every outcome, heartbeat
 and progress write fenced by the lease token; a failed attempt back to pending at its retry time,
 or to `failed` when it is permanent or the attempts are spent; a release that gives the attempt
-back; expired leases reaped by every tick. It has no Realtime and so no hand-offs (a standby is
+back; expired leases reaped by every tick; a schedule's times enqueued once each, within its
+catch-up window, in increasing order. It has no Realtime and so no hand-offs (a standby is
 accepted and never used), no statistics beyond counts, and no row-level security: it is a test
 double for the worker, not a database.
 """
@@ -49,9 +50,40 @@ class _Row:
     completed_at: datetime | None = None
 
 
+@dataclass
+class _Schedule:
+    name: str
+    table: str
+    job_type: str
+    cron: str
+    time_zone: str
+    payload: Any
+    priority: int
+    max_attempts: int
+    catch_up_seconds: int
+    fired_through: datetime
+    last_run_at: datetime | None = None
+    last_job_id: int | None = None
+
+    def listed(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "table": self.table,
+            "job_type": self.job_type,
+            "cron": self.cron,
+            "time_zone": self.time_zone,
+            "catch_up_seconds": self.catch_up_seconds,
+            "engine": "worker",
+            "fired_through": self.fired_through.isoformat(),
+            "last_run_at": None if self.last_run_at is None else self.last_run_at.isoformat(),
+            "last_job_id": self.last_job_id,
+        }
+
+
 class MemoryStore:
     def __init__(self, tables: Sequence[str] = ("jobs",)) -> None:
         self.tables: dict[str, dict[int, _Row]] = {table: {} for table in tables}
+        self.schedules: dict[str, _Schedule] = {}
         self._ids = itertools.count(1)
         self.calls: Counter[tuple[str, str]] = Counter()  # (function, outcome) -> count, as Store's
         self.limits: dict[tuple[str, str], dict[str, Any]] = {}  # (table, job type) -> its limits
@@ -65,7 +97,9 @@ class MemoryStore:
         return dict(vars(self.tables[table][job_id]))
 
     async def enqueue(self, table: str, job: dict[str, Any]) -> int:
-        rows = self._table(f"post {table}", table)
+        return self._insert(self._table(f"post {table}", table), job)
+
+    def _insert(self, rows: dict[int, _Row], job: dict[str, Any]) -> int:
         now = _now()
         row = _Row(
             id=next(self._ids),
@@ -199,6 +233,71 @@ class MemoryStore:
 
     async def delete_probe(self, table: str, probe_id: int) -> None:
         self._table(f"delete {table}", table)
+
+    async def fire_schedules(
+        self,
+        worker: str,
+        tables: dict[str, list[str]],
+        declare: list[dict[str, Any]],
+        fire: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        self.calls[("reactor_fire_schedules", "ok")] += 1
+        now = _now()
+        for item in declare:
+            self._declare(item, now)
+        fired = [self._fire(item, now) for item in sorted(fire, key=lambda item: item["name"])]
+        listed = [
+            s.listed()
+            for s in sorted(self.schedules.values(), key=lambda s: s.name)
+            if s.job_type in tables.get(s.table, [])
+        ]
+        return {"now": now.isoformat(), "fired": fired, "schedules": listed}
+
+    def _declare(self, item: dict[str, Any], now: datetime) -> None:
+        if item["table"] not in self.tables:
+            raise Rejected(f'reactor_fire_schedules: unknown job table "{item["table"]}" (HTTP 400)', 400)
+        old = self.schedules.get(item["name"])
+        fresh = old is None or (old.cron, old.time_zone) != (item["cron"], item["time_zone"])
+        self.schedules[item["name"]] = _Schedule(
+            name=item["name"],
+            table=item["table"],
+            job_type=item["job_type"],
+            cron=item["cron"],
+            time_zone=item["time_zone"],
+            payload=item["payload"],
+            priority=item["priority"],
+            max_attempts=item["max_attempts"],
+            catch_up_seconds=item["catch_up_seconds"],
+            fired_through=now if old is None else max(old.fired_through, now) if fresh else old.fired_through,
+            last_run_at=None if old is None else old.last_run_at,
+            last_job_id=None if old is None else old.last_job_id,
+        )
+
+    def _fire(self, item: dict[str, Any], now: datetime) -> dict[str, Any]:
+        schedule = self.schedules.get(item["name"])
+        answer: dict[str, Any] = {"name": item["name"], "current": False, "enqueued": [], "skipped": None}
+        if schedule is None or (schedule.cron, schedule.time_zone) != (item["cron"], item["time_zone"]):
+            return answer
+        window_start = now - timedelta(seconds=schedule.catch_up_seconds)
+        if schedule.fired_through < window_start:
+            answer["skipped"] = {"from": schedule.fired_through.isoformat(), "to": window_start.isoformat()}
+            schedule.fired_through = window_start
+        for at in sorted({_time(t) for t in item["times"]}):
+            if schedule.fired_through < at <= now:
+                job_id = self._insert(
+                    self.tables[schedule.table],
+                    {
+                        "job_type": schedule.job_type,
+                        "payload": schedule.payload,
+                        "priority": schedule.priority,
+                        "max_attempts": schedule.max_attempts,
+                        "run_at": at,
+                    },
+                )
+                answer["enqueued"].append({"at": at.isoformat(), "id": job_id})
+                schedule.fired_through = schedule.last_run_at = at
+                schedule.last_job_id = job_id
+        return {**answer, "current": True}
 
     def _table(self, function: str, table: str) -> dict[int, _Row]:
         if table not in self.tables:

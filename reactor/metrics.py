@@ -32,6 +32,7 @@ EVENTS = {
         "reactor_realtime_withheld",
         "Inserts left unannounced for reactor's Realtime budget, as this worker's ticks saw them.",
     ),
+    "scheduled_jobs": ("reactor_scheduled_jobs", "Jobs this worker enqueued for schedules (@app.cron)."),
 }
 
 

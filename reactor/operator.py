@@ -1,5 +1,5 @@
-"""Operator commands: `reactor stats`, `enqueue`, `retry`, `cancel`, `prune`, and the fleet-wide
-limits: `limits`, `limit`, `pause` and `resume`.
+"""Operator commands: `reactor stats` (with the schedules), `enqueue`, `retry`, `cancel`, `prune`,
+and the fleet-wide limits: `limits`, `limit`, `pause` and `resume`.
 
 They use the worker's configuration (`SUPABASE_URL` and the service-role key, checked the same
 way) and the same HTTPS API: the `public.reactor_*` functions over PostgREST RPC, and a plain
@@ -14,12 +14,14 @@ import json
 import re
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
 
 from reactor import config, handlers
+from reactor.cron import Cron, CronError
 from reactor.store import MAX_BATCH, Rejected, Store, StoreError, UnreadableAnswer
 
 PRUNE_BATCH = 10000  # the most public.reactor_prune deletes in one call, keeping each call short
@@ -88,7 +90,35 @@ def parse_table(raw: str) -> str:
 
 
 async def stats(store: Store, tables: list[str]) -> dict[str, dict[str, Any]]:
-    return {table: await store.stats(table) for table in tables}
+    """Each table's statistics, and its schedules with their next run (none on a contract that
+    predates schedules, sql/migrations/0011)."""
+    found = {table: await store.stats(table) for table in tables}
+    try:
+        listed = await store.schedules()
+    except Rejected as exc:
+        if exc.status != 404:
+            raise
+        return found
+    now = datetime.fromisoformat(listed["now"])
+    for table, table_stats in found.items():
+        table_stats["schedules"] = [
+            {**schedule, "next_run_at": next_run(schedule, now)}
+            for schedule in listed["schedules"]
+            if schedule["table"] == table
+        ]
+    return found
+
+
+def next_run(schedule: dict[str, Any], now: datetime) -> str | None:
+    """When the schedule next enqueues a job: its first time not yet fired, within its catch-up
+    window. One already past means no worker has fired it; None, an expression no worker reads."""
+    try:
+        cron = Cron.parse(schedule["cron"], schedule["time_zone"])
+    except CronError:
+        return None
+    fired_through = datetime.fromisoformat(schedule["fired_through"])
+    start = max(fired_through, now - timedelta(seconds=schedule["catch_up_seconds"]))
+    return cron.next_after(start).astimezone(cron.zone).isoformat()
 
 
 async def enqueue(store: Store, table: str, job: dict[str, Any]) -> int:
@@ -129,7 +159,7 @@ async def prune(store: Store, table: str, older_than_seconds: int) -> int:
             return total
 
 
-def render_stats(found: dict[str, dict[str, Any]]) -> str:
+def render_stats(found: dict[str, dict[str, Any]], now: datetime | None = None) -> str:
     head = ["table", *_STATUSES, "due", "scheduled", "oldest due", "expired leases"]
     rows = [head]
     for table, s in found.items():
@@ -150,6 +180,10 @@ def render_stats(found: dict[str, dict[str, Any]]) -> str:
         if s["pending_by_type"]:
             types = ", ".join(f"{t} {n}" for t, n in sorted(s["pending_by_type"].items()))
             lines.append(f"pending in {table} by type: {types}")
+    for table, s in found.items():
+        if s.get("schedules"):
+            lines.append(f"schedules in {table}:")
+            lines.extend(_schedule_rows(s["schedules"], now))
     realtime = next((s["realtime"] for s in found.values() if "realtime" in s), None)
     if realtime is not None:  # one budget for the whole project
         lines.append(
@@ -159,13 +193,42 @@ def render_stats(found: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _schedule_rows(schedules: list[dict[str, Any]], now: datetime | None) -> list[str]:
+    """The schedules as an indented table: times in each schedule's own zone, to the second."""
+    rows = [["name", "cron", "zone", "job type", "next run", "last run", "engine"]]
+    for s in schedules:
+        upcoming = s["next_run_at"]
+        late = upcoming is not None and now is not None and datetime.fromisoformat(upcoming) < now
+        rows.append(
+            [
+                s["name"],
+                s["cron"],
+                s["time_zone"],
+                s["job_type"],
+                "-" if upcoming is None else _when(upcoming, s["time_zone"]) + (" (overdue)" if late else ""),
+                "never" if s["last_run_at"] is None else _when(s["last_run_at"], s["time_zone"]),
+                s["engine"],
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _when(value: str, zone: str) -> str:
+    try:
+        tz = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return value
+    return datetime.fromisoformat(value).astimezone(tz).isoformat(" ", "seconds")
+
+
 def _ids_line(label: str, ids: list[int]) -> str:
     return f"{label} {len(ids)} job(s)" + (f": {', '.join(map(str, ids))}" if ids else "")
 
 
 async def _stats(store: Store, args: argparse.Namespace, table: str) -> str:
     found = await stats(store, [parse_table(t) for t in args.table] if args.table else [table])
-    return json.dumps(found, indent=2) if args.json else render_stats(found)
+    return json.dumps(found, indent=2) if args.json else render_stats(found, datetime.now(UTC))
 
 
 async def _enqueue(store: Store, args: argparse.Namespace, table: str) -> str:

@@ -100,6 +100,14 @@ class JobStore(Protocol):
 
     async def delete_probe(self, table: str, probe_id: int) -> None: ...
 
+    async def fire_schedules(
+        self,
+        worker: str,
+        tables: dict[str, list[str]],
+        declare: list[dict[str, Any]],
+        fire: list[dict[str, Any]],
+    ) -> dict[str, Any]: ...
+
 
 class Store:
     def __init__(self, supabase_url: str, service_key: str, timeout: float = 30.0) -> None:
@@ -254,6 +262,24 @@ class Store:
 
     async def stats(self, table: str) -> dict[str, Any]:
         return await self.call("reactor_stats", {"p_table": table})
+
+    async def fire_schedules(
+        self,
+        worker: str,
+        tables: dict[str, list[str]],
+        declare: list[dict[str, Any]],
+        fire: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Declare schedules, enqueue the jobs of their due times (once each, whoever else sends
+        them), and learn the schedules of these tables' job types (sql/schema.sql, section 9b)."""
+        return await self.call(
+            "reactor_fire_schedules",
+            {"p_worker": worker, "p_tables": tables, "p_declare": declare, "p_fire": fire},
+        )
+
+    async def schedules(self, table: str | None = None) -> dict[str, Any]:
+        """Every schedule, or one table's, with the database's clock (`reactor stats`)."""
+        return await self.call("reactor_schedules", {"p_table": table})
 
     async def enqueue(self, table: str, job: dict[str, Any]) -> int:
         """Insert one job row (for operators; frontends insert with their own key) and return its id."""

@@ -3,7 +3,8 @@
 The parts are built in dependency order, so nothing is patched in afterwards: the feed's state
 (feed.py) and the claim wake-ups (wakeups.py) first, since the listener writes them and the
 poller, ticker and dispatcher read them; then the poller (timers), the ticker, the runner and the
-dispatcher; the listener last, since it hands the dispatcher what Realtime brings.
+dispatcher; the listener last, since it hands the dispatcher what Realtime brings. The scheduler
+stands apart: it needs only the store, and enqueues jobs the others then find as any insert.
 
 Shutdown order matters: stop claiming first (a claim cut off mid-call would strand jobs until
 their lease expires), let running jobs finish within the grace period, cancel the rest and hand
@@ -14,7 +15,7 @@ and only then stop the heartbeats that kept all those leases alive.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -34,6 +35,8 @@ from reactor.reporter import Reporter
 from reactor.retry import RetryPolicy
 from reactor.runner import JobRunner
 from reactor.running import RunningJobs
+from reactor.scheduler import Scheduler
+from reactor.schedules import Schedule
 from reactor.standby import Standby
 from reactor.store import JobStore, StoreError
 from reactor.ticker import Ticker
@@ -45,7 +48,14 @@ OUTCOME_GIVE_UP_SECONDS = 10.0
 
 
 class Worker:
-    def __init__(self, config: Config, registry: Registry, metrics: Metrics, store: JobStore) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        metrics: Metrics,
+        store: JobStore,
+        schedules: Sequence[Schedule] = (),
+    ) -> None:
         self.config = config
         self.store = store
         self.metrics = metrics
@@ -122,6 +132,13 @@ class Worker:
             if config.realtime
             else None
         )
+        self.scheduler = Scheduler(
+            store,
+            config.worker_id,
+            {table: registry.job_types(table) for table in tables},
+            schedules,
+            metrics.events,
+        )
         self._ticker = ticker
         self.health = Health(self._ready, self._metrics)
         self._services: anyio.CancelScope | None = None
@@ -152,6 +169,7 @@ class Worker:
                 self._services = services.cancel_scope
                 jobs.start_soon(self.dispatcher.run, jobs)
                 services.start_soon(self.poller.run)
+                services.start_soon(self.scheduler.run)
                 if self.listener is not None:
                     services.start_soon(self.listener.run)
                 if self.config.health_port is not None:

@@ -274,3 +274,46 @@ async def test_limit_pause_resume_and_limits_change_what_every_worker_may_claim(
 async def test_a_bad_limit_is_refused_in_one_line(stack: Stack, args: list[str], message: str):
     done = await reactor(worker_env(stack), *args)
     assert done.code == 2 and message in done.err and len(done.err.splitlines()) == 1, done.err
+
+
+async def test_stats_lists_each_tables_schedules_with_next_and_last_run(stack: Stack, db: asyncpg.Connection):
+    await db.execute(
+        "select reactor.schedule('nightly-prune', '0 3 * * *', 'jobs', 'prune', p_time_zone => 'Europe/Berlin')"
+    )
+    await db.execute("select reactor.schedule('every-minute', '* * * * *', 'jobs', 'report')")
+    await db.execute(
+        "update reactor.schedules set last_run_at = '2030-01-01 02:00:00+00', fired_through = now() - interval '1 h'"
+        " where name = 'every-minute'"
+    )
+    text = await ok(stack, "stats")
+    lines = text.splitlines()
+    start = lines.index("schedules in jobs:")
+    assert lines[start + 1].split() == [
+        "name",
+        "cron",
+        "zone",
+        "job",
+        "type",
+        "next",
+        "run",
+        "last",
+        "run",
+        "engine",
+    ]
+    every, nightly = lines[start + 2].split(), lines[start + 3].split()
+    # Not fired for an hour, while its catch-up window is an hour: no worker fires it.
+    assert every[:7] == ["every-minute", "*", "*", "*", "*", "*", "UTC"] and "(overdue)" in every
+    assert every[-3:] == ["2030-01-01", "02:00:00+00:00", "worker"]
+    assert nightly[:8] == ["nightly-prune", "0", "3", "*", "*", "*", "Europe/Berlin", "prune"]
+    assert nightly[8].startswith("20") and nightly[9] in ("03:00:00+01:00", "03:00:00+02:00")
+    assert nightly[-2:] == ["never", "worker"]
+
+    found = json.loads(await ok(stack, "stats", "--json"))
+    [listed_every, listed_nightly] = found["jobs"]["schedules"]
+    assert (listed_nightly["name"], listed_nightly["time_zone"], listed_nightly["last_run_at"]) == (
+        "nightly-prune",
+        "Europe/Berlin",
+        None,
+    )
+    assert datetime.fromisoformat(listed_nightly["next_run_at"]) > datetime.now(UTC)
+    assert datetime.fromisoformat(listed_every["next_run_at"]) < datetime.now(UTC)

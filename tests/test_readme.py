@@ -18,8 +18,8 @@ import pytest
 
 from reactor import config, migrations
 from reactor.devstack.stack import serve
-from tests.support.contract import acting_as
-from tests.support.worker import WorkerProcess, insert, status_is, worker_env, worker_process
+from tests.support.contract import acting_as, install_pg_cron_stand_in
+from tests.support.worker import WorkerProcess, insert, status_is, wait_until, worker_env, worker_process
 
 pytestmark = pytest.mark.anyio
 
@@ -27,8 +27,10 @@ pytestmark = pytest.mark.anyio
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
-def blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+def blocks(lang: str, section: str | None = None) -> list[str]:
+    """The README's code blocks in `lang`, or only those under the heading `section`."""
+    text = README if section is None else README.split(f"\n{section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
 
 
 async def test_readme_run_command_shows_demo_jobs_flowing(tmp_path: Path):
@@ -107,7 +109,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 async def test_readme_sql_examples_run_as_documented(db: asyncpg.Connection):
-    create, allow, insert = blocks("sql")
+    create, allow, insert = blocks("sql", "## The database contract")
     await db.execute(create)
     async with acting_as(db, "authenticated", "6f0a2b9e-6d55-4c1b-9d7e-0f2f2b0c1a11"):
         with pytest.raises(
@@ -199,7 +201,7 @@ async def test_readme_frontend_snippet_watches_its_job_to_completion(
     )
     (tmp_path / "worker.py").write_text(blocks("python")[0])
     user = str(uuid.uuid4())
-    await db.execute(blocks("sql")[1])  # the README's insert policy allows send_email
+    await db.execute(blocks("sql", "## The database contract")[1])  # the insert policy allows send_email
     try:
         async with serve(database_url, port=0) as stack:
             env = {
@@ -259,3 +261,62 @@ async def test_readme_dashboard_block_serves_on_loopback_and_behind_a_token_else
                         if process.returncode is None:
                             process.kill()
                     group.cancel_scope.cancel()
+
+
+async def test_readme_recurring_job_is_enqueued_once_per_missed_time_by_two_workers(
+    database_url: str, db: asyncpg.Connection, tmp_path: Path
+):
+    (tmp_path / "stats_worker.py").write_text(blocks("python", "## Recurring jobs")[0])
+    async with serve(database_url, port=0) as stack:
+        env = worker_env(stack, PYTHONPATH=str(tmp_path))
+        async with worker_process(env, app="stats_worker:app") as first:
+            await first.wait_for_output("declared schedules refresh_stats", timeout=30)
+            first.signal(signal.SIGTERM)
+            assert await first.wait() == 0
+        # As if every worker had been down for twelve minutes, within the hour it catches up.
+        down_since = await db.fetchval(
+            "update reactor.schedules set fired_through = now() - interval '12 minutes' returning fired_through"
+        )
+        start = down_since.replace(minute=down_since.minute - down_since.minute % 5, second=0, microsecond=0)
+        due = [start + timedelta(minutes=5 * n) for n in (1, 2, 3)]  # every five minutes since
+        async with (
+            worker_process({**env, "REACTOR_WORKER_ID": "a"}, app="stats_worker:app"),
+            worker_process({**env, "REACTOR_WORKER_ID": "b"}, app="stats_worker:app"),
+        ):
+
+            async def done() -> list[asyncpg.Record]:
+                jobs = await db.fetch("select * from public.jobs order by run_at")
+                return jobs if len(jobs) >= 2 and all(j["status"] == "completed" for j in jobs) else []
+
+            await wait_until(done, timeout=30)
+            await anyio.sleep(1)  # long enough for a second copy of any time to appear
+        back = await db.fetchval("select now()")
+    jobs = await db.fetch("select * from public.jobs order by run_at")
+    assert [j["run_at"] for j in jobs] == [t for t in due if t <= back]
+    for job in jobs:
+        assert job["job_type"] == "refresh_stats" and job["status"] == "completed"
+        assert json.loads(job["result"]) == {"refreshed_for": job["run_at"].isoformat(), "scope": "all"}
+
+
+async def test_readme_schedule_sql_declares_in_a_zone_and_pg_cron_fires_in_the_database(
+    db: asyncpg.Connection,
+):
+    declare, with_pg_cron = blocks("sql", "## Recurring jobs")
+    await db.execute(declare)
+    digest = await db.fetchrow("select * from reactor.schedules where name = 'weekly-digest'")
+    assert (digest["job_type"], digest["cron"], digest["time_zone"], digest["catch_up_seconds"]) == (
+        "send_digest",
+        "0 9 * * 1",
+        "America/New_York",
+        7200,
+    )
+    assert json.loads(digest["payload"]) == {"kind": "weekly"}
+    with pytest.raises(asyncpg.RaiseError, match="needs the pg_cron extension"):
+        await db.execute(with_pg_cron)
+    await install_pg_cron_stand_in(db)
+    await db.execute(with_pg_cron)
+    commands = {r["jobname"]: r["command"] for r in await db.fetch("select jobname, command from cron.job")}
+    assert set(commands) == {"reactor:nightly-prune", "reactor:reap:jobs", "reactor:prune:jobs"}
+    await db.execute("update reactor.schedules set fired_through = now() - interval '1 minute'")
+    job_id = await db.fetchval(commands["reactor:nightly-prune"])
+    assert await db.fetchval("select job_type from public.jobs where id = $1", job_id) == "prune_exports"

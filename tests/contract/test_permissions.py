@@ -35,6 +35,8 @@ WORKER_CALLS = [
     "select public.reactor_limits('jobs')",
     "select * from reactor.job_limits",
     "select * from reactor.realtime_budget",
+    "select public.reactor_fire_schedules('w', '{\"jobs\": [\"t\"]}', '[]', '[]')",
+    "select public.reactor_schedules(null)",
     "select reactor.create_job_table('x')",
     "select * from reactor.job_tables",
     "select * from reactor.standby",
@@ -43,6 +45,10 @@ WORKER_CALLS = [
     "select reactor.forbid_insert('jobs', 't')",
     "select * from reactor.insert_rules",
     "select reactor.guard_job_table('jobs')",
+    "select reactor.schedule('s', '* * * * *', 'jobs', 't')",
+    "select reactor.unschedule('s')",
+    "select reactor.fire_schedule('s')",
+    "select * from reactor.schedules",
 ]
 
 

@@ -235,3 +235,43 @@ async def test_every_call_is_counted_by_function_and_outcome(store):
         await s.claim("nope", "w1", ["t"], 1, 60)
     assert s.calls[("reactor_claim_batch", "ok")] == 1
     assert s.calls[("reactor_claim_batch", "rejected")] == 1
+
+
+async def test_a_schedules_due_time_is_enqueued_once_however_often_it_is_sent(store):
+    s, read = store
+    declared = {
+        "name": "every-second",
+        "table": "jobs",
+        "job_type": "t",
+        "cron": "* * * * * *",
+        "time_zone": "UTC",
+        "payload": {"n": 1},
+        "priority": 2,
+        "max_attempts": 3,
+        "catch_up_seconds": 60,
+    }
+    first = await s.fire_schedules("w1", {"jobs": ["t"]}, [declared], [])
+    [listed] = first["schedules"]
+    assert (listed["name"], listed["engine"], listed["last_run_at"]) == ("every-second", "worker", None)
+    await anyio.sleep(1.1)
+    at = datetime.fromisoformat(listed["fired_through"]).replace(microsecond=0) + timedelta(seconds=1)
+    item = {"name": "every-second", "cron": "* * * * * *", "time_zone": "UTC", "times": [at.isoformat()]}
+    fired = (await s.fire_schedules("w1", {"jobs": ["t"]}, [], [item]))["fired"]
+    again = (
+        await s.fire_schedules(
+            "w2",
+            {"jobs": ["t"]},
+            [],
+            [
+                item,
+            ],
+        )
+    )["fired"]
+    [enqueued] = fired[0]["enqueued"]
+    assert (fired[0]["current"], again[0]["enqueued"]) == (True, [])
+    job = await read(enqueued["id"])
+    assert (job["job_type"], job["status"], job["priority"], job["max_attempts"]) == ("t", "pending", 2, 3)
+    assert job["run_at"] == at == datetime.fromisoformat(enqueued["at"])
+    stale = {**item, "cron": "*/2 * * * * *"}
+    assert (await s.fire_schedules("w1", {"jobs": ["t"]}, [], [stale]))["fired"][0]["current"] is False
+    assert (await s.fire_schedules("w1", {"jobs": ["other"]}, [], []))["schedules"] == []

@@ -87,3 +87,25 @@ async def stand_by(
         slots,
         seconds,
     )
+
+
+# pg_cron is not in the local Postgres: a stand-in with the shape of its calls records what reactor
+# registers, and the tests run the registered commands as pg_cron would.
+PG_CRON_STAND_IN = """
+create schema cron;
+create table cron.job (jobid bigserial primary key, jobname text unique, schedule text, command text);
+create function cron.schedule(p_name text, p_schedule text, p_command text) returns bigint
+language sql as $$
+  insert into cron.job (jobname, schedule, command) values (p_name, p_schedule, p_command)
+  on conflict (jobname) do update set schedule = excluded.schedule, command = excluded.command
+  returning jobid
+$$;
+create function cron.unschedule(p_name text) returns boolean
+language sql as $$ with d as (delete from cron.job where jobname = p_name returning 1) select exists (select 1 from d) $$;
+create function cron.unschedule(p_id bigint) returns boolean
+language sql as $$ with d as (delete from cron.job where jobid = p_id returning 1) select exists (select 1 from d) $$;
+"""
+
+
+async def install_pg_cron_stand_in(db: asyncpg.Connection) -> None:
+    await db.execute(PG_CRON_STAND_IN)

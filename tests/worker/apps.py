@@ -42,3 +42,20 @@ async def paced(job: Job) -> dict:
 async def fair(job: Job) -> None:
     """A long job of which each user may have one running at a time."""
     await anyio.sleep(0.3)
+
+
+scheduled = Reactor()
+
+
+@scheduled.cron("* * * * * *", name="every-second", catch_up=30)
+@scheduled.handler("tick")
+async def tick(job: Job) -> dict:
+    """Enqueued every second; its window outlasts any outage in the tests."""
+    return {"pid": os.getpid(), "for": job.run_at.isoformat()}
+
+
+@scheduled.cron("* * * * * *", name="short-memory", catch_up=2)
+@scheduled.handler("tock")
+async def tock(job: Job) -> dict:
+    """Enqueued every second, but only times at most 2 s old are caught up after an outage."""
+    return {"pid": os.getpid(), "for": job.run_at.isoformat()}

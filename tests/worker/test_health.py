@@ -73,6 +73,7 @@ async def test_metrics_parse_as_prometheus_text_with_escaped_label_values(stack,
         "reactor_realtime_subscriptions": "counter",
         "reactor_realtime_live": "counter",
         "reactor_realtime_probes_heard": "counter",
+        "reactor_scheduled_jobs": "counter",
         "reactor_jobs_running": "gauge",
         "reactor_realtime_state": "gauge",
     }
