@@ -1465,6 +1465,8 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
            'concurrency', l.concurrency, 'rate', l.rate, 'per_seconds', l.per_seconds,
            'per_user', l.per_user, 'paused', l.paused))), '{}')
   from reactor.job_limits l where l.job_table = reactor.job_table(p_table)
+$$;
+
 
 -- ==== 9b. Schedules ====
 --
