@@ -513,9 +513,14 @@ def _select_items(text: str, select: str) -> list[Field | Embed]:
 
 
 def _outside_quotes(text: str, char: str) -> int:
-    quoted = False
+    """Where `char` first occurs outside double quotes (backslash escapes inside them), or -1."""
+    quoted, escaped = False, False
     for i, ch in enumerate(text):
-        if ch == '"':
+        if escaped:
+            escaped = False
+        elif quoted and ch == "\\":
+            escaped = True
+        elif ch == '"':
             quoted = not quoted
         elif ch == char and not quoted:
             return i
@@ -627,6 +632,7 @@ class OrderTerm:
     modifiers: tuple[str, ...]
 
 
+_IDENTIFIER = re.compile(r"^[\w $]+$")  # PostgREST's pIdentifier
 _ORDER_SQL = {"asc": " asc", "desc": " desc", "nullsfirst": " nulls first", "nullslast": " nulls last"}
 
 
@@ -645,6 +651,13 @@ def parse_order(order: str) -> list[OrderTerm]:
             modifiers = [m for m in rest.split(".") if m] if rest.startswith(".") or not rest else None
         else:
             name, *modifiers = term.split(".")
+        column = _ARROW.split(name)[0]
+        if column and not column.startswith('"') and not _IDENTIFIER.match(column):
+            raise QueryError(
+                "PGRST100",
+                f'"failed to parse order ({order})" (line 1, column 1)',
+                details="expecting field name (* or [a..z0..9_$])",
+            )
         if not name or modifiers is None or any(m not in _ORDER_SQL for m in modifiers):
             bad = next((m for m in modifiers or [term] if m not in _ORDER_SQL), term)
             raise QueryError(
