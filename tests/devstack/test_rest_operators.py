@@ -25,6 +25,7 @@ async def things(db: asyncpg.Connection) -> None:
           (2, 'banana', '{yellow,fruit}', '{"a": 2}', '[5,10)', 'Lazy dogs sleep all day', 20),
           (3, 'carrot', '{orange,vegetable}', '{"a": 1, "c": true}', '[10,20)', 'A quick carrot soup', null),
           (4, 'date, dried', '{brown,"fruit, dried"}', '{}', 'empty', 'fox and dog', 40);
+        create function public.one() returns int language sql as 'select 1';
     """)
 
 
@@ -158,6 +159,13 @@ async def test_unavailable_media_types_get_406(devstack, things):
                 "details": None,
                 "hint": None,
             }
+
+
+async def test_functions_answer_json_only(devstack, things):
+    async with rest(devstack) as http:
+        assert (await http.post("/rpc/one", json={}, headers={"Accept": "*/*"})).json() == 1
+        r = await http.post("/rpc/one", json={}, headers={"Accept": "text/csv"})
+        assert (r.status_code, r.json()["code"]) == (406, "PGRST107")
 
 
 async def test_supabase_py_explain_gets_406(service: AsyncClient, things):

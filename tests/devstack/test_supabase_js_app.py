@@ -54,3 +54,16 @@ async def test_supabase_js_data_calls(devstack, db: asyncpg.Connection, js_dir: 
     assert seen["overlaps"] == [{"id": 1}, {"id": 2}]
     assert seen["or"] == [{"id": 1}, {"id": 3}]
     assert seen["csv"] == "id,name\n1,strings\n2,woodwinds\n3,percussion"
+
+
+async def test_supabase_js_broadcast_and_presence(devstack, js_dir: Path) -> None:
+    seen = await run_js(
+        js_dir, "app_realtime.mjs", {"SUPABASE_URL": devstack.url, "SUPABASE_ANON_KEY": devstack.keys.anon}
+    )
+    assert (seen["ack"], seen["unacked"], seen["tracked"], seen["untracked"]) == ("ok", "ok", "ok", "ok")
+    first = {"type": "broadcast", "event": "wave", "payload": {"n": 1, "text": "héllo"}}
+    assert seen["gotA"] == [first, {"type": "broadcast", "event": "wave", "payload": {"n": 2}}]
+    assert seen["gotB"] == [first]  # not its own n=2: self is off
+    [meta] = seen["state"]["ada"]
+    assert meta["status"] == "online" and meta["presence_ref"]
+    assert (seen["joins"], seen["leaves"]) == (["ada"], ["ada"])
