@@ -92,7 +92,8 @@ async def test_fault_admin_endpoint_needs_the_service_key_and_applies_one_fault(
         ("limit=1;drop", 400),
         ("offset=-1", 400),
         ("select=*&name=eq.a' or '1'='1", 200),
-        ('name=in.("a","b\\")', 400),
+        # An unclosed quoted element is read unquoted, as PostgREST's pListElement falls back to.
+        ('name=in.("z","b\\")', 200),
         ('name=in.("z","b\\"")', 200),
         ("%22id%22%20or%201=eq.1", 400),
         ("select=name->>x');drop table public.items;--", 400),

@@ -44,6 +44,7 @@ from reactor.devstack.realtime.access import (
 )
 from reactor.devstack.realtime.changes import Change, ChangeFeed
 from reactor.devstack.realtime.filters import Binding, Condition
+from reactor.devstack.realtime.hub import Hub
 from reactor.devstack.realtime.socket import Channel, Limits, RateCounter, Socket
 
 MAX_FRAME_BYTES = 5_000_000  # Realtime's inbound websocket max_frame_size
@@ -109,6 +110,7 @@ class Realtime:
         self._prepared: asyncio.Queue[asyncio.Task[list[Push]]] = asyncio.Queue()
         self._queued = 0  # changes in that queue or being delivered from it
         self._sockets: set[Socket] = set()
+        self.hub = Hub()  # broadcast and presence, shared by every socket
         self._rewrites: set[asyncio.Task[None]] = set()  # of the wanted rows, after a socket closed
         self._dispatcher: asyncio.Task[None] | None = None
         self.counters = Counters()
@@ -273,6 +275,7 @@ class Realtime:
             self.want,
             self._limits,
             self._delay,
+            self.hub,
         )
         self._sockets.add(socket)
         try:

@@ -2,9 +2,12 @@
 
 Heartbeats on `phoenix`; `phx_join` on `realtime:<name>` with postgres_changes bindings echoed
 in order with ids; the "Subscribed to PostgreSQL" system message once the subscription is live;
-`phx_leave`, `access_token`; unknown topics answered "unmatched topic"; a duplicate join closes
-the old channel after answering the new one; an undecodable frame closes the socket with 1011,
-as a crashed Phoenix socket process does.
+`phx_leave`, `access_token`; `broadcast` (acknowledged with `config.broadcast.ack`, echoed with
+`self`; V2's binary user-broadcast pushes too) and `presence` track/untrack, with
+`presence_state` after a join that enables presence (hub.py shares both between sockets);
+unknown topics answered "unmatched topic"; a duplicate join closes the old channel after
+answering the new one; an undecodable frame closes the socket with 1011, as a crashed Phoenix
+socket process does.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import base64
 import contextlib
 import json
 import time
+import uuid
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -28,6 +32,7 @@ from reactor.devstack.keys import Keys, TokenError
 from reactor.devstack.realtime import phoenix
 from reactor.devstack.realtime.access import Access, SubscribeError
 from reactor.devstack.realtime.filters import Binding, BindingError, parse_binding
+from reactor.devstack.realtime.hub import Hub, UserBroadcast, decode_user_broadcast_push
 from reactor.devstack.realtime.phoenix import Frame
 
 IDLE_TIMEOUT_SECONDS = 60  # Phoenix drops a socket that sent nothing for this long
@@ -122,16 +127,36 @@ class Channel:
     active: bool = False  # changes flow only after "Subscribed to PostgreSQL"
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     expiry: asyncio.TimerHandle | None = None
+    private: bool = False
+    ack: bool = False  # config.broadcast.ack: reply to each broadcast
+    echo: bool = False  # config.broadcast.self: the sender gets its own broadcasts
+    presence_key: str = ""
+    hub_id: int = 0
+    on_cancel: Callable[[], None] | None = None  # leaves the hub
 
     @property
     def name(self) -> str:
         return self.topic.removeprefix("realtime:")
 
     def cancel(self) -> None:
+        if self.on_cancel is not None:
+            self.on_cancel()
+            self.on_cancel = None
         for task in self.tasks:
             task.cancel()
         if self.expiry is not None:
             self.expiry.cancel()
+
+
+def _configure(channel: Channel, config: dict[str, Any]) -> None:
+    """The join's `config` as Realtime's Join payload reads it (payloads/join.ex)."""
+    broadcast = config.get("broadcast") if isinstance(config.get("broadcast"), dict) else {}
+    presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
+    channel.private = config.get("private") is True
+    channel.ack = broadcast.get("ack") is True
+    channel.echo = broadcast.get("self") is True
+    key = presence.get("key")
+    channel.presence_key = key if isinstance(key, str) and key else str(uuid.uuid1())
 
 
 def binding_id(binding: Any) -> int:
@@ -179,6 +204,7 @@ class Socket:
         want: Callable[[], Awaitable[None]],
         limits: Limits | None = None,
         delay: float = 0.0,
+        hub: Hub | None = None,
     ) -> None:
         self.ws = ws
         self.request = request
@@ -190,15 +216,20 @@ class Socket:
         self._resync = resync
         self._want = want  # publishes every live binding to the capture triggers
         self._limits = limits
+        self._hub = hub or Hub()
         self.delay = delay  # seconds each frame is held, each way: half the profile's round trip
         self.delivered = 0  # postgres_changes pushes sent to this socket
-        # (when to send, text), or None: close the socket once everything before it was sent.
-        self._outbox: asyncio.Queue[tuple[float, str] | None] = asyncio.Queue()
-        self._inbox: asyncio.Queue[tuple[float, Frame]] = asyncio.Queue()
+        # (when to send, text or bytes), or None: close the socket once everything before it was sent.
+        self._outbox: asyncio.Queue[tuple[float, str | bytes] | None] = asyncio.Queue()
+        self._inbox: asyncio.Queue[tuple[float, Frame, UserBroadcast | None]] = asyncio.Queue()
 
     def send(self, frame: Frame) -> None:
         due = time.monotonic() + self.delay if self.delay else 0.0
         self._outbox.put_nowait((due, phoenix.encode(frame, self.vsn)))
+
+    def send_bytes(self, data: bytes) -> None:
+        due = time.monotonic() + self.delay if self.delay else 0.0
+        self._outbox.put_nowait((due, data))
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())
@@ -227,17 +258,20 @@ class Socket:
             if due and (wait := due - time.monotonic()) > 0:
                 await asyncio.sleep(wait)  # FIFO with rising due times: never reorders
             try:
-                await self.ws.send_str(text)
+                if isinstance(text, bytes):
+                    await self.ws.send_bytes(text)
+                else:
+                    await self.ws.send_str(text)
             except (ConnectionError, RuntimeError):
                 return
 
     async def _handle_late(self) -> None:
         """With a distance set: each frame from the client is handled `delay` after it came."""
         while True:
-            due, frame = await self._inbox.get()
+            due, frame, user = await self._inbox.get()
             if (wait := due - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
-            self._handle(frame)
+            self._handle(frame, user)
 
     async def _read(self) -> None:
         while not self.ws.closed:
@@ -246,26 +280,29 @@ class Socket:
             except TimeoutError:
                 await self.ws.close(code=1000)
                 return
-            if msg.type == WSMsgType.TEXT:
-                text = msg.data
-            elif msg.type == WSMsgType.BINARY and self.vsn != "2.0.0":
-                text = msg.data.decode(errors="replace")
-            elif msg.type == WSMsgType.BINARY:
-                continue  # binary frames carry broadcasts only, which the local stack lacks
-            else:
-                return
+            user: UserBroadcast | None = None
             try:
-                frame = phoenix.decode(text, self.vsn)
+                if msg.type == WSMsgType.TEXT:
+                    frame = phoenix.decode(msg.data, self.vsn)
+                elif msg.type == WSMsgType.BINARY and self.vsn != "2.0.0":
+                    frame = phoenix.decode(msg.data.decode(errors="replace"), self.vsn)
+                elif msg.type == WSMsgType.BINARY:
+                    try:  # V2's binary framing: a user broadcast push (kind 3)
+                        frame, user = decode_user_broadcast_push(msg.data)
+                    except (ValueError, UnicodeDecodeError) as exc:
+                        raise phoenix.MalformedFrame(str(exc)) from exc
+                else:
+                    return
             except phoenix.MalformedFrame as exc:
                 logger.info("realtime: closing a socket that sent an undecodable frame: {}", exc)
                 await self.ws.close(code=1011)
                 return
             if self.delay:
-                self._inbox.put_nowait((time.monotonic() + self.delay, frame))
+                self._inbox.put_nowait((time.monotonic() + self.delay, frame, user))
             else:
-                self._handle(frame)
+                self._handle(frame, user)
 
-    def _handle(self, frame: Frame) -> None:
+    def _handle(self, frame: Frame, user: UserBroadcast | None = None) -> None:
         if frame.topic == "phoenix" and frame.event == "heartbeat":
             self.send(phoenix.reply(frame, "ok", {}))
         elif frame.event == "phx_join":
@@ -281,6 +318,43 @@ class Socket:
             self._send_close(channel)
         elif frame.event == "access_token" and isinstance(frame.payload, dict):
             self._refresh(self.channels[frame.topic], frame.payload.get("access_token"))
+        elif frame.event == "broadcast":
+            self._broadcast(self.channels[frame.topic], frame, user)
+        elif frame.event == "presence":
+            self._presence(self.channels[frame.topic], frame)
+        # Anything else Realtime logs and leaves unanswered.
+
+    def _broadcast(self, channel: Channel, frame: Frame, user: UserBroadcast | None) -> None:
+        """BroadcastHandler.handle/2: to the topic's other subscribers (and self with `self`);
+        a reply only with `ack`."""
+        message = user if user is not None else frame.payload
+        if isinstance(message, UserBroadcast | dict):
+            self._hub.broadcast(channel.hub_id, channel.name, channel.private, message, channel.echo)
+        if channel.ack:
+            self.send(phoenix.reply(frame, "ok", {}, channel.join_ref))
+
+    def _presence(self, channel: Channel, frame: Frame) -> None:
+        """PresenceHandler.handle/3 and the channel's reply: ok, or why not."""
+        payload = frame.payload if isinstance(frame.payload, dict) else {}
+        event = payload.get("event")
+        if event is None:
+            self.send(phoenix.reply(frame, "ok", {}, channel.join_ref))
+            return
+        event = str(event).lower()
+        member = channel.hub_id
+        if event == "track":
+            tracked = payload.get("payload", {})
+            if not isinstance(tracked, dict):
+                reason = {"reason": "Presence track payload must be a map"}
+                self.send(phoenix.reply(frame, "error", reason, channel.join_ref))
+                return
+            self._hub.track(member, channel.name, channel.private, channel.presence_key, tracked)
+        elif event == "untrack":
+            self._hub.untrack(member, channel.name, channel.private)
+        else:
+            self.send(phoenix.reply(frame, "error", {}, channel.join_ref))
+            return
+        self.send(phoenix.reply(frame, "ok", {}, channel.join_ref))
 
     def _answer_unjoined(self, frame: Frame) -> None:
         """Phoenix acknowledges leaving a topic that is not joined; anything else is unmatched."""
@@ -331,9 +405,17 @@ class Socket:
             bad = next(b for b in bindings if not isinstance(b, dict))
             return refuse(f"UnknownErrorOnChannel: expected a map, got: {json.dumps(bad)}")
         channel = Channel(frame.topic, frame.join_ref, token, claims)
+        _configure(channel, config if isinstance(config, dict) else {})
         self.channels[frame.topic] = channel
         echoed = [{**b, "id": binding_id(b)} for b in bindings]
         self.send(phoenix.reply(frame, "ok", {"postgres_changes": echoed}, frame.join_ref))
+        hub, name, private = self._hub, channel.name, channel.private
+        channel.hub_id = hub_id = hub.join(self, name, private, channel.topic)
+        channel.on_cancel = lambda: hub.leave(hub_id, name, private)
+        presence = config.get("presence") if isinstance(config, dict) else None
+        if isinstance(presence, dict) and presence.get("enabled") is True:
+            state = hub.state(name, private)
+            self.send(Frame(channel.topic, "presence_state", state, None, channel.join_ref))
         if self._limits is not None:
             self._limits.users.add(self)  # UsersCounter.add once a join succeeded
         self._watch_expiry(channel)

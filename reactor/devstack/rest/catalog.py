@@ -37,6 +37,33 @@ where n.nspname = $1 and i.indisprimary
 group by c.relname
 """
 
+# Foreign keys between tables of the exposed schema, each with its columns in key order, and every
+# primary key and unique constraint's columns (a foreign key over those is one-to-one).
+_FOREIGN_KEYS = """
+select c.conname as name, src.relname as table, tgt.relname as ftable,
+       array(select a.attname from unnest(c.conkey) with ordinality k(n, i)
+             join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.n order by k.i) as columns,
+       array(select a.attname from unnest(c.confkey) with ordinality k(n, i)
+             join pg_attribute a on a.attrelid = c.confrelid and a.attnum = k.n order by k.i) as fcolumns
+from pg_constraint c
+join pg_class src on src.oid = c.conrelid
+join pg_namespace sn on sn.oid = src.relnamespace
+join pg_class tgt on tgt.oid = c.confrelid
+join pg_namespace tn on tn.oid = tgt.relnamespace
+where c.contype = 'f' and sn.nspname = $1 and tn.nspname = $1
+order by src.relname, c.conname
+"""
+
+_UNIQUE_KEYS = """
+select c.relname as table,
+       array(select a.attname from unnest(k.conkey) n join pg_attribute a
+             on a.attrelid = k.conrelid and a.attnum = n) as columns
+from pg_constraint k
+join pg_class c on c.oid = k.conrelid
+join pg_namespace n on n.oid = c.relnamespace
+where n.nspname = $1 and k.contype in ('p', 'u')
+"""
+
 _FUNCTIONS = """
 select p.proname as name,
        coalesce(p.proargnames[1:p.pronargs], array_fill(''::text, array[p.pronargs])) as arg_names,
@@ -91,11 +118,68 @@ class Function:
         return required <= names <= set(self.arg_names)
 
 
+@dataclass(frozen=True)
+class Junction:
+    """The join table of a many-to-many relationship and its two foreign keys."""
+
+    table: str
+    constraint1: str  # to the origin
+    constraint2: str  # to the target
+    source_columns: tuple[tuple[str, str], ...]  # (junction column, origin column)
+    target_columns: tuple[tuple[str, str], ...]  # (junction column, target column)
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """A way to embed `ftable` in `table`, as PostgREST's schema cache lists them: many-to-one
+    and one-to-many from each foreign key (one-to-one where its columns are unique), and
+    many-to-many through a table whose primary key holds foreign keys to both."""
+
+    table: str
+    ftable: str
+    cardinality: str  # many-to-one, one-to-many, one-to-one or many-to-many
+    constraint: str  # the foreign key's name; for many-to-many, the junction's
+    columns: tuple[tuple[str, str], ...]  # (column of table, column of ftable); () for many-to-many
+    junction: Junction | None = None
+
+    @property
+    def to_one(self) -> bool:
+        return self.cardinality in ("many-to-one", "one-to-one")
+
+    @property
+    def is_self(self) -> bool:
+        return self.table == self.ftable
+
+    def describe(self) -> dict[str, str]:
+        """The relationship as PostgREST lists it in an ambiguity error's details."""
+
+        def cols(names) -> str:
+            return "(" + ", ".join(names) + ")"
+
+        if self.junction is not None:
+            j = self.junction
+            text = (
+                f"{j.table} using {j.constraint1}{cols(c for _, c in j.source_columns)} and "
+                f"{j.constraint2}{cols(c for _, c in j.target_columns)}"
+            )
+        else:
+            text = (
+                f"{self.constraint} using {self.table}{cols(a for a, _ in self.columns)} and "
+                f"{self.ftable}{cols(b for _, b in self.columns)}"
+            )
+        return {
+            "cardinality": self.cardinality,
+            "embedding": f"{self.table} with {self.ftable}",
+            "relationship": text,
+        }
+
+
 @dataclass
 class Catalog:
     columns: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> column -> type
     primary_keys: dict[str, list[str]] = field(default_factory=dict)
     functions: dict[str, list[Function]] = field(default_factory=dict)
+    relationships: dict[str, list[Relationship]] = field(default_factory=dict)  # by origin table
 
     @classmethod
     async def load(cls, pool: asyncpg.Pool) -> Catalog:
@@ -105,6 +189,12 @@ class Catalog:
                 catalog.columns.setdefault(row["table"], {})[row["column"]] = row["type"]
             for row in await conn.fetch(_PRIMARY_KEYS, SCHEMA):
                 catalog.primary_keys[row["table"]] = list(row["columns"])
+            keys = [
+                (r["name"], r["table"], r["ftable"], tuple(zip(r["columns"], r["fcolumns"], strict=True)))
+                for r in await conn.fetch(_FOREIGN_KEYS, SCHEMA)
+            ]
+            unique = {(r["table"], frozenset(r["columns"])) for r in await conn.fetch(_UNIQUE_KEYS, SCHEMA)}
+            catalog.relationships = _relationships(keys, unique, catalog.primary_keys)
             for row in await conn.fetch(_FUNCTIONS, SCHEMA):
                 catalog.functions.setdefault(row["name"], []).append(
                     Function(
@@ -121,6 +211,42 @@ class Catalog:
                     )
                 )
         return catalog
+
+
+def _relationships(
+    keys: list[tuple[str, str, str, tuple[tuple[str, str], ...]]],
+    unique: set[tuple[str, frozenset[str]]],
+    primary_keys: dict[str, list[str]],
+) -> dict[str, list[Relationship]]:
+    """Every relationship by origin table, as PostgREST's SchemaCache builds them (addM2MRels:
+    a junction's foreign key columns must all be in its primary key)."""
+    found: dict[str, list[Relationship]] = {}
+    for name, table, ftable, pairs in keys:
+        one = (table, frozenset(a for a, _ in pairs)) in unique
+        forward = "one-to-one" if one else "many-to-one"
+        backward = "one-to-one" if one else "one-to-many"
+        found.setdefault(table, []).append(Relationship(table, ftable, forward, name, pairs))
+        found.setdefault(ftable, []).append(
+            Relationship(ftable, table, backward, name, tuple((b, a) for a, b in pairs))
+        )
+    for name1, junction, table1, pairs1 in keys:
+        for name2, junction2, table2, pairs2 in keys:
+            if junction2 != junction or name1 == name2:
+                continue
+            used = {a for a, _ in pairs1} | {a for a, _ in pairs2}
+            if not used <= set(primary_keys.get(junction, [])):
+                continue
+            found.setdefault(table1, []).append(
+                Relationship(
+                    table1,
+                    table2,
+                    "many-to-many",
+                    junction,
+                    (),
+                    Junction(junction, name1, name2, pairs1, pairs2),
+                )
+            )
+    return found
 
 
 def _setting(text: str) -> tuple[str, str]:

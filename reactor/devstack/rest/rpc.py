@@ -16,6 +16,7 @@ from aiohttp import web
 from reactor.devstack.rest.backend import Backend
 from reactor.devstack.rest.catalog import SCHEMA, Catalog, Function, closest
 from reactor.devstack.rest.query import (
+    JSON,
     RESERVED,
     Params,
     QueryError,
@@ -23,6 +24,7 @@ from reactor.devstack.rest.query import (
     content_range,
     ident,
     looks_like_filter,
+    negotiate,
     not_single,
     order_by,
     paging,
@@ -35,6 +37,8 @@ OBJECT_MEDIA = "application/vnd.pgrst.object+json"
 
 async def call_function(db: Backend, request: web.Request, claims: dict[str, Any]) -> web.Response:
     name = request.match_info["function"]
+    # JSON and single objects only: CSV and stripped nulls from a function are not produced here.
+    negotiate(request.headers.get("Accept"), produces=(JSON, OBJECT_MEDIA))
     query = list(request.query.items())
     if request.method in ("GET", "HEAD"):
         # As in PostgREST, a query parameter whose value reads as `op.value` filters the result;

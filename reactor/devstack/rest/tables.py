@@ -14,21 +14,19 @@ from aiohttp import web
 from reactor.devstack.rest.backend import Backend
 from reactor.devstack.rest.catalog import SCHEMA, closest
 from reactor.devstack.rest.query import (
+    OBJECT,
     Params,
     QueryError,
     Source,
     content_range,
     ident,
+    negotiate,
     not_single,
-    order_by,
-    paging,
     returning_list,
-    select_list,
     split_top,
     where,
 )
-
-OBJECT_MEDIA = "application/vnd.pgrst.object+json"
+from reactor.devstack.rest.read import Node, Planner, body_sql, node_sql
 
 
 def _prefer(request: web.Request) -> dict[str, str]:
@@ -70,31 +68,35 @@ async def table_request(db: Backend, request: web.Request, claims: dict[str, Any
     raise QueryError("PGRST117", f"Unsupported HTTP method: {method}", 405)
 
 
+async def _plan(db: Backend, table: str, query: list[tuple[str, str]], source: Source | None = None) -> Node:
+    """The read tree; a relationship not found is looked for again in a fresh catalog (local
+    profile), as a table created after start is."""
+    try:
+        return Planner(db.catalog_now()).plan(table, query, source)
+    except QueryError as exc:
+        if exc.code != "PGRST200":
+            raise
+    return Planner(await db.catalog(reload=True)).plan(table, query, source)
+
+
 async def _select(db: Backend, request: web.Request, claims, source: Source) -> web.Response:
-    params = Params()
+    media, strip = negotiate(request.headers.get("Accept"))
     query = list(request.query.items())
-    filters = where(source, query, params)
-    table = f"{ident(SCHEMA)}.{ident(source.name)}"
-    sql = (
-        f"select coalesce(json_agg(_r), '[]')::text from (select "
-        f"{select_list(source, request.query.get('select'), params)} from {table}{filters}"
-        f"{order_by(source, request.query.get('order'), params)}"
-        f"{paging(request.query.get('limit'), request.query.get('offset'), params, db.max_rows)}) _r"
-    )
+    root = await _plan(db, source.name, query)
+    params = Params()
+    sql = body_sql(node_sql(root, params, db.max_rows), media, strip)
     prefs = _prefer(request)
     async with db.transaction(request, claims, readonly=True) as conn:
-        body = await conn.fetchval(sql, *params.values)
+        body, shown = await conn.fetchrow(sql, *params.values)
         total = None
         if prefs.get("count") in ("exact", "planned", "estimated"):
             count_params = Params()
-            total = await conn.fetchval(
-                f"select count(*) from {table}{where(source, query, count_params)}", *count_params.values
-            )
-    rows = json.loads(body)
+            rows_sql = node_sql(await _plan(db, source.name, query), count_params, paged=False)
+            total = await conn.fetchval(f"select count(*) from ({rows_sql}) _c", *count_params.values)
     offset = int(request.query.get("offset", "0") or 0)
-    status = 206 if total is not None and len(rows) < total and (offset or len(rows)) else 200
-    headers = {"Content-Range": content_range(offset, len(rows), total)}
-    return _respond(request, rows, status, headers)
+    status = 206 if total is not None and shown < total and (offset or shown) else 200
+    headers = {"Content-Range": content_range(offset, shown, total)}
+    return _respond(request, body, shown, media, status, headers)
 
 
 async def _insert(db: Backend, request: web.Request, claims, source: Source) -> web.Response:
@@ -171,7 +173,8 @@ async def _update(db: Backend, request: web.Request, claims, source: Source) -> 
     params = Params()
     table = f"{ident(SCHEMA)}.{ident(source.name)}"
     if not payload:
-        return _respond(request, [], 200 if _returns(request) else 204, {"Content-Range": "*/*"})
+        media, _ = negotiate(request.headers.get("Accept"))
+        return _respond(request, "[]", 0, media, 200 if _returns(request) else 204, {"Content-Range": "*/*"})
     cols = ", ".join(ident(n) for n in payload)
     source_row = f"jsonb_populate_record(null::{table}, {params.add(json.dumps(payload))}::jsonb)"
     sql = (
@@ -191,30 +194,29 @@ async def _delete(db: Backend, request: web.Request, claims, source: Source) -> 
 async def _write(
     db: Backend, request: web.Request, claims, sql: str, params: Params, prefs: dict[str, str], created: bool
 ) -> web.Response:
+    media, strip = negotiate(request.headers.get("Accept"))
     representation = prefs.get("return") == "representation"
     if representation:
         catalog = await db.catalog()
         name = request.match_info["table"]
         source = Source(name, catalog.columns[name])
-        select = select_list(source, request.query.get("select"), params)
         returning = returning_list(source, request.query.get("select"), catalog.primary_keys.get(name, []))
-        sql = (
-            f"with _w as ({sql} returning {returning}) select coalesce(json_agg(_r), '[]')::text, "
-            f"count(*) from (select {select} from _w) _r"
-        )
+        shown = [(k, v) for k, v in request.query.items() if k in ("select", "order")]
+        root = await _plan(db, name, shown)
+        rows_sql = node_sql(root, params, from_sql="_w")
+        sql = body_sql(rows_sql, media, strip, ctes=f"_w as ({sql} returning {returning})")
     async with db.transaction(request, claims, readonly=False) as conn:
         if representation:
             body, count = await conn.fetchrow(sql, *params.values)
-            rows = json.loads(body)
         else:
             status_line = await conn.execute(sql, *params.values)
-            count, rows = int(status_line.rsplit(" ", 1)[-1]), None
+            count, body = int(status_line.rsplit(" ", 1)[-1]), None
     status = 201 if created and count else 200
     headers = {"Content-Range": f"*/{count}" if "count" in prefs else "*/*"}
-    if rows is None:
+    if body is None:
         return web.Response(status=201 if created else 204, headers=headers)
     headers["Preference-Applied"] = "return=representation"
-    return _respond(request, rows, status, headers)
+    return _respond(request, body, count, media, status, headers)
 
 
 def _returns(request: web.Request) -> bool:
@@ -228,17 +230,19 @@ async def _body(request: web.Request) -> Any:
         raise QueryError("PGRST102", "Empty or invalid json", 400, str(exc)) from exc
 
 
-def _respond(request: web.Request, rows: list, status: int, headers: dict[str, str]) -> web.Response:
-    if request.headers.get("Accept", "").startswith(OBJECT_MEDIA):
-        if len(rows) != 1:
-            raise not_single(len(rows))
-        return web.json_response(rows[0], status=status, headers=headers)
+def _respond(
+    request: web.Request, body: str, shown: int, media: str, status: int, headers: dict[str, str]
+) -> web.Response:
+    if media == OBJECT:
+        if shown != 1:
+            raise not_single(shown)
+        body = json.dumps(json.loads(body)[0])
     if request.method == "HEAD":
         return web.Response(status=status, headers=headers)
     return web.Response(
-        text=json.dumps(rows),
+        text=body,
         status=status,
         headers=headers,
-        content_type="application/json",
+        content_type=media if media != OBJECT else OBJECT,
         charset="utf-8",
     )

@@ -1,0 +1,69 @@
+"""supabase-js from npm against the local stack, as an ordinary app uses it beyond the worker's
+calls: data (embedding, operators, CSV). Each script is copied beside the cached node_modules
+that the js_dir fixture installs, and prints what it saw as one JSON line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+SCRIPTS = Path(__file__).parent / "js"
+
+
+async def run_js(js_dir: Path, script: str, env: dict[str, str], timeout: float = 60) -> Any:
+    shutil.copy(SCRIPTS / script, js_dir / script)
+    proc = await asyncio.create_subprocess_exec(
+        str(js_dir / "node_modules" / ".bin" / "node"), script, cwd=js_dir, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+async def test_supabase_js_data_calls(devstack, db: asyncpg.Connection, js_dir: Path) -> None:
+    await db.execute("""
+        create table public.sections (id int primary key, name text not null, tags text[]);
+        create table public.instruments (id int primary key, name text not null,
+                                         section_id int references public.sections (id));
+        insert into public.sections values (1, 'strings', '{bowed,quiet}'), (2, 'woodwinds', '{blown}'),
+                                           (3, 'percussion', '{loud}');
+        insert into public.instruments values (1, 'violin', 1), (2, 'viola', 1), (3, 'flute', 2), (4, 'oboe', 2);
+    """)
+    env = {"SUPABASE_URL": devstack.url, "SUPABASE_SERVICE_ROLE_KEY": devstack.keys.service_role}
+    seen = await run_js(js_dir, "app_data.mjs", env)
+    assert seen["inner"] == [{"name": "woodwinds", "instruments": [{"name": "flute"}]}]
+    assert seen["referenced"] == [
+        {"name": "strings", "instruments": [{"name": "violin"}]},
+        {"name": "woodwinds", "instruments": [{"name": "oboe"}]},
+        {"name": "percussion", "instruments": []},
+    ]
+    assert seen["many"] == {"name": "violin", "section": {"name": "strings"}}
+    assert seen["textSearch"] == [{"id": 2}]
+    assert seen["websearch"] == [{"id": 1}, {"id": 3}]
+    assert seen["contains"] == [{"id": 3}]
+    assert seen["overlaps"] == [{"id": 1}, {"id": 2}]
+    assert seen["or"] == [{"id": 1}, {"id": 3}]
+    assert seen["csv"] == "id,name\n1,strings\n2,woodwinds\n3,percussion"
+
+
+async def test_supabase_js_broadcast_and_presence(devstack, js_dir: Path) -> None:
+    seen = await run_js(
+        js_dir, "app_realtime.mjs", {"SUPABASE_URL": devstack.url, "SUPABASE_ANON_KEY": devstack.keys.anon}
+    )
+    assert (seen["ack"], seen["unacked"], seen["tracked"], seen["untracked"]) == ("ok", "ok", "ok", "ok")
+    first = {"type": "broadcast", "event": "wave", "payload": {"n": 1, "text": "héllo"}}
+    assert seen["gotA"] == [first, {"type": "broadcast", "event": "wave", "payload": {"n": 2}}]
+    assert seen["gotB"] == [first]  # not its own n=2: self is off
+    [meta] = seen["state"]["ada"]
+    assert meta["status"] == "online" and meta["presence_ref"]
+    assert (seen["joins"], seen["leaves"]) == (["ada"], ["ada"])
