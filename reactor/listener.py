@@ -2,7 +2,8 @@
 
 Each worker hears only the rows that name it in `locked_by` (sql/migrations/0010): a job handed
 to it on insert (0007), which it starts with no claim request; a pending job it is the herald of,
-which it claims, or sets a timer for when it is scheduled; and its own probe rows. A job costs one
+which it claims, or sets a timer for when it is scheduled; its own probe rows; and the signal rows
+that cancel one of its running jobs (0013), whose handler it stops. A job costs one
 Realtime message however many workers run.
 
 Realtime is a hint, never the source of truth: Supabase promises at-most-once delivery and no
@@ -63,6 +64,7 @@ class Listener:
         handed: Callable[[str, dict[str, Any]], None],
         events: Counter[str],
         hear_all: bool = False,
+        cancel: Callable[[str, int], None] = lambda table, job_id: None,
     ) -> None:
         self._url = re.sub(r"^http", "ws", supabase_url) + "/realtime/v1"
         self._key = service_key
@@ -79,6 +81,7 @@ class Listener:
         # With hand-offs off the worker never stands by, so no row names it: it hears every insert
         # of its types instead, at one message per worker per job.
         self._hear_all = hear_all
+        self._cancel = cancel  # a running job was cancelled (sql/migrations/0013): stop its handler
         self._broken = anyio.Event()
         self._probe_table = next(iter(job_types))
         self._probe_seen = anyio.Event()
@@ -186,6 +189,9 @@ class Listener:
         if record.get("job_type") == PROBE_JOB_TYPE:
             if named:
                 self._probe_seen.set()
+                signal = record.get("payload")  # a probe, or a cancel signal naming a job
+                if isinstance(signal, dict) and isinstance(signal.get("cancel"), int):
+                    self._cancel(table, signal["cancel"])
             return
         if record.get("job_type") not in self._job_types.get(table, ()):
             return

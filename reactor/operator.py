@@ -255,7 +255,7 @@ async def _cancel(store: Store, args: argparse.Namespace, table: str) -> str:
     lines = [_ids_line("cancelled", done["cancelled"])]
     if done["not_cancelled"]:
         left = done["not_cancelled"]
-        lines.append(f"left {len(left)} job(s) alone, not pending or not found: {', '.join(map(str, left))}")
+        lines.append(f"left {len(left)} job(s) alone, finished or not found: {', '.join(map(str, left))}")
     return "\n".join(lines)
 
 
@@ -396,7 +396,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     retry_.add_argument("--limit", default=str(MAX_BATCH), help=f"at most this many (default {MAX_BATCH})")
     retry_.set_defaults(run=_command("retry", _retry))
 
-    cancel_ = sub.add_parser("cancel", help="cancel pending jobs; running and finished ones are left alone")
+    cancel_ = sub.add_parser(
+        "cancel", help="cancel pending and running jobs (a running one's handler is stopped)"
+    )
     cancel_.add_argument("ids", nargs="+", metavar="ID", help="the jobs to cancel")
     cancel_.add_argument("--table", help=table_help)
     cancel_.set_defaults(run=_command("cancel", _cancel))

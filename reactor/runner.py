@@ -135,7 +135,8 @@ class JobRunner:
         job = running.job
         duration = time.monotonic() - running.started
         if running.lost:
-            self._metrics.jobs[(job.table, job.job_type, "lost")] += 1
+            outcome_name = "cancelled" if running.cancelled else "lost"
+            self._metrics.jobs[(job.table, job.job_type, outcome_name)] += 1
             return
         if running.released or outcome is None:
             self._metrics.jobs[(job.table, job.job_type, "released")] += 1

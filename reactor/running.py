@@ -21,7 +21,8 @@ class Running:
     handler: Handler
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     started: float = field(default_factory=time.monotonic)
-    lost: bool = False  # the lease went to someone else: never report
+    lost: bool = False  # the lease went to someone else, or the job was cancelled: never report
+    cancelled: bool = False  # an operator or the job's owner cancelled it (sql/migrations/0013)
     released: bool = False  # cancelled by shutdown: hand back without spending the attempt
     confirmed: anyio.Event | None = None  # a hand-off: set once its confirmation is settled
 
@@ -67,16 +68,21 @@ class RunningJobs:
                 by_table.setdefault(table, []).append({"id": job_id, "lease_token": running.job.lease_token})
         return by_table
 
-    def lease_lost(self, table: str, job_id: int) -> None:
-        """The job has a new owner: cancel it; its outcome is never reported."""
+    def lease_lost(self, table: str, job_id: int, cancelled: bool = False) -> None:
+        """The job has a new owner, or was cancelled on request: stop the handler; its outcome is
+        never reported (the row says what happened)."""
         running = self._jobs.get((table, job_id))
         if running is not None and not running.lost:
-            running.lost = True
+            running.lost, running.cancelled = True, cancelled
             running.scope.cancel()
             if running.confirmed is not None:
                 running.confirmed.set()
-            log = running.job.logger.bind(outcome="lost")
-            log.warning("lease lost: cancelling the job, it has a new owner")
+            if cancelled:
+                log = running.job.logger.bind(outcome="cancelled")
+                log.warning("job cancelled on request: stopping the handler")
+            else:
+                log = running.job.logger.bind(outcome="lost")
+                log.warning("lease lost: cancelling the job, it has a new owner")
 
     def confirmed(self, table: str, job_id: int) -> None:
         """A hand-off's confirmation was answered, or given up on: its outcome may be reported."""

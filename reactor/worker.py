@@ -128,6 +128,7 @@ class Worker:
                 self.dispatcher.take,
                 metrics.events,
                 hear_all=not hand_offs,
+                cancel=lambda table, job_id: self.running.lease_lost(table, job_id, cancelled=True),
             )
             if config.realtime
             else None

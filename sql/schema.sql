@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0012 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0013 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0012_flow_control') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0013_cancel_running') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -1314,7 +1314,9 @@ begin
 end
 $$;
 
--- Cancel pending jobs. Running and finished jobs are left alone and listed as not cancelled.
+-- Cancel pending and running jobs; finished ones are left alone and listed as not cancelled. A
+-- running job's row is cancelled at once, its lease token cleared, and a signal row (a probe row
+-- naming its worker, with the job's id) tells that worker over Realtime to stop the handler.
 -- Returns {"cancelled": [ids], "not_cancelled": [ids]}.
 create or replace function public.reactor_cancel(p_table text, p_ids bigint[]) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -1327,12 +1329,23 @@ begin
   end if;
   perform reactor.check_range('number of ids', cardinality(p_ids), 1, reactor.max_batch());
   execute format($q$
-    with hit as (
+    with was as (
+      select j.id, j.status, j.locked_by from public.%1$I j
+      where j.id = any($1) and j.status in ('pending', 'processing')
+      for update
+    ), hit as (
       update public.%1$I j
-      set status = 'cancelled', completed_at = now(), updated_at = now()
-      where j.id = any($1) and j.status = 'pending'
-      returning j.id
-    ) select coalesce(array_agg(id order by id), '{}') from hit
+      set status = 'cancelled', completed_at = now(), updated_at = now(),
+          lease_token = null, lease_expires_at = null
+      from was where j.id = was.id
+      returning j.id, was.status, was.locked_by
+    ), signals as (
+      insert into public.%1$I (job_type, status, payload, locked_by)
+      select reactor.probe_job_type(), 'cancelled',
+             jsonb_build_object('worker', h.locked_by, 'cancel', h.id), h.locked_by
+      from hit h where h.status = 'processing' and h.locked_by is not null
+    )
+    select coalesce(array_agg(id order by id), '{}') from hit
   $q$, t) using p_ids into done;
   return jsonb_build_object('cancelled', to_jsonb(done),
     'not_cancelled', to_jsonb(array(select distinct x from unnest(p_ids) x where not x = any(done) order by x)));
@@ -1364,7 +1377,8 @@ begin
 end
 $$;
 
--- A signed-in user cancels one of their own pending jobs. Returns {"id", "cancelled", "status"};
+-- A signed-in user cancels one of their own pending or running jobs, as reactor_cancel does.
+-- Returns {"id", "cancelled", "status"};
 -- a job that is not theirs is reported exactly as one that does not exist.
 create or replace function public.reactor_cancel_own(p_table text, p_id bigint) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -1377,8 +1391,23 @@ begin
     raise exception 'only a signed-in user can cancel their jobs' using errcode = '42501';
   end if;
   execute format($q$
-    update public.%I set status = 'cancelled', completed_at = now(), updated_at = now()
-    where id = $1 and user_id = $2 and status = 'pending' returning status
+    with was as (
+      select j.id, j.status, j.locked_by from public.%1$I j
+      where j.id = $1 and user_id = $2 and j.status in ('pending', 'processing')
+      for update
+    ), hit as (
+      update public.%1$I j
+      set status = 'cancelled', completed_at = now(), updated_at = now(),
+          lease_token = null, lease_expires_at = null
+      from was where j.id = was.id
+      returning j.status, was.status as was_status, was.locked_by
+    ), signals as (
+      insert into public.%1$I (job_type, status, payload, locked_by)
+      select reactor.probe_job_type(), 'cancelled',
+             jsonb_build_object('worker', h.locked_by, 'cancel', $1), h.locked_by
+      from hit h where h.was_status = 'processing' and h.locked_by is not null
+    )
+    select status from hit
   $q$, t) using p_id, owner into state;
   if state is null then
     execute format('select status from public.%I where id = $1 and user_id = $2', t)
@@ -1830,5 +1859,6 @@ insert into reactor.schema_migrations (version) values
   ('0009_claim_batch'),
   ('0010_one_message_per_job'),
   ('0011_schedules'),
-  ('0012_flow_control')
+  ('0012_flow_control'),
+  ('0013_cancel_running')
 on conflict do nothing;

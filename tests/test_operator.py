@@ -117,18 +117,20 @@ async def test_retry_puts_failed_jobs_back_to_pending_by_id_or_by_type(stack: St
     assert (await row(db, done))["status"] == "completed"
 
 
-async def test_cancel_cancels_pending_jobs_and_names_the_ones_it_left_alone(
+async def test_cancel_cancels_pending_and_running_jobs_and_names_the_ones_it_left_alone(
     stack: Stack, db: asyncpg.Connection
 ):
     pending = await insert(db, "send_email")
     running = await insert(db, "send_email", status="processing", attempts=1)
-    out = await ok(stack, "cancel", str(pending), str(running), "999999")
+    done = await insert(db, "send_email", status="completed", attempts=1)
+    out = await ok(stack, "cancel", str(pending), str(running), str(done), "999999")
     assert out.splitlines() == [
-        f"cancelled 1 job(s): {pending}",
-        f"left 2 job(s) alone, not pending or not found: {running}, 999999",
+        f"cancelled 2 job(s): {pending}, {running}",
+        f"left 2 job(s) alone, finished or not found: {done}, 999999",
     ]
     assert (await row(db, pending))["status"] == "cancelled"
-    assert (await row(db, running))["status"] == "processing"
+    assert (await row(db, running))["status"] == "cancelled"
+    assert (await row(db, done))["status"] == "completed"
 
 
 async def test_prune_deletes_only_finished_jobs_older_than_the_cutoff(stack: Stack, db: asyncpg.Connection):

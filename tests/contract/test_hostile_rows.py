@@ -238,7 +238,7 @@ async def test_api_roles_cannot_touch_the_sequences(db, role):
             await db.execute("select setval('public.jobs_id_seq', 9223372036854775807)")
 
 
-async def test_an_owner_cancels_their_own_pending_job_and_nothing_else(db, allowed):
+async def test_an_owner_cancels_their_own_pending_or_running_job_and_nothing_else(db, allowed):
     mine = (await insert_as_user(db))["id"]
     running = (await insert_as_user(db))["id"]
     theirs = (await insert_as_user(db, BOB))["id"]
@@ -252,8 +252,8 @@ async def test_an_owner_cancels_their_own_pending_job_and_nothing_else(db, allow
         }
         assert await rpc(db, "reactor_cancel_own", p_table="jobs", p_id=running) == {
             "id": running,
-            "cancelled": False,
-            "status": "processing",
+            "cancelled": True,
+            "status": "cancelled",
         }
     for job_id in (theirs, 10**12):
         with pytest.raises(asyncpg.PostgresError, match=f"job {job_id} not found in jobs") as caught:

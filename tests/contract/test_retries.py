@@ -73,14 +73,26 @@ async def test_retry_failed_puts_dead_letters_back_with_fresh_attempts(db: async
     assert len(await claim(db, ["a", "b"], limit=10)) == 3
 
 
-async def test_cancel_stops_pending_jobs_only(db: asyncpg.Connection):
-    pending, running = await enqueue(db, "t", 2)
+async def test_cancel_stops_pending_and_running_jobs_and_signals_the_running_ones_worker(
+    db: asyncpg.Connection,
+):
+    pending, running, done = await enqueue(db, "t", 3)
     await db.execute("update public.jobs set priority = 1 where id = $1", running)
-    await claim(db, ["t"])
-    report = await rpc(db, "reactor_cancel", p_table="jobs", p_ids=[pending, running, 999])
-    assert report == {"cancelled": [pending], "not_cancelled": [running, 999]}
-    assert (await row(db, pending))["status"] == "cancelled"
-    assert (await row(db, running))["status"] == "processing"
+    await db.execute("update public.jobs set status = 'completed' where id = $1", done)
+    [claimed] = await claim(db, ["t"], worker="w7")
+    report = await rpc(db, "reactor_cancel", p_table="jobs", p_ids=[pending, running, done, 999])
+    assert report == {"cancelled": [pending, running], "not_cancelled": [done, 999]}
+    for job_id in (pending, running):
+        stored = await row(db, job_id)
+        assert (stored["status"], stored["lease_token"]) == ("cancelled", None)
+    [signal] = await db.fetch("select * from public.jobs where job_type = 'reactor.probe'")
+    assert (signal["status"], signal["locked_by"], signal["payload"]) == (
+        "cancelled",
+        "w7",
+        f'{{"cancel": {running}, "worker": "w7"}}',
+    )  # the only row the worker hears: it stops the handler
+    late = await rpc(db, "reactor_complete", p_table="jobs", p_jobs=leases([claimed], result=1))
+    assert late == {"completed": [], "stale": [running]}  # the handler's outcome cannot overwrite it
     assert await claim(db, ["t"]) == []
 
 

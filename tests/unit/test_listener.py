@@ -147,3 +147,19 @@ def test_hearing_all_a_worker_with_hand_offs_off_claims_for_any_pending_insert(h
 def test_hearing_all_narrows_inserts_by_job_type_on_the_server() -> None:
     assert insert_filter(["a", "b.c"]) == {"filter": f"job_type=in.(a,b.c,{PROBE_JOB_TYPE})"}
     assert insert_filter(["with,comma"]) == {}  # the `in` filter cannot say it: the worker filters
+
+
+def test_a_cancel_signal_naming_this_worker_stops_that_job(heard: Heard) -> None:
+    cancelled: list[tuple[str, int]] = []
+    listener = Listener(
+        "http://127.0.0.1:1", "key", {"jobs": ["mine"]}, "w1", Feed(True), heard.wake, heard, 30.0,
+        heard.handed, Counter(), cancel=lambda table, job_id: cancelled.append((table, job_id)),
+    )  # fmt: skip
+    listener.heard(
+        change(job_type=PROBE_JOB_TYPE, status="cancelled", payload={"worker": "w1", "cancel": 42})
+    )
+    listener.heard(change(job_type=PROBE_JOB_TYPE, status="cancelled", payload={"cancel": "42"}))  # not an id
+    listener.heard(
+        change(job_type=PROBE_JOB_TYPE, status="cancelled", locked_by="w2", payload={"cancel": 43})
+    )
+    assert cancelled == [("jobs", 42)] and heard.calls == []
