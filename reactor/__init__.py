@@ -1,6 +1,6 @@
 """reactor: a background-job worker for Supabase."""
 
 from reactor.app import Reactor
-from reactor.job import Job, PermanentError, RetryLater
+from reactor.job import Job, PermanentError, RetryLater, Snooze
 
-__all__ = ["Job", "PermanentError", "Reactor", "RetryLater"]
+__all__ = ["Job", "PermanentError", "Reactor", "RetryLater", "Snooze"]

@@ -12,14 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reactor.handlers import Handler
-from reactor.job import Job, PermanentError, RetryLater
+from reactor.job import Job, PermanentError, RetryLater, Snooze
 from reactor.retry import RetryPolicy
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What becomes of the row: `completed` (with `result`), `retried` (with `error` and
-    `retry_at`) or `failed` for good (with `error`)."""
+    `retry_at`), `snoozed` (with `retry_at`: no attempt spent) or `failed` for good (with `error`)."""
 
     kind: str
     result: Any = None
@@ -27,12 +27,14 @@ class Outcome:
     retry_at: datetime | None = None
 
     def item(self) -> dict[str, Any]:
-        """The fields of this outcome in a reactor_complete or reactor_fail batch item."""
+        """The fields of this outcome in a reactor_complete, reactor_fail or reactor_snooze batch item."""
         if self.kind == "completed":
             return {"result": self.result}
         if self.kind == "failed":
             return {"error": self.error, "permanent": True}
         assert self.retry_at is not None
+        if self.kind == "snoozed":
+            return {"error": self.error, "retry_at": self.retry_at.isoformat()}
         return {"error": self.error, "retry_at": self.retry_at.isoformat()}
 
 
@@ -45,6 +47,8 @@ async def call(job: Job, handler: Handler, policy: RetryPolicy) -> Outcome:
         )
     try:
         result = await handler.function(job)
+    except Snooze as exc:
+        return Outcome("snoozed", error=str(exc), retry_at=exc.retry_at())
     except RetryLater as exc:
         return failure(job, handler, policy, str(exc), retry_at=exc.retry_at())
     except PermanentError as exc:

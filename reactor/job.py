@@ -32,6 +32,12 @@ class RetryLater(Exception):
         return self.at if self.at is not None else datetime.now(UTC) + timedelta(seconds=self.delay or 0)
 
 
+class Snooze(RetryLater):
+    """Raise from a handler to run the job again after `delay` or at `at` without spending an
+    attempt: for a job that waits on something (a file not ready, a partner's quiet hours), not
+    one that failed. The job goes back to `pending` until then."""
+
+
 class PermanentError(Exception):
     """Raise from a handler when retrying cannot help: the job goes straight to `failed`."""
 

@@ -182,6 +182,16 @@ class MemoryStore:
             done.append(row.id)
         return {"released": sorted(done), "stale": _stale(leases, done)}
 
+    async def snooze(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = self._table("reactor_snooze", table)
+        done, until = [], {item["id"]: _time(item.get("retry_at")) for item in jobs}
+        for row in self._held(rows, jobs):
+            row.status, row.attempts = "pending", max(row.attempts - 1, 0)
+            row.run_at = max(until[row.id] or _now(), _now())
+            row.locked_by = row.lease_token = row.lease_expires_at = None
+            done.append(row.id)
+        return {"snoozed": sorted(done), "stale": _stale(jobs, done)}
+
     async def progress(
         self, table: str, job_id: int, lease_token: str, percent: int, message: str | None
     ) -> bool:

@@ -24,12 +24,10 @@ from reactor.job import Job
 from reactor.redact import Redactor
 from reactor.store import MAX_BATCH, JobStore, Rejected, StoreError
 
-_RESULT_KEYS = {"complete": ("completed",), "fail": ("retried", "failed")}
-
 
 @dataclass
 class Report:
-    kind: str  # "complete" or "fail"
+    kind: str  # "complete", "fail" or "snooze"
     table: str
     item: dict[str, Any]  # the RPC's batch item: id, lease_token, result | error, retry_at, permanent
     job: Job  # whose log line this report writes
@@ -109,8 +107,8 @@ class Reporter:
 
     async def _call(self, kind: str, table: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         """The API's answer, retrying for as long as it cannot be reached."""
-        call = self._store.complete if kind == "complete" else self._store.fail
-        if kind == "fail":
+        call = {"complete": self._store.complete, "snooze": self._store.snooze}.get(kind, self._store.fail)
+        if kind in ("fail", "snooze"):
             items = [{**item, "error": self._redactor.storable(item["error"])} for item in items]
         delay = 0.1
         while True:
@@ -159,6 +157,8 @@ class Reporter:
             log = report.job.logger.bind(**report.fields)
             if job_id in stale:
                 log.bind(outcome="stale").warning("lease lost before the outcome was recorded; discarded")
+            elif kind == "snooze":
+                log.info(f"job snoozed until {report.item['retry_at']}, its attempt unspent")
             elif job_id in dead:
                 log.bind(outcome="failed").warning(f"job failed for good: {report.item['error']}")
             else:

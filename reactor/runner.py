@@ -147,7 +147,7 @@ class JobRunner:
         self._metrics.handler_seconds.observe((job.table, job.job_type), duration)
         fields = {"outcome": outcome.kind, "duration_ms": round(duration * 1000, 1)}
         item = {"id": job.id, "lease_token": job.lease_token, **outcome.item()}
-        kind = "complete" if outcome.kind == "completed" else "fail"
+        kind = {"completed": "complete", "snoozed": "snooze"}.get(outcome.kind, "fail")
         self._reporter.submit(Report(kind, job.table, item, job, fields))
         if outcome.retry_at is not None:
             self._schedule(job.table, outcome.retry_at)

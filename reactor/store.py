@@ -76,6 +76,8 @@ class JobStore(Protocol):
 
     async def release(self, table: str, leases: list[dict[str, Any]]) -> dict[str, Any]: ...
 
+    async def snooze(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]: ...
+
     async def progress(
         self, table: str, job_id: int, lease_token: str, percent: int, message: str | None
     ) -> bool: ...
@@ -214,6 +216,9 @@ class Store:
 
     async def fail(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
         return await self.call("reactor_fail", {"p_table": table, "p_jobs": jobs})
+
+    async def snooze(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self.call("reactor_snooze", {"p_table": table, "p_jobs": jobs})
 
     async def release(self, table: str, leases: list[dict[str, Any]]) -> dict[str, Any]:
         return await self.call("reactor_release", {"p_table": table, "p_leases": leases})

@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0013_cancel_running') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0013_cancel_and_snooze') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -1076,6 +1076,32 @@ begin
 end
 $$;
 
+-- Put jobs back to `pending` until their retry_at (now when absent) without spending the attempt
+-- they ran under: a handler that has to wait for something (Snooze) does not use up its retries.
+-- Items as reactor_fail takes them ({id, lease_token, error, retry_at}; the error says why, for the
+-- worker's log, and is not stored: the job did not fail); only the lease's holder can.
+-- Returns {"snoozed": [ids], "stale": [ids]}.
+create or replace function public.reactor_snooze(p_table text, p_jobs jsonb) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  done bigint[];
+begin
+  execute format($q$
+    with hit as (
+      update public.%1$I j
+      set status = 'pending', attempts = greatest(j.attempts - 1, 0),
+          run_at = least(greatest(coalesce(i.retry_at, now()), now()), '2199-12-31 00:00:00+00'),
+          locked_by = null, lease_token = null, lease_expires_at = null, updated_at = now()
+      from reactor.batch_items($1, 'fail') i
+      where j.id = i.id and j.lease_token = i.lease_token and j.status = 'processing'
+      returning j.id
+    ) select coalesce(array_agg(id order by id), '{}') from hit
+  $q$, t) using p_jobs into done;
+  return jsonb_build_object('snoozed', to_jsonb(done), 'stale', reactor.stale_ids(p_jobs, done));
+end
+$$;
+
 -- Hand running jobs back without spending an attempt (graceful shutdown).
 -- Returns {"released": [ids], "stale": [ids]}.
 create or replace function public.reactor_release(p_table text, p_leases jsonb) returns jsonb
@@ -1860,5 +1886,5 @@ insert into reactor.schema_migrations (version) values
   ('0010_one_message_per_job'),
   ('0011_schedules'),
   ('0012_flow_control'),
-  ('0013_cancel_running')
+  ('0013_cancel_and_snooze')
 on conflict do nothing;

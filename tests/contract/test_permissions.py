@@ -30,6 +30,7 @@ WORKER_CALLS = [
     "select * from public.reactor_claim('jobs', 'w', array['t'], 10, 60, 30)",
     "select public.reactor_claim_batch('jobs', 'w', array['t'], 10, 60, 30)",
     "select public.reactor_stand_down('jobs', 'w')",
+    "select public.reactor_snooze('jobs', '[]')",
     "select public.reactor_set_limits('jobs', 't', '{\"concurrency\": 1}')",
     "select public.reactor_declare_limits('jobs', '{}')",
     "select public.reactor_limits('jobs')",

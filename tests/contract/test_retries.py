@@ -106,3 +106,25 @@ async def test_prune_deletes_only_old_finished_jobs(db: asyncpg.Connection):
     assert await rpc(db, "reactor_prune", p_table="jobs", p_older_than_seconds=86400) == {"pruned": 1}
     remaining = [r["id"] for r in await db.fetch("select id from public.jobs order by id")]
     assert remaining == [new_done, waiting]
+
+
+async def test_snooze_puts_a_job_back_until_its_time_with_its_attempt_unspent(db: asyncpg.Connection):
+    [job_id] = await enqueue(db, "t")
+    [claimed] = await claim(db, ["t"])
+    later = "2030-01-01T00:00:00+00:00"
+    stale = {"id": 999, "lease_token": str(claimed["lease_token"]), "error": "waiting"}
+    items = [*leases([claimed], retry_at=later, error="waiting for the upload"), stale]
+    assert await rpc(db, "reactor_snooze", p_table="jobs", p_jobs=items) == {
+        "snoozed": [job_id],
+        "stale": [999],
+    }
+    stored = await row(db, job_id)
+    assert (stored["status"], stored["attempts"], stored["lease_token"], stored["last_error"]) == (
+        "pending",
+        0,
+        None,
+        None,
+    )
+    assert stored["run_at"].isoformat() == later
+    again = await rpc(db, "reactor_snooze", p_table="jobs", p_jobs=leases([claimed], error="waiting"))
+    assert again == {"snoozed": [], "stale": [job_id]}  # the lease is gone: only its holder snoozes

@@ -16,7 +16,7 @@ import anyio
 import pytest
 from loguru import logger
 
-from reactor import Job, PermanentError, Reactor, RetryLater
+from reactor import Job, PermanentError, Reactor, RetryLater, Snooze
 from reactor.config import Config, load
 from reactor.memory import MemoryStore
 from reactor.store import Rejected, Unavailable
@@ -162,6 +162,23 @@ async def test_a_retry_later_starts_on_its_timer_not_on_the_next_tick() -> None:
         await until(lambda: status(store, job_id) == "completed")
     assert len(started) == 2
     assert 0.3 <= started[1] - started[0] < 30  # on the timer; the next tick is a minute away
+
+
+async def test_a_snoozed_job_runs_again_on_its_timer_without_spending_an_attempt() -> None:
+    app, store = Reactor(), MemoryStore()
+    attempts: list[int] = []
+
+    @app.handler("waits")
+    async def waits(job: Job) -> None:
+        attempts.append(job.attempt)
+        if len(attempts) < 3:
+            raise Snooze(0.2)
+
+    job_id = await store.enqueue("jobs", {"job_type": "waits", "max_attempts": 1})
+    async with serving(app, store, poll_fast_seconds=60, poll_slow_seconds=60, reap_seconds=60):
+        await until(lambda: status(store, job_id) == "completed")
+    assert attempts == [1, 1, 1]  # one attempt allowed, three runs: snoozes spend none
+    assert app.metrics.jobs[("jobs", "waits", "snoozed")] == 2
 
 
 async def test_a_lost_lease_cancels_the_handler_and_nothing_is_reported() -> None:

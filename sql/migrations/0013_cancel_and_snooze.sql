@@ -1,4 +1,4 @@
--- reactor 0013: cancelling a running job stops its handler within a second.
+-- reactor 0013: cancelling a running job stops its handler within a second; a handler can snooze.
 --
 -- reactor_cancel (operators) and reactor_cancel_own (a signed-in user, their own job) now cancel
 -- processing jobs too, not only pending ones. The row is `cancelled` at once, its lease token
@@ -82,4 +82,33 @@ begin
 end
 $$;
 
-insert into reactor.schema_migrations (version) values ('0013_cancel_running') on conflict do nothing;
+-- Put jobs back to `pending` until their retry_at (now when absent) without spending the attempt
+-- they ran under: a handler that has to wait for something (Snooze) does not use up its retries.
+-- Items as reactor_fail takes them ({id, lease_token, error, retry_at}; the error says why, for the
+-- worker's log, and is not stored: the job did not fail); only the lease's holder can.
+-- Returns {"snoozed": [ids], "stale": [ids]}.
+create or replace function public.reactor_snooze(p_table text, p_jobs jsonb) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  done bigint[];
+begin
+  execute format($q$
+    with hit as (
+      update public.%1$I j
+      set status = 'pending', attempts = greatest(j.attempts - 1, 0),
+          run_at = least(greatest(coalesce(i.retry_at, now()), now()), '2199-12-31 00:00:00+00'),
+          locked_by = null, lease_token = null, lease_expires_at = null, updated_at = now()
+      from reactor.batch_items($1, 'fail') i
+      where j.id = i.id and j.lease_token = i.lease_token and j.status = 'processing'
+      returning j.id
+    ) select coalesce(array_agg(id order by id), '{}') from hit
+  $q$, t) using p_jobs into done;
+  return jsonb_build_object('snoozed', to_jsonb(done), 'stale', reactor.stale_ids(p_jobs, done));
+end
+$$;
+
+revoke all on function public.reactor_snooze(text, jsonb) from public, anon, authenticated;
+grant execute on function public.reactor_snooze(text, jsonb) to service_role;
+
+insert into reactor.schema_migrations (version) values ('0013_cancel_and_snooze') on conflict do nothing;
