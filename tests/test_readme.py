@@ -192,7 +192,7 @@ async def test_readme_frontend_snippet_watches_its_job_to_completion(
     database_url: str, db: asyncpg.Connection, js_dir: Path, tmp_path: Path
 ):
     """The supabase-js snippet, as a signed-in user, with the README's worker doing the job."""
-    [snippet] = blocks("js")
+    [snippet] = blocks("js", "## From the frontend")
     script = js_dir / f"readme-{uuid.uuid4().hex[:8]}.mjs"
     script.write_text(
         "import { createClient } from '@supabase/supabase-js'\n"
@@ -232,6 +232,43 @@ async def test_readme_frontend_snippet_watches_its_job_to_completion(
     assert json.loads(result) == {"sent": True, "to": "ada@example.com"}
     [job] = await db.fetch("select * from public.jobs")
     assert str(job["user_id"]) == user and job["status"] == "completed"
+
+
+async def test_readme_local_sign_in_script_signs_up_and_watches_its_job_finish(
+    database_url: str, db: asyncpg.Connection, js_dir: Path, tmp_path: Path
+):
+    """The local stack's supabase-js script, unchanged: a new user, their job, the worker doing it."""
+    [script] = blocks("js", "## The local stack")
+    path = js_dir / f"readme-auth-{uuid.uuid4().hex[:8]}.mjs"
+    path.write_text(script)
+    (tmp_path / "worker.py").write_text(blocks("python")[0])
+    await db.execute(blocks("sql", "## The database contract")[1])  # the insert policy allows send_email
+    try:
+        async with serve(database_url, port=0) as stack:
+            env = {**os.environ, "SUPABASE_URL": stack.url, "SUPABASE_ANON_KEY": stack.keys.anon}
+            node = str(js_dir / "node_modules" / ".bin" / "node")
+            async with await anyio.open_process([node, str(path)], env=env) as frontend:
+                browser = WorkerProcess(frontend)
+                async with anyio.create_task_group() as group:
+                    group.start_soon(browser.collect)
+                    try:
+                        await browser.wait_for_output("SUBSCRIBED", timeout=30)
+                        async with worker_process(
+                            worker_env(stack, PYTHONPATH=str(tmp_path)), app="worker:app"
+                        ):
+                            assert await browser.wait() == 0
+                    finally:
+                        if frontend.returncode is None:
+                            frontend.kill()
+    finally:
+        path.unlink()
+    lines = browser.stdout.decode().splitlines()
+    user_id = lines[0].removeprefix("signed up as ")
+    status, result = lines[-1].split(" ", 1)
+    assert (status, json.loads(result)) == ("completed", {"sent": True, "to": "ada@example.com"})
+    [job] = await db.fetch("select * from public.jobs")
+    assert str(job["user_id"]) == user_id and job["status"] == "completed"
+    assert await db.fetchval("select count(*) from auth.sessions") == 0  # signed out
 
 
 async def test_readme_dashboard_block_serves_on_loopback_and_behind_a_token_elsewhere(database_url: str):

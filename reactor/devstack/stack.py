@@ -1,4 +1,4 @@
-"""The local stack's one gateway process: REST, Realtime and the fault admin on one port.
+"""The local stack's one gateway process: REST, Realtime, Auth and the fault admin on one port.
 
 `serve()` runs it inside the caller's event loop (tests use it that way); `reactor devstack`
 runs it in the foreground.
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from reactor.devstack.auth.endpoint import Auth
 from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys
 from reactor.devstack.profile import Profile
@@ -31,6 +32,7 @@ class Stack:
     faults: Faults
     realtime: Realtime
     rest: Rest
+    auth: Auth
     profile: Profile
 
 
@@ -62,11 +64,16 @@ async def serve(
             server_settings={"standard_conforming_strings": "on", "search_path": SCHEMA},
         )
         closing.push_async_callback(rest_pool.close)
+        # Auth's own few connections, opened only when a client signs in.
+        auth_pool = await asyncpg.create_pool(database_url, min_size=0, max_size=4)
+        closing.push_async_callback(auth_pool.close)
         realtime = Realtime(pool, database_url, keys, faults, profile)
         rest = Rest(rest_pool, keys, faults, profile)
+        auth = Auth(auth_pool, keys)
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_get("/realtime/v1/websocket", realtime.handle)
         rest.add_routes(app.router, "/rest/v1")
+        auth.add_routes(app.router, "/auth/v1")
         app.router.add_post("/_devstack/faults", _fault_admin(keys, faults, realtime))
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         closing.push_async_callback(runner.cleanup)
@@ -76,7 +83,9 @@ async def serve(
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         actual = runner.addresses[0][1]
-        yield Stack(f"http://{host}:{actual}", actual, database_url, keys, faults, realtime, rest, profile)
+        yield Stack(
+            f"http://{host}:{actual}", actual, database_url, keys, faults, realtime, rest, auth, profile
+        )
 
 
 async def _end_transaction(conn: asyncpg.Connection) -> None:

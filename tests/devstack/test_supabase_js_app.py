@@ -1,6 +1,7 @@
 """supabase-js from npm against the local stack, as an ordinary app uses it beyond the worker's
-calls: data (embedding, operators, CSV). Each script is copied beside the cached node_modules
-that the js_dir fixture installs, and prints what it saw as one JSON line."""
+calls: data (embedding, operators, CSV), Broadcast and Presence, and auth. Each script is copied
+beside the cached node_modules that the js_dir fixture installs, and prints what it saw as one
+JSON line."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import asyncio
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import jwt
 import pytest
 
 pytestmark = pytest.mark.anyio
@@ -67,3 +70,42 @@ async def test_supabase_js_broadcast_and_presence(devstack, js_dir: Path) -> Non
     [meta] = seen["state"]["ada"]
     assert meta["status"] == "online" and meta["presence_ref"]
     assert (seen["joins"], seen["leaves"]) == (["ada"], ["ada"])
+
+
+async def test_supabase_js_auth_signs_up_in_out_and_anonymously(
+    devstack, db: asyncpg.Connection, js_dir: Path
+):
+    await db.execute("select reactor.allow_insert('jobs', 'js_auth')")
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    env = {
+        "SUPABASE_URL": devstack.url,
+        "SUPABASE_ANON_KEY": devstack.keys.anon,
+        "EMAIL": email,
+        "JOB_TYPE": "js_auth",
+    }
+    seen = await run_js(js_dir, "app_auth.mjs", env)
+    user = seen["signUp"]["user"]
+    assert seen["signUp"]["hasSession"] and (user["email"], user["is_anonymous"]) == (email, False)
+    assert seen["wrong"] == {
+        "name": "AuthApiError",
+        "status": 400,
+        "code": "invalid_credentials",
+        "message": "Invalid login credentials",
+    }
+    assert seen["taken"] == {"status": 422, "code": "user_already_exists"}
+    session = seen["session"]
+    assert (session["token_type"], session["expires_in"], session["user"]["id"]) == (
+        "bearer",
+        3600,
+        user["id"],
+    )
+    assert seen["getUser"]["id"] == seen["refreshed"]["userId"] == seen["inserted"]["user_id"] == user["id"]
+    assert seen["refreshed"]["refreshToken"] != session["refresh_token"]
+    assert seen["afterSignOut"] is None
+    assert seen["stale"] == {"status": 400, "code": "refresh_token_not_found"}
+    anonymous = seen["anonymous"]
+    claims = jwt.decode(
+        anonymous["accessToken"], devstack.keys.jwt_secret, algorithms=["HS256"], audience="authenticated"
+    )
+    assert anonymous["user"]["is_anonymous"] is True and claims["is_anonymous"] is True
+    assert claims["sub"] == anonymous["user"]["id"] and claims["role"] == "authenticated"
