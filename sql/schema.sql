@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0013 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0014 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0013_cancel_and_snooze') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0014_unique_jobs') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -135,7 +135,7 @@ language sql immutable as 'select 1048576';
 create or replace function reactor.owner_columns() returns text
 language sql immutable as $$
   select 'id, job_type, payload, priority, run_at, max_attempts, user_id, status, attempts, result, '
-         'last_error, progress, progress_message, created_at, started_at, completed_at, updated_at'
+         'last_error, progress, progress_message, created_at, started_at, completed_at, updated_at, unique_key'
 $$;
 
 
@@ -452,6 +452,7 @@ begin
     p_name || '_pending_user_idx', p_name);
 
   execute format('revoke select on public.%I from authenticated', p_name);
+  perform reactor.create_unique_key(p_name);
   execute format('grant select (%s) on public.%I to authenticated', reactor.owner_columns(), p_name);
   execute format('revoke all on sequence %s from public, anon, authenticated',
     pg_get_serial_sequence(format('public.%I', p_name), 'id'));
@@ -534,6 +535,23 @@ begin
   insert into reactor.job_tables (name) values (p_name) on conflict do nothing;
   perform reactor.guard_job_table(p_name);
   return p_name;
+end
+$$;
+
+-- Give a job table its `unique_key` column (section 5: a key pending or running once per type and
+-- owner), its index and the owner's grants on it.
+create or replace function reactor.create_unique_key(p_name text) returns void
+language plpgsql as $$
+begin
+  execute format('alter table public.%I add column if not exists unique_key text', p_name);
+  if not exists (select 1 from pg_constraint where conrelid = format('public.%I', p_name)::regclass
+                 and conname = p_name || '_unique_key_length') then
+    execute format('alter table public.%I add constraint %I check (length(unique_key) between 1 and 200)',
+      p_name, p_name || '_unique_key_length');
+  end if;
+  execute format($q$create index if not exists %I on public.%I (job_type, unique_key)
+    where unique_key is not null and status in ('pending', 'processing')$q$, p_name || '_unique_idx', p_name);
+  execute format('grant insert (unique_key), select (unique_key) on public.%I to authenticated', p_name);
 end
 $$;
 
@@ -709,9 +727,27 @@ declare
   n bigint;
   budget integer;
   paused boolean;
+  duplicate bigint;
 begin
   if pg_column_size(new.payload) > 1048576 or reactor.too_deep(new.payload) then  -- max_payload_bytes()
     raise exception '%', reactor.payload_problem(new.payload) using errcode = 'PT413';
+  end if;
+  if new.unique_key is not null and new.status in ('pending', 'processing') then
+    -- Inserts of the same key wait on each other here, so the second sees the first committed.
+    perform pg_advisory_xact_lock(hashtextextended(
+      concat_ws(':', tg_table_name, new.job_type, new.user_id::text, new.unique_key), 0));
+    execute format($q$
+      select j.id from public.%I j
+      where j.job_type = $1 and j.unique_key = $2 and j.user_id is not distinct from $3
+        and j.status in ('pending', 'processing')
+      limit 1
+    $q$, tg_table_name) using new.job_type, new.unique_key, new.user_id into duplicate;
+    if duplicate is not null then
+      raise exception 'a % job with unique_key % is already pending or running: job %',
+        new.job_type, new.unique_key, duplicate
+        using errcode = '23505', detail = jsonb_build_object('id', duplicate)::text,
+              hint = 'the existing job''s id is in the details; watch it instead';
+    end if;
   end if;
   if new.status <> 'pending' then
     return new;
@@ -1886,5 +1922,6 @@ insert into reactor.schema_migrations (version) values
   ('0010_one_message_per_job'),
   ('0011_schedules'),
   ('0012_flow_control'),
-  ('0013_cancel_and_snooze')
+  ('0013_cancel_and_snooze'),
+  ('0014_unique_jobs')
 on conflict do nothing;

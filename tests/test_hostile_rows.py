@@ -5,6 +5,7 @@ docs/reliability.md ("Hostile rows") lists each finding and the test that proves
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import anyio
@@ -188,3 +189,15 @@ async def test_an_owner_watching_over_realtime_never_receives_the_lease_or_the_w
         assert {"lease_token", "locked_by"}.isdisjoint(c["name"] for c in change["columns"]), change
         assert change["record"]["id"] == job_id
     await watcher.realtime.close()
+
+
+async def test_a_frontend_double_submit_gets_409_and_the_job_it_already_has(stack, db) -> None:
+    await db.execute("select reactor.allow_insert('jobs', 'echo')")
+    client = await user_client(stack)
+    job = {"job_type": "echo", "unique_key": "checkout-42"}
+    first = (await client.table("jobs").insert(job).select("id").execute()).data[0]
+    with pytest.raises(APIError) as caught:
+        await client.table("jobs").insert(job).select("id").execute()
+    assert caught.value.code == "23505"  # PostgREST's 409 Conflict
+    assert json.loads(caught.value.details) == {"id": first["id"]}  # watch this one instead
+    assert await db.fetchval("select count(*) from public.jobs where unique_key = 'checkout-42'") == 1

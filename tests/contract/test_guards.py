@@ -99,6 +99,7 @@ async def test_a_second_job_table_gets_every_index_of_the_first(db: asyncpg.Conn
         "CREATE INDEX T_finished_idx",
         "CREATE INDEX T_lease_idx",
         "CREATE INDEX T_pending_user_idx",
+        "CREATE INDEX T_unique_idx",
         "CREATE INDEX T_user_idx",
         "CREATE UNIQUE INDEX T_pkey",
     ]
