@@ -90,9 +90,15 @@ def parse_table(raw: str) -> str:
 
 
 async def stats(store: Store, tables: list[str]) -> dict[str, dict[str, Any]]:
-    """Each table's statistics, and its schedules with their next run (none on a contract that
-    predates schedules, sql/migrations/0011)."""
+    """Each table's statistics, its fleet-wide limits, and its schedules with their next run (none
+    on a contract that predates them, sql/migrations/0011 and 0012)."""
     found = {table: await store.stats(table) for table in tables}
+    for table, table_stats in found.items():
+        try:
+            table_stats["limits"] = await store.call("reactor_limits", {"p_table": table})
+        except Rejected as exc:
+            if exc.status != 404:
+                raise
     try:
         listed = await store.schedules()
     except Rejected as exc:
@@ -180,6 +186,8 @@ def render_stats(found: dict[str, dict[str, Any]], now: datetime | None = None) 
         if s["pending_by_type"]:
             types = ", ".join(f"{t} {n}" for t, n in sorted(s["pending_by_type"].items()))
             lines.append(f"pending in {table} by type: {types}")
+        if s.get("limits"):
+            lines.extend(f"limits: {line}" for line in render_limits(table, s["limits"]).splitlines())
     for table, s in found.items():
         if s.get("schedules"):
             lines.append(f"schedules in {table}:")

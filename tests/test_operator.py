@@ -251,6 +251,7 @@ async def test_limit_pause_resume_and_limits_change_what_every_worker_may_claim(
         "jobs quote: rate 2 per 1 s, per user 1\n"
     )
     assert await ok(stack, "pause", "quote") == "jobs quote: rate 2 per 1 s, per user 1, paused\n"
+    assert "limits: jobs quote: rate 2 per 1 s, per user 1, paused" in (await ok(stack, "stats")).splitlines()
     row = await db.fetchrow("select * from reactor.job_limits where job_type = 'quote'")
     assert (row["concurrency"], row["rate"], row["per_seconds"], row["per_user"], row["paused"]) == (
         None,
