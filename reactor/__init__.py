@@ -1,6 +1,16 @@
 """reactor: a background-job worker for Supabase."""
 
 from reactor.app import Reactor
-from reactor.job import Job, PermanentError, RetryLater, Snooze
+from reactor.family import Child
+from reactor.job import Job, LeaseLost, PermanentError, RetryLater, Snooze, WaitForChildren
 
-__all__ = ["Job", "PermanentError", "Reactor", "RetryLater", "Snooze"]
+__all__ = [
+    "Child",
+    "Job",
+    "LeaseLost",
+    "PermanentError",
+    "Reactor",
+    "RetryLater",
+    "Snooze",
+    "WaitForChildren",
+]

@@ -12,14 +12,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reactor.handlers import Handler
-from reactor.job import Job, PermanentError, RetryLater, Snooze
+from reactor.job import Job, PermanentError, RetryLater, Snooze, WaitForChildren
 from reactor.retry import RetryPolicy
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What becomes of the row: `completed` (with `result`), `retried` (with `error` and
-    `retry_at`), `snoozed` (with `retry_at`: no attempt spent) or `failed` for good (with `error`)."""
+    `retry_at`), `snoozed` (with `retry_at`: no attempt spent), `waiting` for its children (no
+    attempt spent) or `failed` for good (with `error`)."""
 
     kind: str
     result: Any = None
@@ -27,11 +28,14 @@ class Outcome:
     retry_at: datetime | None = None
 
     def item(self) -> dict[str, Any]:
-        """The fields of this outcome in a reactor_complete, reactor_fail or reactor_snooze batch item."""
+        """The fields of this outcome in a reactor_complete, reactor_fail, reactor_snooze or reactor_wait
+        batch item."""
         if self.kind == "completed":
             return {"result": self.result}
         if self.kind == "failed":
             return {"error": self.error, "permanent": True}
+        if self.kind == "waiting":
+            return {}
         assert self.retry_at is not None
         if self.kind == "snoozed":
             return {"error": self.error, "retry_at": self.retry_at.isoformat()}
@@ -49,6 +53,12 @@ async def call(job: Job, handler: Handler, policy: RetryPolicy) -> Outcome:
         result = await handler.function(job)
     except Snooze as exc:
         return Outcome("snoozed", error=str(exc), retry_at=exc.retry_at())
+    except WaitForChildren:
+        if not job.spawned:
+            # Waiting with no child asked for would wake at once and run again, for ever.
+            error = "WaitForChildren: the handler waited without spawning a child in this run"
+            return failure(job, handler, policy, error)
+        return Outcome("waiting")
     except RetryLater as exc:
         return failure(job, handler, policy, str(exc), retry_at=exc.retry_at())
     except PermanentError as exc:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger as _root_logger
+
+if TYPE_CHECKING:
+    from reactor.family import Child, Family
 
 
 class RetryLater(Exception):
@@ -42,6 +45,19 @@ class PermanentError(Exception):
     """Raise from a handler when retrying cannot help: the job goes straight to `failed`."""
 
 
+class WaitForChildren(Exception):
+    """Raise from a handler once it has spawned children: the job waits, its attempt unspent
+    (status `waiting`), until every child has finished (completed, failed for good or cancelled),
+    then runs again with `resumed` one higher and reads what came of them with `children()`."""
+
+    def __init__(self) -> None:
+        super().__init__("waiting for its children")
+
+
+class LeaseLost(Exception):
+    """The job's lease went to another worker, or the job was cancelled: it can spawn no more."""
+
+
 ProgressWriter = Callable[[int, str | None], Awaitable[bool]]
 
 
@@ -66,9 +82,12 @@ class Job:
     run_at: datetime | None = None
     created_at: datetime | None = None
     user_id: str | None = None
+    resumed: int = 0  # how often its children finishing woke it (WaitForChildren)
+    parent_id: int | None = None  # the job that spawned this one
     log_context: dict[str, Any] = field(default_factory=dict, repr=False)  # the fields of its log lines
     _progress: ProgressWriter | None = field(default=None, repr=False)
     _logger: Any = field(default=None, repr=False)
+    _family: Family | None = field(default=None, repr=False)
 
     @property
     def logger(self) -> Any:
@@ -85,3 +104,49 @@ class Job:
         if self._progress is None:
             return False
         return await self._progress(percent, message)
+
+    async def spawn(
+        self,
+        job_type: str,
+        payload: Any = None,
+        *,
+        key: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> int:
+        """Make a child job of this job's table, acting for the same owner; its id. `key` makes
+        it once however often this job runs (default: its place among this run's spawns);
+        `priority` defaults to this job's. Then `raise WaitForChildren()` to run again once the
+        children have finished."""
+        [child] = await self.spawn_all(
+            [
+                {
+                    "job_type": job_type,
+                    "payload": payload,
+                    "key": key,
+                    "priority": priority,
+                    "run_at": run_at,
+                    "max_attempts": max_attempts,
+                }
+            ]
+        )
+        return child
+
+    async def spawn_all(self, children: Iterable[dict[str, Any]]) -> list[int]:
+        """Make many children in one request: each a dict of `spawn`'s arguments by name."""
+        return await self._children().spawn(children)
+
+    async def children(self) -> list[Child]:
+        """What came of this job's children, in the order they were spawned."""
+        return await self._children().children()
+
+    @property
+    def spawned(self) -> int:
+        """How many children this run asked for."""
+        return 0 if self._family is None else self._family.spawned
+
+    def _children(self) -> Family:
+        if self._family is None:
+            raise RuntimeError("this job was not claimed by a worker, so it has no children")
+        return self._family

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from reactor.family import MAX_CHILDREN
 from reactor.store import MAX_BATCH, Rejected
 
 _BACKOFF_BASE, _BACKOFF_CAP = 2.0, 3600.0  # reactor.backoff()'s defaults
@@ -48,6 +49,12 @@ class _Row:
     lease_expires_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    parent_id: int | None = None
+    child_key: str | None = None
+    resumed: int = 0
+
+
+_UNFINISHED = ("pending", "processing", "waiting")
 
 
 @dataclass
@@ -154,7 +161,8 @@ class MemoryStore:
             row.status, row.result, row.progress, row.completed_at = "completed", results[row.id], 100, _now()
             row.lease_token = row.lease_expires_at = None
             done.append(row.id)
-        return {"completed": sorted(done), "stale": _stale(jobs, done)}
+        resumed = self._finished(rows, done)
+        return {"completed": sorted(done), "stale": _stale(jobs, done)} | resumed
 
     async def fail(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
         rows = self._table("reactor_fail", table)
@@ -171,7 +179,12 @@ class MemoryStore:
                 retried.append(row.id)
             row.last_error = item["error"][:10000]
             row.locked_by = row.lease_token = row.lease_expires_at = None
-        return {"retried": sorted(retried), "failed": sorted(dead), "stale": _stale(jobs, retried + dead)}
+        resumed = self._finished(rows, dead)
+        return {
+            "retried": sorted(retried),
+            "failed": sorted(dead),
+            "stale": _stale(jobs, retried + dead),
+        } | resumed
 
     async def release(self, table: str, leases: list[dict[str, Any]]) -> dict[str, Any]:
         rows = self._table("reactor_release", table)
@@ -191,6 +204,82 @@ class MemoryStore:
             row.locked_by = row.lease_token = row.lease_expires_at = None
             done.append(row.id)
         return {"snoozed": sorted(done), "stale": _stale(jobs, done)}
+
+    async def spawn(
+        self, table: str, parent_id: int, lease_token: str, children: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        rows = self._table("reactor_spawn", table)
+        _check_range("reactor_spawn", "number of children", len(children), 1, MAX_CHILDREN)
+        held = self._held(rows, [{"id": parent_id, "lease_token": lease_token}])
+        if not held:
+            return {"stale": True}
+        parent, now = held[0], _now()
+        mine = {r.child_key: r.id for r in rows.values() if r.parent_id == parent_id}
+        for child in children:
+            if child["key"] in mine:
+                continue
+            if len(mine) >= MAX_CHILDREN:
+                raise Rejected(f"reactor_spawn: job {parent_id} would have too many children (HTTP 400)", 400)
+            child_id = self._insert(
+                rows,
+                {
+                    "job_type": child["job_type"],
+                    "payload": child.get("payload", {}),
+                    "priority": child.get("priority", parent.priority),
+                    "run_at": max(_time(child.get("run_at")) or now, now),
+                    "max_attempts": child.get("max_attempts", 5),
+                    "user_id": parent.user_id,
+                },
+            )
+            rows[child_id].parent_id, rows[child_id].child_key = parent_id, child["key"]
+            mine[child["key"]] = child_id
+        return {"ids": [mine[child["key"]] for child in children]}
+
+    async def wait(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = self._table("reactor_wait", table)
+        waiting, resumed = [], []
+        for row in self._held(rows, jobs):
+            row.attempts = max(row.attempts - 1, 0)
+            row.locked_by = row.lease_token = row.lease_expires_at = None
+            if self._open_children(rows, row.id):
+                row.status = "waiting"
+                waiting.append(row.id)
+            else:
+                row.status, row.run_at, row.resumed = "pending", _now(), row.resumed + 1
+                resumed.append(row.id)
+        return {"waiting": waiting, "resumed": resumed, "stale": _stale(jobs, waiting + resumed)}
+
+    async def children(self, table: str, parent_id: int) -> list[dict[str, Any]]:
+        rows = self._table("reactor_children", table)
+        return [
+            {
+                "id": r.id,
+                "key": r.child_key,
+                "job_type": r.job_type,
+                "status": r.status,
+                "attempts": r.attempts,
+                "result": r.result,
+                "last_error": r.last_error,
+                "completed_at": None if r.completed_at is None else r.completed_at.isoformat(),
+            }
+            for r in sorted(rows.values(), key=lambda r: r.id)
+            if r.parent_id == parent_id
+        ][:MAX_CHILDREN]
+
+    def _finished(self, rows: dict[int, _Row], done: list[int]) -> dict[str, int]:
+        """As the job_finished trigger: resume each waiting parent whose last child is among `done`;
+        {"resumed": n} when there are any."""
+        resumed = 0
+        for parent_id in {rows[i].parent_id for i in done if rows[i].parent_id is not None}:
+            parent = rows.get(parent_id)
+            if parent is not None and parent.status == "waiting" and not self._open_children(rows, parent_id):
+                parent.status, parent.run_at, parent.resumed = "pending", _now(), parent.resumed + 1
+                resumed += 1
+        return {"resumed": resumed} if resumed else {}
+
+    @staticmethod
+    def _open_children(rows: dict[int, _Row], parent_id: int) -> bool:
+        return any(r.parent_id == parent_id and r.status in _UNFINISHED for r in rows.values())
 
     async def progress(
         self, table: str, job_id: int, lease_token: str, percent: int, message: str | None
@@ -238,7 +327,7 @@ class MemoryStore:
     async def stats(self, table: str) -> dict[str, Any]:
         rows = self._table("reactor_stats", table)
         counts = Counter(row.status for row in rows.values())
-        statuses = ("pending", "processing", "completed", "failed", "cancelled")
+        statuses = ("pending", "processing", "waiting", "completed", "failed", "cancelled")
         return {"table": table, "counts": {status: counts[status] for status in statuses}}
 
     async def delete_probe(self, table: str, probe_id: int) -> None:
@@ -393,6 +482,7 @@ class MemoryStore:
                 row.status, row.run_at = "pending", now + _backoff(row.attempts)
                 requeued.append(row.id)
             row.locked_by = row.lease_token = row.lease_expires_at = None
+        self._finished(rows, dead)
         return {"requeued": sorted(requeued), "failed": sorted(dead)}
 
 
@@ -408,6 +498,8 @@ def _claimed(row: _Row) -> dict[str, Any]:
         "run_at": row.run_at.isoformat(),
         "created_at": row.created_at.isoformat(),
         "user_id": row.user_id,
+        "resumed": row.resumed,
+        "parent_id": row.parent_id,
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from reactor.store import MAX_BATCH, JobStore, Rejected, StoreError
 
 @dataclass
 class Report:
-    kind: str  # "complete", "fail" or "snooze"
+    kind: str  # "complete", "fail", "snooze" or "wait"
     table: str
     item: dict[str, Any]  # the RPC's batch item: id, lease_token, result | error, retry_at, permanent
     job: Job  # whose log line this report writes
@@ -35,8 +36,11 @@ class Report:
 
 
 class Reporter:
-    def __init__(self, store: JobStore, give_up_seconds: float, redactor: Redactor) -> None:
+    def __init__(
+        self, store: JobStore, give_up_seconds: float, redactor: Redactor, wake: Callable[[str], None]
+    ) -> None:
         self._store = store
+        self._wake = wake  # claim from a table now: an outcome there resumed a waiting parent
         self._redactor = redactor  # every error stored in a row its owner reads passes through it
         self._give_up_seconds = give_up_seconds  # after close(): how long unsent outcomes may wait
         self._give_up = anyio.CancelScope()
@@ -104,10 +108,14 @@ class Reporter:
             return
         self._log(kind, reports, answer)
         self._sent(table, reports)
+        if answer.get("resumed"):
+            self._wake(table)
 
     async def _call(self, kind: str, table: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         """The API's answer, retrying for as long as it cannot be reached."""
-        call = {"complete": self._store.complete, "snooze": self._store.snooze}.get(kind, self._store.fail)
+        call = {"complete": self._store.complete, "snooze": self._store.snooze, "wait": self._store.wait}.get(
+            kind, self._store.fail
+        )
         if kind in ("fail", "snooze"):
             items = [{**item, "error": self._redactor.storable(item["error"])} for item in items]
         delay = 0.1
@@ -159,6 +167,11 @@ class Reporter:
                 log.bind(outcome="stale").warning("lease lost before the outcome was recorded; discarded")
             elif kind == "snooze":
                 log.info(f"job snoozed until {report.item['retry_at']}, its attempt unspent")
+            elif kind == "wait":
+                if job_id in answer.get("resumed", []):
+                    log.info("job's children have all finished; it runs again")
+                else:
+                    log.info("job waits for its children, its attempt unspent")
             elif job_id in dead:
                 log.bind(outcome="failed").warning(f"job failed for good: {report.item['error']}")
             else:

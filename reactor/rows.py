@@ -51,6 +51,12 @@ def read(table: str, row: Any, attempt_column: str = "attempt") -> Job:
         user_id = _uuid(row.get("user_id"))
         if user_id is None and row.get("user_id") is not None:
             raise ValueError("user_id is not a UUID")
+        resumed = _integer(row.get("resumed", 0))
+        if resumed is None:
+            raise ValueError("resumed is not an integer")
+        parent_id = row.get("parent_id")
+        if parent_id is not None and _integer(parent_id) is None:
+            raise ValueError("parent_id is not an integer")
         return Job(
             id=job_id,
             table=table,
@@ -63,6 +69,8 @@ def read(table: str, row: Any, attempt_column: str = "attempt") -> Job:
             run_at=_time(row.get("run_at"), "run_at"),
             created_at=_time(row.get("created_at"), "created_at"),
             user_id=user_id,
+            resumed=resumed,
+            parent_id=parent_id,
         )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise Unreadable(f"the job's row cannot be read: {_reason(exc)}", lease) from exc

@@ -25,6 +25,7 @@ from loguru import logger
 
 from reactor import executor, rows
 from reactor.executor import Outcome
+from reactor.family import Family
 from reactor.handlers import Handler
 from reactor.job import Job
 from reactor.metrics import Metrics
@@ -78,6 +79,7 @@ class JobRunner:
             "worker_id": self._worker_id,
         }
         job._progress = self._progress_writer(job)
+        job._family = Family(self._store, job)
         running = Running(job, handler, confirmed=confirmed)
         self._running.add(running)
         if job.run_at is not None:
@@ -147,7 +149,7 @@ class JobRunner:
         self._metrics.handler_seconds.observe((job.table, job.job_type), duration)
         fields = {"outcome": outcome.kind, "duration_ms": round(duration * 1000, 1)}
         item = {"id": job.id, "lease_token": job.lease_token, **outcome.item()}
-        kind = {"completed": "complete", "snoozed": "snooze"}.get(outcome.kind, "fail")
+        kind = {"completed": "complete", "snoozed": "snooze", "waiting": "wait"}.get(outcome.kind, "fail")
         self._reporter.submit(Report(kind, job.table, item, job, fields))
         if outcome.retry_at is not None:
             self._schedule(job.table, outcome.retry_at)

@@ -78,6 +78,14 @@ class JobStore(Protocol):
 
     async def snooze(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]: ...
 
+    async def spawn(
+        self, table: str, parent_id: int, lease_token: str, children: list[dict[str, Any]]
+    ) -> dict[str, Any]: ...
+
+    async def wait(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    async def children(self, table: str, parent_id: int) -> list[dict[str, Any]]: ...
+
     async def progress(
         self, table: str, job_id: int, lease_token: str, percent: int, message: str | None
     ) -> bool: ...
@@ -222,6 +230,22 @@ class Store:
 
     async def release(self, table: str, leases: list[dict[str, Any]]) -> dict[str, Any]:
         return await self.call("reactor_release", {"p_table": table, "p_leases": leases})
+
+    async def spawn(
+        self, table: str, parent_id: int, lease_token: str, children: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Make children of a running job: {"ids": [...]} in the order given, or {"stale": true}."""
+        return await self.call(
+            "reactor_spawn",
+            {"p_table": table, "p_parent": parent_id, "p_lease_token": lease_token, "p_children": children},
+        )
+
+    async def wait(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self.call("reactor_wait", {"p_table": table, "p_jobs": jobs})
+
+    async def children(self, table: str, parent_id: int) -> list[dict[str, Any]]:
+        answer = await self.call("reactor_children", {"p_table": table, "p_parent": parent_id})
+        return answer["children"]
 
     async def progress(
         self, table: str, job_id: int, lease_token: str, percent: int, message: str | None

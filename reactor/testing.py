@@ -5,12 +5,15 @@
 
 The job is built as a claim builds it and the handler runs under its timeout through the same code
 the worker uses (reactor/executor.py), so `outcome` is what the worker would write to the row:
-`completed` with the result, `retried` with the error and the retry time, or `failed` with the
-error. `progress` lists what the handler reported with `set_progress`.
+`completed` with the result, `retried` with the error and the retry time, `waiting` for its
+children, or `failed` with the error. `progress` lists what the handler reported with
+`set_progress`, `spawned` the children it asked for (with their keys); `children=` gives a run
+that was resumed (`resumed=1`) the outcomes its `job.children()` reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +23,7 @@ import anyio
 from reactor import executor
 from reactor.app import Reactor
 from reactor.executor import Outcome
+from reactor.family import Child, checked
 from reactor.job import Job
 from reactor.retry import RetryPolicy
 
@@ -28,6 +32,33 @@ from reactor.retry import RetryPolicy
 class Performed:
     outcome: Outcome
     progress: list[tuple[int, str | None]]
+    spawned: list[dict[str, Any]]
+
+
+class _Children:
+    """A job's children with no database: spawns recorded, ids counted from 2, outcomes given."""
+
+    def __init__(self, job: Job, children: list[Child]) -> None:
+        self._job = job
+        self._children = children
+        self.recorded: list[dict[str, Any]] = []
+        self.spawned = 0
+
+    async def spawn(self, children: Iterable[dict[str, Any]]) -> list[int]:
+        ids = []
+        for child in children:
+            item = checked(child)
+            if item["key"] is None:
+                item["key"] = f"{self._job.resumed}.{self.spawned}"
+            self.spawned += 1
+            known = [i for i, seen in enumerate(self.recorded) if seen["key"] == item["key"]]
+            if not known:
+                self.recorded.append(item)
+            ids.append(2 + (known[0] if known else len(self.recorded) - 1))
+        return ids
+
+    async def children(self) -> list[Child]:
+        return list(self._children)
 
 
 async def perform(
@@ -41,6 +72,8 @@ async def perform(
     user_id: str | None = None,
     priority: int = 0,
     policy: RetryPolicy | None = None,
+    resumed: int = 0,
+    children: list[Child] | None = None,
 ) -> Performed:
     """Run `app`'s handler for `job_type` once, as attempt `attempt` of a job with this payload.
 
@@ -63,7 +96,10 @@ async def perform(
         run_at=now,
         created_at=now,
         user_id=user_id,
+        resumed=resumed,
     )
+    family = _Children(job, children or [])
+    job._family = family  # type: ignore[assignment]
     progress: list[tuple[int, str | None]] = []
 
     async def record(percent: int, message: str | None) -> bool:
@@ -77,4 +113,4 @@ async def perform(
         outcome = await executor.call(job, handler, policy)
     if outcome is None:
         outcome = executor.timed_out(job, handler, policy)
-    return Performed(outcome, progress)
+    return Performed(outcome, progress, family.recorded)

@@ -62,11 +62,11 @@ class Worker:
         self.tables = tables = registry.tables()
         give_up = min(config.lease_seconds / 2, OUTCOME_GIVE_UP_SECONDS)
         redactor = Redactor(config.redacted())  # errors and progress messages go to rows owners read
-        self.reporter = Reporter(store, give_up_seconds=give_up, redactor=redactor)
+        self.wakeups = Wakeups(tables)
+        self.reporter = Reporter(store, give_up_seconds=give_up, redactor=redactor, wake=self.wakeups.wake)
         self.running = RunningJobs()
         self.leases = LeaseKeeper(store, self.running, self.reporter.leases, config.lease_seconds)
         self.feed = Feed(config.realtime)
-        self.wakeups = Wakeups(tables)
         # Ticks also reap and log statistics, so they come at least as often as either is asked for.
         chores = min(config.reap_seconds, config.stats_seconds)
         fast, slow = min(config.poll_fast_seconds, chores), min(config.poll_slow_seconds, chores)

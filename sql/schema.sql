@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0014 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0015 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0014_unique_jobs') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0015_child_jobs') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -135,8 +135,13 @@ language sql immutable as 'select 1048576';
 create or replace function reactor.owner_columns() returns text
 language sql immutable as $$
   select 'id, job_type, payload, priority, run_at, max_attempts, user_id, status, attempts, result, '
-         'last_error, progress, progress_message, created_at, started_at, completed_at, updated_at, unique_key'
+         'last_error, progress, progress_message, created_at, started_at, completed_at, updated_at, unique_key, '
+         'parent_id, resumed'
 $$;
+
+-- The most children one job may spawn (public.reactor_spawn).
+create or replace function reactor.max_children() returns integer
+language sql immutable as 'select 1000';
 
 
 -- ==== 3. Validation helpers ====
@@ -343,7 +348,7 @@ $$;
 -- the `supabase_realtime` publication so workers hear inserts. `select reactor.create_job_table('x')`
 -- makes another with the same shape; calling it again changes nothing.
 
--- Make reactor.claim_<table>, the claim query of one job table. Its query is static SQL, which
+-- Make reactor.claim_due_<table>, the claim query of one job table. Its query is static SQL, which
 -- plpgsql plans once per database session and then reuses; a query built with format() would be
 -- planned on every call (docs/benchmarks.md). It claims up to p_limit due, pending jobs of the
 -- given types, highest priority first, then oldest run_at, with one ordered index scan per job
@@ -359,7 +364,7 @@ begin
     ) returns table (
       id bigint, job_type text, payload jsonb, priority integer, attempt integer,
       max_attempts integer, lease_token uuid, lease_expires_at timestamptz, run_at timestamptz,
-      created_at timestamptz, started_at timestamptz, user_id uuid
+      created_at timestamptz, started_at timestamptz, user_id uuid, resumed integer, parent_id bigint
     )
     language plpgsql volatile set search_path = pg_catalog, pg_temp as $body$
     begin
@@ -384,13 +389,13 @@ begin
           returning j.*
         )
         select c.id, c.job_type, c.payload, c.priority, c.attempts, c.max_attempts, c.lease_token,
-               c.lease_expires_at, c.run_at, c.created_at, c.started_at, c.user_id
+               c.lease_expires_at, c.run_at, c.created_at, c.started_at, c.user_id, c.resumed, c.parent_id
         from claimed c order by c.priority desc, c.run_at, c.id;
     end
     $body$
-  $ddl$, 'claim_' || p_name, p_name);
+  $ddl$, 'claim_due_' || p_name, p_name);
   execute format('revoke all on function reactor.%I(text, text[], integer, integer) from public',
-    'claim_' || p_name);
+    'claim_due_' || p_name);
 end
 $$;
 
@@ -453,6 +458,7 @@ begin
 
   execute format('revoke select on public.%I from authenticated', p_name);
   perform reactor.create_unique_key(p_name);
+  perform reactor.create_child_columns(p_name);
   execute format('grant select (%s) on public.%I to authenticated', reactor.owner_columns(), p_name);
   execute format('revoke all on sequence %s from public, anon, authenticated',
     pg_get_serial_sequence(format('public.%I', p_name), 'id'));
@@ -552,6 +558,107 @@ begin
   execute format($q$create index if not exists %I on public.%I (job_type, unique_key)
     where unique_key is not null and status in ('pending', 'processing')$q$, p_name || '_unique_idx', p_name);
   execute format('grant insert (unique_key), select (unique_key) on public.%I to authenticated', p_name);
+end
+$$;
+
+-- A job left `processing` or `waiting` for a final status, or an unfinished child was deleted.
+-- A cancelled job's unfinished children are cancelled (and theirs, through this trigger on them).
+-- A child's parent that waits goes back to `pending` once no sibling is unfinished: the parent's
+-- row is locked first, so of two siblings finishing at once the second to commit sees the first.
+-- Each parent resumed adds one to the transaction's `reactor.resumed` setting, which the outcome
+-- calls report, so the worker that finished the last child claims the parent at once.
+create or replace function reactor.job_finished() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  job record;
+  open_children bigint[];
+  parent_status text;
+  n integer;
+begin
+  if tg_op = 'DELETE' then
+    job := old;
+  else
+    job := new;
+  end if;
+  if tg_op = 'UPDATE' and job.status = 'cancelled' then
+    execute format($q$
+      select array_agg(c.id) from (
+        select id from public.%I where parent_id = $1 and status in ('pending', 'processing', 'waiting')
+        limit reactor.max_batch()
+      ) c
+    $q$, tg_table_name) using job.id into open_children;
+    if open_children is not null then
+      perform public.reactor_cancel(tg_table_name, open_children);
+    end if;
+  end if;
+  if job.parent_id is null then
+    return null;
+  end if;
+  execute format('select status from public.%I where id = $1 for update', tg_table_name)
+    using job.parent_id into parent_status;
+  if parent_status is distinct from 'waiting' then
+    return null;
+  end if;
+  execute format($q$
+    update public.%1$I p set status = 'pending', run_at = now(), resumed = p.resumed + 1, updated_at = now()
+    where p.id = $1 and not exists (
+      select 1 from public.%1$I c where c.parent_id = $1 and c.status in ('pending', 'processing', 'waiting'))
+  $q$, tg_table_name) using job.parent_id;
+  get diagnostics n = row_count;
+  if n > 0 then
+    perform set_config('reactor.resumed', (coalesce(nullif(current_setting('reactor.resumed', true), ''), '0')::integer + 1)::text, true);
+  end if;
+  return null;
+end
+$$;
+
+-- {"resumed": n} for the n parents this transaction resumed since the last call ({} for none),
+-- and start counting again.
+create or replace function reactor.resumed_answer() returns jsonb
+language plpgsql volatile as $$
+declare
+  n integer := coalesce(nullif(current_setting('reactor.resumed', true), ''), '0')::integer;
+begin
+  perform set_config('reactor.resumed', '0', true);
+  return case when n > 0 then jsonb_build_object('resumed', n) else '{}'::jsonb end;
+end
+$$;
+
+-- Give a job table what child jobs need: `parent_id` (the job that spawned it), `child_key` (unique
+-- among its parent's children), `resumed` (how often its children finishing woke it), the status
+-- `waiting`, the index spawning and fan-in read, and the finish trigger.
+create or replace function reactor.create_child_columns(p_name text) returns void
+language plpgsql as $$
+begin
+  execute format('alter table public.%I add column if not exists parent_id bigint, '
+                 'add column if not exists child_key text, '
+                 'add column if not exists resumed integer not null default 0', p_name);
+  if not exists (select 1 from pg_constraint where conrelid = format('public.%I', p_name)::regclass
+                 and conname = p_name || '_status') then
+    execute format('alter table public.%I drop constraint if exists %I', p_name, p_name || '_status_check');
+    -- NOT VALID, then VALIDATE: the scan of existing rows does not block writers.
+    execute format($q$alter table public.%I add constraint %I
+      check (status in ('pending', 'processing', 'waiting', 'completed', 'failed', 'cancelled')) not valid$q$,
+      p_name, p_name || '_status');
+    execute format('alter table public.%I validate constraint %I', p_name, p_name || '_status');
+  end if;
+  if not exists (select 1 from pg_constraint where conrelid = format('public.%I', p_name)::regclass
+                 and conname = p_name || '_child_key_length') then
+    execute format('alter table public.%I add constraint %I check (length(child_key) between 1 and 200)',
+      p_name, p_name || '_child_key_length');
+  end if;
+  execute format('create unique index if not exists %I on public.%I (parent_id, child_key) where parent_id is not null',
+    p_name || '_child_idx', p_name);
+  execute format($q$
+    create or replace trigger reactor_job_finished after update of status on public.%I for each row
+    when ((new.parent_id is not null or new.status = 'cancelled')
+          and new.status in ('completed', 'failed', 'cancelled')
+          and old.status in ('pending', 'processing', 'waiting'))
+    execute function reactor.job_finished()$q$, p_name);
+  execute format($q$
+    create or replace trigger reactor_child_deleted after delete on public.%I for each row
+    when (old.parent_id is not null and old.status in ('pending', 'processing', 'waiting'))
+    execute function reactor.job_finished()$q$, p_name);
 end
 $$;
 
@@ -864,12 +971,12 @@ $$;
 -- Claim up to p_limit due jobs of the limited type p_job_type from p_table, within its limits
 -- (reactor.job_limits), taking the type's row lock so that concurrent claims of it never both see
 -- room for the same slot. With per_user, owners take turns within each priority.
-create or replace function reactor.claim_limited(
+create or replace function reactor.claim_within_limits(
   p_table text, p_job_type text, p_worker text, p_limit integer, p_lease_seconds integer
 ) returns table (
   id bigint, job_type text, payload jsonb, priority integer, attempt integer, max_attempts integer,
   lease_token uuid, lease_expires_at timestamptz, run_at timestamptz, created_at timestamptz,
-  started_at timestamptz, user_id uuid
+  started_at timestamptz, user_id uuid, resumed integer, parent_id bigint
 )
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
@@ -948,22 +1055,22 @@ begin
         lease_token = gen_random_uuid(), started_at = now(), updated_at = now()
     where j.id = any($1)
     returning j.id, j.job_type, j.payload, j.priority, j.attempts, j.max_attempts, j.lease_token,
-              j.lease_expires_at, j.run_at, j.created_at, j.started_at, j.user_id
+              j.lease_expires_at, j.run_at, j.created_at, j.started_at, j.user_id, j.resumed, j.parent_id
   $q$, p_table) using picked, p_worker, p_lease_seconds;
 end
 $$;
 
 
--- The claim: the limited types first, each within its limits (claim_limited), then the others.
-create or replace function public.reactor_claim(
+-- The claim: the limited types first, each within its limits (claim_within_limits), then the others.
+create or replace function reactor.claim(
   p_table text, p_worker text, p_job_types text[], p_limit integer default 1,
   p_lease_seconds integer default 60, p_standby_seconds integer default 0
 ) returns table (
   id bigint, job_type text, payload jsonb, priority integer, attempt integer, max_attempts integer,
   lease_token uuid, lease_expires_at timestamptz, run_at timestamptz, created_at timestamptz,
-  started_at timestamptz, user_id uuid
+  started_at timestamptz, user_id uuid, resumed integer, parent_id bigint
 )
-language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
   t text := reactor.job_table(p_table);
   n integer := 0;
@@ -984,13 +1091,13 @@ begin
   from reactor.job_limits l where l.job_table = t and l.job_type = any(p_job_types);
   foreach lt in array limited loop
     exit when n >= p_limit;
-    return query select * from reactor.claim_limited(t, lt, p_worker, p_limit - n, p_lease_seconds);
+    return query select * from reactor.claim_within_limits(t, lt, p_worker, p_limit - n, p_lease_seconds);
     get diagnostics k = row_count;
     n := n + k;
   end loop;
   unlimited := array(select x from unnest(p_job_types) x where x <> all(limited));
   if n < p_limit and cardinality(unlimited) > 0 then
-    return query execute format('select * from reactor.%I($1, $2, $3, $4)', 'claim_' || t)
+    return query execute format('select * from reactor.%I($1, $2, $3, $4)', 'claim_due_' || t)
       using p_worker, unlimited, p_limit - n, p_lease_seconds;
     get diagnostics k = row_count;
     n := n + k;
@@ -1000,6 +1107,23 @@ begin
                              p_standby_seconds, true);
   end if;
 end
+$$;
+
+
+-- The claim as rows (reactor_claim_batch is the worker's): the rows of reactor.claim without
+-- `resumed` and `parent_id`, as before they existed.
+create or replace function public.reactor_claim(
+  p_table text, p_worker text, p_job_types text[], p_limit integer default 1,
+  p_lease_seconds integer default 60, p_standby_seconds integer default 0
+) returns table (
+  id bigint, job_type text, payload jsonb, priority integer, attempt integer, max_attempts integer,
+  lease_token uuid, lease_expires_at timestamptz, run_at timestamptz, created_at timestamptz,
+  started_at timestamptz, user_id uuid
+)
+language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
+  select c.id, c.job_type, c.payload, c.priority, c.attempt, c.max_attempts, c.lease_token,
+         c.lease_expires_at, c.run_at, c.created_at, c.started_at, c.user_id
+  from reactor.claim(p_table, p_worker, p_job_types, p_limit, p_lease_seconds, p_standby_seconds) c
 $$;
 
 -- The same claim as one jsonb array, in claim order: PostgREST's Max rows cuts the rows of a
@@ -1013,9 +1137,10 @@ language sql volatile security definer set search_path = pg_catalog, pg_temp as 
   select coalesce(jsonb_agg(jsonb_build_object(
            'id', c.id, 'job_type', c.job_type, 'payload', c.payload, 'priority', c.priority,
            'attempt', c.attempt, 'max_attempts', c.max_attempts, 'lease_token', c.lease_token,
-           'run_at', c.run_at, 'created_at', c.created_at, 'user_id', c.user_id
+           'run_at', c.run_at, 'created_at', c.created_at, 'user_id', c.user_id,
+           'resumed', c.resumed, 'parent_id', c.parent_id
          ) order by c.ordinality), '[]')
-  from public.reactor_claim(p_table, p_worker, p_job_types, p_limit, p_lease_seconds, p_standby_seconds)
+  from reactor.claim(p_table, p_worker, p_job_types, p_limit, p_lease_seconds, p_standby_seconds)
        with ordinality as c
 $$;
 
@@ -1066,6 +1191,7 @@ declare
   t text := reactor.job_table(p_table);
   done bigint[];
 begin
+  perform reactor.resumed_answer();
   execute format($q$
     with hit as (
       update public.%1$I j
@@ -1076,7 +1202,8 @@ begin
       returning j.id
     ) select coalesce(array_agg(id order by id), '{}') from hit
   $q$, t) using p_jobs into done;
-  return jsonb_build_object('completed', to_jsonb(done), 'stale', reactor.stale_ids(p_jobs, done));
+  return jsonb_build_object('completed', to_jsonb(done), 'stale', reactor.stale_ids(p_jobs, done))
+         || reactor.resumed_answer();
 end
 $$;
 
@@ -1090,6 +1217,7 @@ declare
   retried bigint[];
   dead bigint[];
 begin
+  perform reactor.resumed_answer();
   execute format($q$
     with hit as (
       update public.%1$I j
@@ -1108,7 +1236,8 @@ begin
       from hit
   $q$, t) using p_jobs into retried, dead;
   return jsonb_build_object('retried', to_jsonb(retried), 'failed', to_jsonb(dead),
-                            'stale', reactor.stale_ids(p_jobs, retried || dead));
+                            'stale', reactor.stale_ids(p_jobs, retried || dead))
+         || reactor.resumed_answer();
 end
 $$;
 
@@ -1135,6 +1264,122 @@ begin
     ) select coalesce(array_agg(id order by id), '{}') from hit
   $q$, t) using p_jobs into done;
   return jsonb_build_object('snoozed', to_jsonb(done), 'stale', reactor.stale_ids(p_jobs, done));
+end
+$$;
+
+-- A running job spawns children: p_children is a JSON array of {job_type, key, payload, priority,
+-- run_at, max_attempts} (job_type and key required; the others default to {}, the parent's
+-- priority, now and the table's default). Children belong to the parent's owner. A key the parent
+-- used before returns that child and makes no new one, so a parent run again spawns nothing twice.
+-- Only the lease's holder spawns, and a parent has at most reactor.max_children() children.
+-- Returns {"ids": [child ids, in the order asked]} or {"stale": true} for a stale lease.
+create or replace function public.reactor_spawn(
+  p_table text, p_parent bigint, p_lease_token uuid, p_children jsonb
+) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  owner uuid;
+  parent_priority integer;
+  n integer;
+  ids jsonb;
+begin
+  if jsonb_typeof(p_children) is distinct from 'array' then
+    raise exception 'p_children must be a JSON array of children' using errcode = '22023';
+  end if;
+  perform reactor.check_range('number of children', jsonb_array_length(p_children), 1, reactor.max_children());
+  if exists (select 1 from jsonb_array_elements(p_children) c
+             where jsonb_typeof(c) is distinct from 'object'
+                or jsonb_typeof(c -> 'job_type') is distinct from 'string'
+                or jsonb_typeof(c -> 'key') is distinct from 'string') then
+    raise exception 'each child must be an object with a job_type and a key, both text' using errcode = '22023';
+  end if;
+  execute format($q$
+    select user_id, priority from public.%I where id = $1 and lease_token = $2 and status = 'processing'
+    for update
+  $q$, t) using p_parent, p_lease_token into owner, parent_priority;
+  get diagnostics n = row_count;
+  if n = 0 then
+    return jsonb_build_object('stale', true);
+  end if;
+  execute format($q$
+    insert into public.%1$I (job_type, payload, priority, run_at, max_attempts, user_id, parent_id, child_key)
+    select c.job_type, coalesce(c.payload, '{}'), coalesce(c.priority, $3),
+           greatest(coalesce(c.run_at, now()), now()), coalesce(c.max_attempts, 5), $2, $1, c.key
+    from jsonb_to_recordset($4) as c(job_type text, key text, payload jsonb, priority integer,
+                                     run_at timestamptz, max_attempts integer)
+    on conflict (parent_id, child_key) where parent_id is not null do nothing
+  $q$, t) using p_parent, owner, parent_priority, p_children;
+  execute format('select count(*) from public.%I where parent_id = $1', t) using p_parent into n;
+  if n > reactor.max_children() then
+    raise exception 'job % would have % children; a job has at most %', p_parent, n, reactor.max_children()
+      using errcode = '22023';
+  end if;
+  execute format($q$
+    select jsonb_agg(j.id order by c.ordinality)
+    from jsonb_array_elements($2) with ordinality as c(item, ordinality)
+    join public.%I j on j.parent_id = $1 and j.child_key = c.item ->> 'key'
+  $q$, t) using p_parent, p_children into ids;
+  return jsonb_build_object('ids', ids);
+end
+$$;
+
+-- Running jobs wait for their children: items {id, lease_token}. A job with unfinished children
+-- becomes `waiting` (job_finished wakes it); one whose children have all finished goes back to
+-- `pending` at once, resumed. Either way its attempt is given back: waiting is not failing.
+-- Returns {"waiting": [ids], "resumed": [ids], "stale": [ids]}.
+create or replace function public.reactor_wait(p_table text, p_jobs jsonb) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  item record;
+  n integer;
+  open boolean;
+  waiting bigint[] := '{}';
+  resumed bigint[] := '{}';
+begin
+  for item in select * from reactor.batch_items(p_jobs, 'lease') loop
+    execute format('select 1 from public.%I where id = $1 and lease_token = $2 and status = ''processing'' for update', t)
+      using item.id, item.lease_token;
+    get diagnostics n = row_count;
+    continue when n = 0;
+    execute format($q$select exists (select 1 from public.%I where parent_id = $1
+                                     and status in ('pending', 'processing', 'waiting'))$q$, t)
+      using item.id into open;
+    execute format($q$
+      update public.%1$I j
+      set status = case when $2 then 'waiting' else 'pending' end, run_at = case when $2 then j.run_at else now() end,
+          resumed = j.resumed + case when $2 then 0 else 1 end, attempts = greatest(j.attempts - 1, 0),
+          locked_by = null, lease_token = null, lease_expires_at = null, updated_at = now()
+      where j.id = $1
+    $q$, t) using item.id, open;
+    if open then
+      waiting := waiting || item.id;
+    else
+      resumed := resumed || item.id;
+    end if;
+  end loop;
+  return jsonb_build_object('waiting', to_jsonb(waiting), 'resumed', to_jsonb(resumed),
+                            'stale', reactor.stale_ids(p_jobs, waiting || resumed));
+end
+$$;
+
+-- A job's children, in the order they were spawned: {id, key, job_type, status, attempts, result,
+-- last_error, completed_at} each, at most reactor.max_children(). Returns {"children": [...]}.
+create or replace function public.reactor_children(p_table text, p_parent bigint) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  children jsonb;
+begin
+  execute format($q$
+    select coalesce(jsonb_agg(jsonb_build_object(
+             'id', c.id, 'key', c.child_key, 'job_type', c.job_type, 'status', c.status,
+             'attempts', c.attempts, 'result', c.result, 'last_error', c.last_error,
+             'completed_at', c.completed_at) order by c.id), '[]')
+    from (select * from public.%I where parent_id = $1 order by id limit reactor.max_children()) c
+  $q$, t) using p_parent into children;
+  return jsonb_build_object('children', children);
 end
 $$;
 
@@ -1245,6 +1490,7 @@ begin
       'counts', (select jsonb_build_object(
                    'pending', count(*) filter (where status = 'pending'),
                    'processing', count(*) filter (where status = 'processing'),
+                   'waiting', count(*) filter (where status = 'waiting'),
                    'completed', count(*) filter (where status = 'completed'),
                    'failed', count(*) filter (where status = 'failed'),
                    'cancelled', count(*) filter (where status = 'cancelled'))
@@ -1267,7 +1513,7 @@ $$;
 
 -- One worker's periodic chores for one table in one request, in this order:
 --   1. reap expired leases (as reactor_reap);
---   2. claim up to p_limit due jobs (as reactor_claim; p_limit 0 claims nothing);
+--   2. claim up to p_limit due jobs (as reactor.claim; p_limit 0 claims nothing);
 --   3. renew the worker's standby for p_standby_seconds (0 withdraws it) without raising it
 --      (reactor.stand_by), and delete the table's long-expired standby rows;
 --   4. find when the next pending job of these types falls due, in seconds from now, measured on
@@ -1276,7 +1522,7 @@ $$;
 --   5. when p_stats, the queue statistics (as reactor_stats);
 --   6. delete the probe row p_old_probe (only if it is a probe row), and when p_probe, insert a
 --      new one for this worker; the insert reaches Realtime when this call commits.
--- Returns {"reaped": {...}, "claimed": [rows as reactor_claim returns them],
+-- Returns {"reaped": {...}, "claimed": [rows as reactor.claim returns them],
 --          "next_due_seconds": number or null, "stats": {...} or null, "probe": id or null}.
 create or replace function public.reactor_tick(
   p_table text, p_worker text, p_job_types text[], p_limit integer, p_lease_seconds integer default 60,
@@ -1300,7 +1546,7 @@ begin
   reaped := public.reactor_reap(p_table);
   if p_limit > 0 then
     select coalesce(jsonb_agg(to_jsonb(c)), '[]') into claimed
-    from public.reactor_claim(p_table, p_worker, p_job_types, p_limit, p_lease_seconds, null) c;
+    from reactor.claim(p_table, p_worker, p_job_types, p_limit, p_lease_seconds, null) c;
   end if;
   perform reactor.stand_by(t, p_worker, p_job_types,
                            least(p_limit - jsonb_array_length(claimed), reactor.max_standby_slots()),
@@ -1393,7 +1639,7 @@ begin
   execute format($q$
     with was as (
       select j.id, j.status, j.locked_by from public.%1$I j
-      where j.id = any($1) and j.status in ('pending', 'processing')
+      where j.id = any($1) and j.status in ('pending', 'processing', 'waiting')
       for update
     ), hit as (
       update public.%1$I j
@@ -1455,7 +1701,7 @@ begin
   execute format($q$
     with was as (
       select j.id, j.status, j.locked_by from public.%1$I j
-      where j.id = $1 and user_id = $2 and j.status in ('pending', 'processing')
+      where j.id = $1 and user_id = $2 and j.status in ('pending', 'processing', 'waiting')
       for update
     ), hit as (
       update public.%1$I j
@@ -1923,5 +2169,6 @@ insert into reactor.schema_migrations (version) values
   ('0011_schedules'),
   ('0012_flow_control'),
   ('0013_cancel_and_snooze'),
-  ('0014_unique_jobs')
+  ('0014_unique_jobs'),
+  ('0015_child_jobs')
 on conflict do nothing;

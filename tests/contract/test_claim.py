@@ -124,6 +124,8 @@ async def test_the_batch_claim_returns_the_claim_as_one_array_in_claim_order(db:
         "run_at",
         "created_at",
         "user_id",
+        "resumed",
+        "parent_id",
     }
     stored = await db.fetch(
         "select id, lease_token::text from public.jobs where status = 'processing' order by id"

@@ -63,6 +63,7 @@ async def test_statistics_count_each_status_and_each_kind_of_pending_job_apart(d
           ('a', 'processing', now(), now() + interval '1 minute'),
           ('a', 'processing', now(), now() + interval '1 minute'),
           ('a', 'processing', now(), now() - interval '1 s'),
+          ('a', 'waiting', now(), null),
           ('a', 'completed', now(), null),
           ('a', 'failed', now(), null), ('a', 'failed', now(), null),
           ('a', 'cancelled', now(), null),
@@ -74,7 +75,7 @@ async def test_statistics_count_each_status_and_each_kind_of_pending_job_apart(d
     assert 60 <= age < 120
     assert stats == {
         "table": "jobs",
-        "counts": {"pending": 3, "processing": 3, "completed": 1, "failed": 2, "cancelled": 1},
+        "counts": {"pending": 3, "processing": 3, "waiting": 1, "completed": 1, "failed": 2, "cancelled": 1},
         "due": 2,
         "scheduled": 1,
         "pending_by_type": {"a": 2, "b": 1},
@@ -101,6 +102,7 @@ async def test_a_second_job_table_gets_every_index_of_the_first(db: asyncpg.Conn
         "CREATE INDEX T_pending_user_idx",
         "CREATE INDEX T_unique_idx",
         "CREATE INDEX T_user_idx",
+        "CREATE UNIQUE INDEX T_child_idx",
         "CREATE UNIQUE INDEX T_pkey",
     ]
 

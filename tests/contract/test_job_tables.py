@@ -37,7 +37,7 @@ async def test_every_job_table_gets_a_claim_function_only_the_worker_functions_c
     db: asyncpg.Connection,
 ):
     await db.execute("select reactor.create_job_table('emails')")
-    signature = "reactor.claim_{}(text, text[], integer, integer)"
+    signature = "reactor.claim_due_{}(text, text[], integer, integer)"
     for table in ("jobs", "emails"):
         assert await db.fetchval("select to_regprocedure($1) is not null", signature.format(table))
         for role in ("anon", "authenticated", "service_role"):

@@ -222,6 +222,7 @@ async def test_a_tick_with_no_room_claims_nothing_and_can_bring_the_counts(store
     assert answer["stats"]["counts"] == {
         "pending": 1,
         "processing": 0,
+        "waiting": 0,
         "completed": 0,
         "failed": 0,
         "cancelled": 0,
