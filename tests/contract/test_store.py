@@ -276,3 +276,47 @@ async def test_a_schedules_due_time_is_enqueued_once_however_often_it_is_sent(st
     stale = {**item, "cron": "*/2 * * * * *"}
     assert (await s.fire_schedules("w1", {"jobs": ["t"]}, [], [stale]))["fired"][0]["current"] is False
     assert (await s.fire_schedules("w1", {"jobs": ["other"]}, [], []))["schedules"] == []
+
+
+async def test_a_parent_spawns_waits_and_is_resumed_by_its_last_child_with_their_outcomes(store):
+    s, status = store
+    owner = str(uuid.uuid4())
+    await s.enqueue("jobs", {"job_type": "parent", "user_id": owner, "priority": 3})
+    [parent] = await _claim(s, ["parent"])
+    assert (parent["resumed"], parent["parent_id"]) == (0, None)
+    children = [{"job_type": "child", "key": "a", "payload": {"n": 1}}, {"job_type": "child", "key": "b"}]
+    ids = (await s.spawn("jobs", parent["id"], parent["lease_token"], children))["ids"]
+    assert (await s.spawn("jobs", parent["id"], parent["lease_token"], children[1:]))["ids"] == ids[1:]
+    assert await s.spawn("jobs", parent["id"], str(uuid.uuid4()), children) == {"stale": True}
+    assert await s.wait("jobs", [_lease(parent)]) == {"waiting": [parent["id"]], "resumed": [], "stale": []}
+    assert (await status(parent["id"]))["status"] == "waiting"
+    a, b = await _claim(s, ["child"])
+    assert (a["parent_id"], a["priority"], str(a["user_id"]), a["payload"]) == (
+        parent["id"],
+        3,
+        owner,
+        {"n": 1},
+    )
+    assert "resumed" not in await s.complete("jobs", [{**_lease(a), "result": {"price": 9}}])
+    failed = await s.fail("jobs", [{**_lease(b), "error": "sold out", "permanent": True}])
+    assert failed["resumed"] == 1
+    [again] = await _claim(s, ["parent"])
+    assert (again["id"], again["resumed"], again["attempt"]) == (parent["id"], 1, 1)
+    found = await s.children("jobs", parent["id"])
+    assert [(c["id"], c["key"], c["status"], c["result"], c["last_error"]) for c in found] == [
+        (ids[0], "a", "completed", {"price": 9}, None),
+        (ids[1], "b", "failed", None, "sold out"),
+    ]
+    assert found[0]["completed_at"] is not None
+
+
+async def test_a_wait_with_every_child_finished_resumes_at_once(store):
+    s, status = store
+    await s.enqueue("jobs", {"job_type": "parent"})
+    [parent] = await _claim(s, ["parent"])
+    await s.spawn("jobs", parent["id"], parent["lease_token"], [{"job_type": "child", "key": "a"}])
+    [child] = await _claim(s, ["child"])
+    await s.complete("jobs", [_lease(child)])
+    assert await s.wait("jobs", [_lease(parent)]) == {"waiting": [], "resumed": [parent["id"]], "stale": []}
+    row = await status(parent["id"])
+    assert (row["status"], row["resumed"], row["attempts"]) == ("pending", 1, 0)

@@ -1,0 +1,103 @@
+"""Spawning and fan-in without a database: the checks a child passes before reactor_spawn sees it,
+its default key, and reactor.testing running both halves of a fan-in handler."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from reactor import Child, Job, Reactor, WaitForChildren
+from reactor.family import Family, checked
+from reactor.memory import MemoryStore
+from reactor.testing import perform
+
+pytestmark = pytest.mark.anyio
+app = Reactor()
+
+
+@app.handler("quote_all")
+async def quote_all(job: Job) -> dict:
+    if not job.resumed:
+        for term in job.payload["terms"]:
+            await job.spawn("quote", {"term": term})
+        await job.spawn("audit", key="audit", priority=-1)
+        raise WaitForChildren()
+    return {c.key: c.result for c in await job.children() if c.status == "completed"}
+
+
+async def test_the_first_run_spawns_and_waits_and_the_resumed_run_reads_the_outcomes() -> None:
+    first = await perform(app, "quote_all", {"terms": [24, 36]})
+    assert first.outcome.kind == "waiting"
+    assert first.spawned == [
+        {"job_type": "quote", "payload": {"term": 24}, "key": "0.0"},
+        {"job_type": "quote", "payload": {"term": 36}, "key": "0.1"},
+        {"job_type": "audit", "payload": {}, "key": "audit", "priority": -1},
+    ]
+    outcomes = [
+        Child(2, "0.0", "quote", "completed", 1, 240, None, datetime.now(UTC)),
+        Child(3, "0.1", "quote", "failed", 5, None, "timeout", datetime.now(UTC)),
+    ]
+    second = await perform(app, "quote_all", {"terms": [24, 36]}, resumed=1, children=outcomes)
+    assert (second.outcome.kind, second.outcome.result) == ("completed", {"0.0": 240})
+
+
+@app.handler("rounds")
+async def rounds(job: Job) -> None:
+    await job.spawn("step")
+    await job.spawn("step")
+    raise WaitForChildren()
+
+
+async def test_a_resumed_run_keys_its_new_children_apart_from_the_first_runs() -> None:
+    again = await perform(app, "rounds", resumed=2)
+    assert [c["key"] for c in again.spawned] == ["2.0", "2.1"]
+
+
+@pytest.mark.parametrize(
+    "child, error",
+    [
+        ({"job_type": ""}, "job_type is 1 to 200 characters"),
+        ({"job_type": 7}, "job_type is 1 to 200 characters"),
+        ({"job_type": "q", "key": ""}, "key is 1 to 200 characters"),
+        ({"job_type": "q", "priority": 2**31}, "priority is a 32-bit whole number"),
+        ({"job_type": "q", "priority": True}, "priority is a 32-bit whole number"),
+        ({"job_type": "q", "run_at": datetime(2030, 1, 1)}, "run_at is a timezone-aware datetime"),
+        ({"job_type": "q", "max_attempts": 0}, "max_attempts is from 1 to 1000"),
+        ({"job_type": "q", "max_attempts": 1001}, "max_attempts is from 1 to 1000"),
+    ],
+)
+def test_a_child_reactor_spawn_would_refuse_is_refused_here_with_what_is_wrong(child, error) -> None:
+    with pytest.raises(ValueError, match=error):
+        checked(child)
+
+
+def test_a_child_as_reactor_spawn_takes_it() -> None:
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    assert checked({"job_type": "q", "payload": [], "priority": -3, "run_at": at, "max_attempts": 1000}) == {
+        "job_type": "q",
+        "payload": [],
+        "key": None,
+        "priority": -3,
+        "run_at": at.isoformat(),
+        "max_attempts": 1000,
+    }
+
+
+async def test_an_unknown_argument_and_too_many_children_are_refused_before_any_request() -> None:
+    store = MemoryStore()
+    job = Job(1, "jobs", "parent", {}, 1, 5, "00000000-0000-4000-8000-000000000001")
+    family = Family(store, job)
+    with pytest.raises(ValueError, match=r"a child takes \[.*\], not \['delay'\]"):
+        await family.spawn([{"job_type": "q", "delay": 5}])
+    with pytest.raises(ValueError, match="at most 1000 children, not 1001"):
+        await family.spawn({"job_type": "q"} for _ in range(1001))
+    assert sum(n for (function, _), n in store.calls.items() if function == "reactor_spawn") == 0
+    assert await family.spawn([]) == []
+
+
+async def test_a_job_with_no_worker_says_it_has_no_children() -> None:
+    job = Job(1, "jobs", "parent", {}, 1, 5, "00000000-0000-4000-8000-000000000001")
+    with pytest.raises(RuntimeError, match="not claimed by a worker"):
+        await job.spawn("q")
+    assert job.spawned == 0
