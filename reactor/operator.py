@@ -27,7 +27,7 @@ from reactor.store import MAX_BATCH, Rejected, Store, StoreError, UnreadableAnsw
 PRUNE_BATCH = 10000  # the most public.reactor_prune deletes in one call, keeping each call short
 INT32_MAX = 2**31 - 1
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+_STATUSES = ("pending", "processing", "waiting", "completed", "failed", "cancelled")
 
 
 class OperatorError(Exception):

@@ -79,12 +79,12 @@ async def test_stats_shows_counts_per_table_as_a_table_and_as_json(stack: Stack,
     text = await ok(stack, "stats", "--table", "jobs", "--table", "emails")
     lines = text.splitlines()
     assert lines[0].split() == [
-        "table", "pending", "processing", "completed", "failed", "cancelled", "due", "scheduled",
+        "table", "pending", "processing", "waiting", "completed", "failed", "cancelled", "due", "scheduled",
         "oldest", "due", "expired", "leases",
     ]  # fmt: skip
     jobs = lines[1].split()  # the oldest due job's age, e.g. "0.4 s", is two cells
-    assert jobs[:8] == ["jobs", "4", "0", "0", "1", "0", "3", "1"] and jobs[9:] == ["s", "0"]
-    assert lines[2].split() == ["emails", "0", "0", "1", "0", "0", "0", "0", "-", "0"]
+    assert jobs[:9] == ["jobs", "4", "0", "0", "0", "1", "0", "3", "1"] and jobs[10:] == ["s", "0"]
+    assert lines[2].split() == ["emails", "0", "0", "0", "1", "0", "0", "0", "0", "-", "0"]
     assert "pending in jobs by type: resize 1, send_email 3" in lines
     assert lines[-1] == "Realtime budget: 50 messages a second; 0 insert(s) withheld for it in all"
 
@@ -93,6 +93,7 @@ async def test_stats_shows_counts_per_table_as_a_table_and_as_json(stack: Stack,
     assert found["jobs"]["counts"] == {
         "pending": 4,
         "processing": 0,
+        "waiting": 0,
         "completed": 0,
         "failed": 1,
         "cancelled": 0,

@@ -155,7 +155,7 @@ async def test_readme_operations_block_runs_against_the_local_stack(
     out, err = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, err
     assert out.splitlines()[0].split()[:3] == ["table", "pending", "processing"]
-    assert out.splitlines()[1].split()[:5] == ["jobs", "0", "0", "1", "1"]
+    assert out.splitlines()[1].split()[:6] == ["jobs", "0", "0", "0", "1", "1"]
     [enqueued] = await db.fetch("select * from public.jobs where id not in ($1, $2)", failed, old)
     assert f"cancelled 1 job(s): {enqueued['id']}" in out and f"retried 1 job(s): {failed}" in out
     assert "pruned 1 job(s) finished more than 7d ago" in out
@@ -167,6 +167,7 @@ async def test_readme_operations_block_runs_against_the_local_stack(
     assert stats["jobs"]["counts"] == {
         "pending": 1,
         "processing": 0,
+        "waiting": 0,
         "completed": 0,
         "failed": 0,
         "cancelled": 1,
@@ -357,3 +358,23 @@ async def test_readme_schedule_sql_declares_in_a_zone_and_pg_cron_fires_in_the_d
     await db.execute("update reactor.schedules set fired_through = now() - interval '1 minute'")
     job_id = await db.fetchval(commands["reactor:nightly-prune"])
     assert await db.fetchval("select job_type from public.jobs where id = $1", job_id) == "prune_exports"
+
+
+async def test_readme_fan_in_example_combines_its_childrens_quotes_and_failures(
+    database_url: str, db: asyncpg.Connection, tmp_path: Path
+):
+    (tmp_path / "quotes_worker.py").write_text(blocks("python", "## Child jobs and fan-in")[0])
+    async with serve(database_url, port=0) as stack:
+        env = worker_env(stack, PYTHONPATH=str(tmp_path))
+        async with worker_process(env, app="quotes_worker:app") as worker:
+            job_id = await insert(db, "quote_all", {"terms": [24, 36, 60]})
+            done = await status_is(db, job_id, "completed", "failed", timeout=30)
+            worker.signal(signal.SIGTERM)
+            assert await worker.wait() == 0
+    assert json.loads(done["result"]) == {
+        "quotes": {"24 months": {"monthly": 252}, "36 months": {"monthly": 228}},
+        "failed": {"60 months": "PermanentError: no offer beyond 48 months"},
+    }
+    assert (done["resumed"], done["attempts"]) == (1, 1)
+    children = await db.fetch("select child_key, user_id from public.jobs where parent_id = $1", job_id)
+    assert sorted(c["child_key"] for c in children) == ["24 months", "36 months", "60 months"]
