@@ -21,7 +21,13 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 def bootstrap_sql() -> str:
-    return files("reactor.devstack").joinpath("supabase.sql").read_text()
+    """supabase.sql, then Realtime's own schema (realtime/messages.sql), which a Supabase project
+    has from the start."""
+    return (
+        files("reactor.devstack").joinpath("supabase.sql").read_text()
+        + "\n"
+        + files("reactor.devstack.realtime").joinpath("messages.sql").read_text()
+    )
 
 
 @contextlib.contextmanager

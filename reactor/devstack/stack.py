@@ -15,6 +15,7 @@ import asyncpg
 from aiohttp import web
 
 from reactor.devstack.auth.endpoint import Auth
+from reactor.devstack.cors import cors
 from reactor.devstack.faults import Faults
 from reactor.devstack.keys import Keys
 from reactor.devstack.profile import Profile
@@ -70,8 +71,8 @@ async def serve(
         realtime = Realtime(pool, database_url, keys, faults, profile)
         rest = Rest(rest_pool, keys, faults, profile)
         auth = Auth(auth_pool, keys)
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_get("/realtime/v1/websocket", realtime.handle)
+        app = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[cors])
+        realtime.add_routes(app.router, "/realtime/v1")
         rest.add_routes(app.router, "/rest/v1")
         auth.add_routes(app.router, "/auth/v1")
         app.router.add_post("/_devstack/faults", _fault_admin(keys, faults, realtime))

@@ -109,3 +109,49 @@ async def test_supabase_js_auth_signs_up_in_out_and_anonymously(
     )
     assert anonymous["user"]["is_anonymous"] is True and claims["is_anonymous"] is True
     assert claims["sub"] == anonymous["user"]["id"] and claims["role"] == "authenticated"
+
+
+async def test_supabase_js_private_channels_and_broadcast_from_database(
+    devstack, db: asyncpg.Connection, js_dir: Path
+) -> None:
+    ids = {name: str(uuid.uuid4()) for name in ("ada", "bob", "eve")}
+    await db.execute("""
+        create table public.room_members (user_id uuid, topic text, can_send boolean not null);
+        create policy members_read on realtime.messages for select to authenticated
+          using (exists (select 1 from public.room_members m
+                         where m.user_id = auth.uid() and m.topic = realtime.topic()));
+        create policy senders_write on realtime.messages for insert to authenticated
+          with check (exists (select 1 from public.room_members m
+                              where m.user_id = auth.uid() and m.topic = realtime.topic() and m.can_send));
+        create function public.shout(words text) returns void language sql security definer
+          as $$ select realtime.send(jsonb_build_object('words', words), 'shout', 'room:js') $$;
+    """)
+    await db.execute(
+        "insert into public.room_members values ($1, 'room:js', true), ($2, 'room:js', false)",
+        ids["ada"],
+        ids["bob"],
+    )
+    env = {
+        "SUPABASE_URL": devstack.url,
+        "SUPABASE_ANON_KEY": devstack.keys.anon,
+        **{f"{name.upper()}_TOKEN": devstack.keys.user_token(user_id) for name, user_id in ids.items()},
+    }
+    seen = await run_js(js_dir, "app_private.mjs", env)
+    assert seen["adaJoin"] == seen["bobJoin"] == {"status": "SUBSCRIBED", "error": None}
+    assert seen["eveJoin"]["status"] == "CHANNEL_ERROR"
+    assert (
+        seen["eveJoin"]["error"]
+        == "Unauthorized: You do not have permissions to read from this Channel topic: room:js"
+    )
+    assert (seen["bobSend"], seen["adaSend"]) == ("timed out", "ok")  # bob may read, not send
+    assert (seen["eveHttp"], seen["adaHttp"], seen["fallback"]) == ("Unauthorized", {"success": True}, "ok")
+    wave, shout, http, rest = seen["gotB"]
+    assert (wave["event"], wave["payload"]) == ("wave", {"from": "ada"})
+    stored = await db.fetchval("select id::text from realtime.messages where event = 'shout'")
+    assert shout == {
+        "type": "broadcast",
+        "event": "shout",
+        "payload": {"words": "hello", "id": stored},
+        "meta": {"id": stored},
+    }
+    assert (http["payload"], rest["payload"]) == ({"from": "ada-http"}, {"from": "ada-rest"})

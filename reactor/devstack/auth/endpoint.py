@@ -8,7 +8,6 @@ anon or service_role key, or their `sb_publishable_…` / `sb_secret_…` forms.
 
 from __future__ import annotations
 
-import hmac
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ import asyncpg
 import jwt
 from aiohttp import web
 
+from reactor.devstack import apikey
 from reactor.devstack.auth import sessions, users
 from reactor.devstack.auth.body import Body
 from reactor.devstack.auth.errors import AuthError, OAuthError, bad_request
@@ -57,20 +57,7 @@ class Auth:
 
     def _refused_key(self, request: web.Request) -> web.Response | None:
         """The gateway's 401 for a request without one of the project's API keys."""
-        key = request.headers.get("apikey") or request.query.get("apikey")
-        if not key:
-            message, hint = (
-                "No API key found in request",
-                "No `apikey` request header or url param was found.",
-            )
-        elif not any(
-            hmac.compare_digest(key, known)
-            for known in (self._keys.anon, self._keys.service_role, self._keys.publishable, self._keys.secret)
-        ):
-            message, hint = "Invalid API key", "Double check your Supabase `anon` or `service_role` API key."
-        else:
-            return None
-        return web.json_response({"message": message, "hint": hint}, status=401)
+        return apikey.refusal(self._keys, request)
 
     # -- the endpoints ----------------------------------------------------------------------
 

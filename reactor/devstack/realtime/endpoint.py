@@ -1,6 +1,9 @@
-"""The local stack's Realtime: `/realtime/v1/websocket` with postgres_changes.
+"""The local stack's Realtime: `/realtime/v1/websocket` with postgres_changes, Broadcast (from
+clients, from the database and from the REST API) and Presence.
 
-The gateway hands websocket requests to `Realtime.handle`. Changes come from changes.py as they
+The gateway hands websocket requests to `Realtime.handle` and the REST broadcast API to
+broadcast_api.py. Broadcasts committed in the database (database_broadcast.py) go to the topic's
+subscribers as a stored message, with its id as `meta.id`. Changes come from changes.py as they
 commit; each goes straight to every live channel whose bindings match it (schema, table, event,
 filters), trimmed to what the subscriber's role and claims may select, in the exact payload
 shape of Supabase Realtime's postgres_changes.
@@ -12,6 +15,12 @@ poll loop, as Realtime's ReplicationPoller takes them from its replication slot:
 (a RateCounter averaging 5 s buckets over 60 s); while its limit is triggered, each polled batch
 is dropped whole and silently. Joins and connections meet the project's limits (socket.py's
 `Limits`), and every frame is held half the profile's round trip each way.
+
+Broadcast meets the same limit on a second counter, as Realtime's channel events have their own
+(`Tenants.events_per_second_rate`): each broadcast sent counts once and each delivery to a
+subscriber once more; once the limit is triggered, a channel that receives a broadcast is shut
+with "Too many messages per second", broadcasts from the database are dropped, and the REST API
+answers 429.
 """
 
 from __future__ import annotations
@@ -42,9 +51,11 @@ from reactor.devstack.realtime.access import (
     change_data,
     filter_values,
 )
+from reactor.devstack.realtime.broadcast_api import BroadcastApi
 from reactor.devstack.realtime.changes import Change, ChangeFeed
+from reactor.devstack.realtime.database_broadcast import Message, MessageFeed
 from reactor.devstack.realtime.filters import Binding, Condition
-from reactor.devstack.realtime.hub import Hub
+from reactor.devstack.realtime.hub import Hub, Member, UserBroadcast
 from reactor.devstack.realtime.socket import Channel, Limits, RateCounter, Socket
 
 MAX_FRAME_BYTES = 5_000_000  # Realtime's inbound websocket max_frame_size
@@ -62,6 +73,10 @@ class Counters:
     by_topic: Counter[str] = field(default_factory=Counter)  # the same, by channel topic
     dropped: int = 0  # changes dropped whole because the message quota was reached
     quota_reached: int = 0  # times the message quota's limit triggered
+    broadcasts: int = 0  # broadcasts delivered, to every subscriber together
+    broadcasts_dropped: int = 0  # broadcasts from the database dropped by the message quota
+    broadcast_quota_reached: int = 0  # times the channel events' limit triggered
+    shut_by_quota: int = 0  # channels shut with "Too many messages per second"
     polls: int = 0  # hosted: polls run
     polled: int = 0  # hosted: changes taken by polls
     max_batch: int = 0  # hosted: most changes one poll took
@@ -110,7 +125,8 @@ class Realtime:
         self._prepared: asyncio.Queue[asyncio.Task[list[Push]]] = asyncio.Queue()
         self._queued = 0  # changes in that queue or being delivered from it
         self._sockets: set[Socket] = set()
-        self.hub = Hub()  # broadcast and presence, shared by every socket
+        self.hub = Hub(self._metered)  # broadcast and presence, shared by every socket
+        self._messages = MessageFeed(pool, database_url, self._stored_broadcast)
         self._rewrites: set[asyncio.Task[None]] = set()  # of the wanted rows, after a socket closed
         self._dispatcher: asyncio.Task[None] | None = None
         self.counters = Counters()
@@ -128,6 +144,18 @@ class Realtime:
             if profile.messages_per_second is not None
             else None
         )
+        # Realtime's channel events counter (broadcast), apart from the postgres changes one above.
+        self.event_rate = (
+            RateCounter(
+                profile.messages_per_second,
+                tick_seconds=RATE_TICK_SECONDS,
+                max_buckets=RATE_BUCKETS,
+                on_trigger=self._event_quota_reached,
+            )
+            if profile.messages_per_second is not None
+            else None
+        )
+        self.broadcast_api = BroadcastApi(pool, keys, self.hub, self.event_rate, self._count_event)
         self.join_rate = (
             RateCounter(
                 profile.joins_per_second,
@@ -149,13 +177,45 @@ class Realtime:
         self._delay = profile.round_trip_ms / 2000 if profile.round_trip_ms else 0.0
         self._loops: list[asyncio.Task[None]] = []  # the poll loop and the rate counters' ticks
 
+    def add_routes(self, router: web.UrlDispatcher, prefix: str) -> None:
+        router.add_get(prefix + "/websocket", self.handle)
+        self.broadcast_api.add_routes(router, prefix)
+
     async def start(self) -> None:
         await self._feed.start()
+        await self._messages.start()
         self._dispatcher = asyncio.create_task(self._dispatch())
         if self._polled:
             self._loops.append(asyncio.create_task(self._poll()))
-        if self.message_rate is not None or self.join_rate is not None:
+        if self.message_rate is not None or self.join_rate is not None or self.event_rate is not None:
             self._loops.append(asyncio.create_task(self._tick()))
+
+    def _count_event(self) -> None:
+        if self.event_rate is not None:
+            self.event_rate.add()
+
+    def _metered(self, member: Member, join_topic: str) -> None:
+        """A broadcast delivered: counted, and while the quota is reached the channel shuts."""
+        self.counters.broadcasts += 1
+        if self.event_rate is None:
+            return
+        self.event_rate.add()
+        if self.event_rate.triggered:
+            self.counters.shut_by_quota += 1
+            member.shutdown(join_topic, "Too many messages per second")
+
+    def _stored_broadcast(self, message: Message) -> None:
+        """A broadcast committed in realtime.messages, to the topic's subscribers."""
+        if self.event_rate is not None and self.event_rate.triggered:
+            self.counters.broadcasts_dropped += 1
+            return
+        self._count_event()
+        broadcast = UserBroadcast(message.event, message.payload, json_payload=True, meta={"id": message.id})
+        self.hub.broadcast(None, message.topic, message.private, broadcast, True)
+
+    def _event_quota_reached(self) -> None:
+        logger.error("MessagePerSecondRateLimitReached: Too many messages per second")
+        self.counters.broadcast_quota_reached += 1
 
     def _quota_reached(self) -> None:
         logger.error("MessagePerSecondRateLimitReached: Too many postgres changes messages per second")
@@ -170,6 +230,8 @@ class Realtime:
                 self.message_rate.tick(self._faults.extra_messages(last, now))
             if self.join_rate is not None:
                 self.join_rate.tick()
+            if self.event_rate is not None:
+                self.event_rate.tick()
             last = now
             self.counters.changed()
 
@@ -223,6 +285,7 @@ class Realtime:
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await changes.want(self._pool, self._gateway, [])
         await self._feed.stop()
+        await self._messages.stop()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -276,6 +339,8 @@ class Realtime:
             self._limits,
             self._delay,
             self.hub,
+            self._pool,
+            self._count_event,
         )
         self._sockets.add(socket)
         try:

@@ -4,10 +4,14 @@ As Supabase Realtime (lib/realtime_web/channels/realtime_channel/broadcast_handl
 presence_handler.ex, message_dispatcher.ex): a topic's subscribers are those joined to the same
 name and privacy (a private and a public channel of one name never meet). A broadcast goes to
 every other subscriber, and to the sender too with `config.broadcast.self`; one a V2 client sent
-as a binary user-broadcast push reaches V2 subscribers in the same binary framing (kind 4) and V1
-ones as the JSON broadcast it converts to. Presence is Phoenix.Presence's: `presence_state`
-maps each key to `{"metas": [...]}`, each meta the tracked payload with a `phx_ref`; every
-track, update, untrack and leave sends a `presence_diff` of joins and leaves to every subscriber.
+as a binary user-broadcast push (or one from the database or the REST API) reaches V2
+subscribers in the binary framing (kind 4) and V1 ones as the JSON broadcast it converts to.
+Presence is Phoenix.Presence's: `presence_state` maps each key to `{"metas": [...]}`, each meta
+the tracked payload with a `phx_ref`; every track, update, untrack and leave sends a
+`presence_diff` of joins and leaves to every subscriber. On a private channel a subscriber gets
+broadcasts only if Realtime Authorization let it read them, and presence diffs likewise
+(`allow`). Each broadcast a subscriber gets is reported to `meter`, as Realtime's dispatcher
+tells each subscriber's channel to count it against the project's message quota.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import itertools
 import json
 import secrets
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,6 +41,8 @@ class Member(Protocol):
 
     def send_bytes(self, data: bytes) -> None: ...
 
+    def shutdown(self, join_topic: str, message: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class UserBroadcast:
@@ -44,7 +51,8 @@ class UserBroadcast:
     event: str
     payload: bytes
     json_payload: bool
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # what a client pushed; not forwarded
+    meta: dict[str, Any] | None = None  # what subscribers get as `meta`: a stored message's id
 
     def as_json(self) -> dict[str, Any] | None:
         """The JSON broadcast a V1 subscriber gets (UserBroadcast.convert_to_json_broadcast), or
@@ -55,11 +63,15 @@ class UserBroadcast:
             payload = json.loads(self.payload)
         except ValueError:
             return None
-        return {"type": "broadcast", "event": self.event, "payload": payload}
+        converted = {"type": "broadcast", "event": self.event, "payload": payload}
+        if self.meta is not None:
+            converted["meta"] = self.meta
+        return converted
 
     def encode(self, topic: str) -> bytes:
         """The kind-4 frame a V2 subscriber decodes (V2Serializer.fastlane!/1)."""
-        parts = [topic.encode(), self.event.encode(), b""]
+        meta = json.dumps(self.meta, separators=(",", ":")).encode() if self.meta is not None else b""
+        parts = [topic.encode(), self.event.encode(), meta]
         return (
             struct.pack("5B", USER_BROADCAST, *map(len, parts), JSON_ENCODING if self.json_payload else 0)
             + b"".join(parts)
@@ -87,22 +99,54 @@ def decode_user_broadcast_push(data: bytes) -> tuple[Frame, UserBroadcast]:
 
 
 @dataclass
+class _Subscriber:
+    member: Member
+    join_topic: str  # the topic it joined, `realtime:<name>`
+    broadcast_read: bool | None = True  # None: not evaluated (withheld, as false)
+    presence_read: bool | None = True
+
+
+@dataclass
 class _Topic:
-    members: dict[int, tuple[Member, str]] = field(default_factory=dict)  # id -> (member, join topic)
+    members: dict[int, _Subscriber] = field(default_factory=dict)
     presences: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # id -> (key, meta)
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, meter: Callable[[Member, str], None] | None = None) -> None:
         self._topics: dict[tuple[str, bool], _Topic] = {}
         self._ids = itertools.count(1)
+        self._meter = meter
 
-    def join(self, member: Member, topic: str, private: bool, join_topic: str) -> int:
+    def join(
+        self,
+        member: Member,
+        topic: str,
+        private: bool,
+        join_topic: str,
+        broadcast_read: bool | None = True,
+        presence_read: bool | None = True,
+    ) -> int:
         """Subscribe to `topic` (a channel's name); frames go out on `join_topic`, the topic the
         member joined (`realtime:<name>`). The id names this join in later calls."""
         member_id = next(self._ids)
-        self._topics.setdefault((topic, private), _Topic()).members[member_id] = (member, join_topic)
+        subscriber = _Subscriber(member, join_topic, broadcast_read, presence_read)
+        self._topics.setdefault((topic, private), _Topic()).members[member_id] = subscriber
         return member_id
+
+    def allow(
+        self,
+        member_id: int,
+        topic: str,
+        private: bool,
+        broadcast_read: bool | None,
+        presence_read: bool | None,
+    ) -> None:
+        """What a subscriber may now read, after its policies were evaluated again."""
+        found = self._topics.get((topic, private))
+        subscriber = found.members.get(member_id) if found else None
+        if subscriber is not None:
+            subscriber.broadcast_read, subscriber.presence_read = broadcast_read, presence_read
 
     def leave(self, member_id: int, topic: str, private: bool) -> None:
         """Unsubscribe, untracking its presence (a leave in the diff the others get)."""
@@ -115,27 +159,32 @@ class Hub:
 
     def broadcast(
         self,
-        member_id: int,
+        member_id: int | None,
         topic: str,
         private: bool,
         message: dict[str, Any] | UserBroadcast,
         include_self: bool,
     ) -> None:
+        """To every subscriber of the topic that may read broadcasts; `member_id` None (from the
+        database or the REST API) is no subscriber."""
         found = self._topics.get((topic, private))
         if found is None:
             return
-        for other, (member, join_topic) in list(found.members.items()):
-            if other == member_id and not include_self:
+        for other, subscriber in list(found.members.items()):
+            if (other == member_id and not include_self) or subscriber.broadcast_read is not True:
                 continue
-            if isinstance(message, UserBroadcast):
-                if member.vsn == "2.0.0":
-                    member.send_bytes(message.encode(join_topic))
-                    continue
+            member, join_topic = subscriber.member, subscriber.join_topic
+            if isinstance(message, UserBroadcast) and member.vsn == "2.0.0":
+                member.send_bytes(message.encode(join_topic))
+            elif isinstance(message, UserBroadcast):
                 converted = message.as_json()
-                if converted is not None:
-                    member.send(Frame(join_topic, "broadcast", converted))
+                if converted is None:
+                    continue
+                member.send(Frame(join_topic, "broadcast", converted))
             else:
                 member.send(Frame(join_topic, "broadcast", message))
+            if self._meter is not None:
+                self._meter(member, join_topic)
 
     def state(self, topic: str, private: bool) -> dict[str, dict[str, list[dict[str, Any]]]]:
         """Phoenix.Presence.group of the topic's presences: key -> {"metas": [...]}."""
@@ -166,8 +215,10 @@ class Hub:
         self._diff(found, {}, {key: {"metas": [meta]}})
 
     def _diff(self, found: _Topic, joins: dict[str, Any], leaves: dict[str, Any]) -> None:
-        for member, join_topic in list(found.members.values()):
-            member.send(Frame(join_topic, "presence_diff", {"joins": joins, "leaves": leaves}))
+        for subscriber in list(found.members.values()):
+            if subscriber.presence_read is True:
+                frame = Frame(subscriber.join_topic, "presence_diff", {"joins": joins, "leaves": leaves})
+                subscriber.member.send(frame)
 
 
 def _ref() -> str:

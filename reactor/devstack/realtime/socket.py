@@ -8,6 +8,13 @@ in order with ids; the "Subscribed to PostgreSQL" system message once the subscr
 unknown topics answered "unmatched topic"; a duplicate join closes the old channel after
 answering the new one; an undecodable frame closes the socket with 1011, as a crashed Phoenix
 socket process does.
+
+A private channel (`config.private`) is Realtime Authorization's (authorization.py): the join is
+refused unless RLS on `realtime.messages` lets the user read broadcast (or presence, when the
+join enables it); its first broadcast and first track check whether it may write, and a
+broadcast it may not send is dropped without a reply, a track answered with an error, as
+Realtime does. A new access token evaluates the policies again and shuts the channel when it may
+no longer read. Frames from one socket are handled in order, each check before the next frame.
 """
 
 from __future__ import annotations
@@ -29,13 +36,15 @@ from aiohttp import WSMsgType, web
 from loguru import logger
 
 from reactor.devstack.keys import Keys, TokenError
-from reactor.devstack.realtime import phoenix
+from reactor.devstack.realtime import authorization, phoenix
 from reactor.devstack.realtime.access import Access, SubscribeError
 from reactor.devstack.realtime.filters import Binding, BindingError, parse_binding
 from reactor.devstack.realtime.hub import Hub, UserBroadcast, decode_user_broadcast_push
 from reactor.devstack.realtime.phoenix import Frame
 
 IDLE_TIMEOUT_SECONDS = 60  # Phoenix drops a socket that sent nothing for this long
+NO_READ = "You do not have permissions to read from this Channel topic: "
+READ_REVOKED = "You no longer have permission to read from this Channel topic: "
 
 
 class RateCounter:
@@ -131,6 +140,8 @@ class Channel:
     ack: bool = False  # config.broadcast.ack: reply to each broadcast
     echo: bool = False  # config.broadcast.self: the sender gets its own broadcasts
     presence_key: str = ""
+    presence_enabled: bool = False  # config.presence.enabled
+    policies: authorization.Policies | None = None  # a private channel's, as evaluated so far
     hub_id: int = 0
     on_cancel: Callable[[], None] | None = None  # leaves the hub
 
@@ -157,6 +168,7 @@ def _configure(channel: Channel, config: dict[str, Any]) -> None:
     channel.echo = broadcast.get("self") is True
     key = presence.get("key")
     channel.presence_key = key if isinstance(key, str) and key else str(uuid.uuid1())
+    channel.presence_enabled = presence.get("enabled") is True
 
 
 def binding_id(binding: Any) -> int:
@@ -205,6 +217,8 @@ class Socket:
         limits: Limits | None = None,
         delay: float = 0.0,
         hub: Hub | None = None,
+        pool: asyncpg.Pool | None = None,
+        count_sent: Callable[[], None] | None = None,
     ) -> None:
         self.ws = ws
         self.request = request
@@ -217,6 +231,8 @@ class Socket:
         self._want = want  # publishes every live binding to the capture triggers
         self._limits = limits
         self._hub = hub or Hub()
+        self._pool = pool  # for Realtime Authorization's checks; without one, private is public
+        self._count_sent = count_sent  # a broadcast sent, counted against the message quota
         self.delay = delay  # seconds each frame is held, each way: half the profile's round trip
         self.delivered = 0  # postgres_changes pushes sent to this socket
         # (when to send, text or bytes), or None: close the socket once everything before it was sent.
@@ -271,7 +287,7 @@ class Socket:
             due, frame, user = await self._inbox.get()
             if (wait := due - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
-            self._handle(frame, user)
+            await self._handle(frame, user)
 
     async def _read(self) -> None:
         while not self.ws.closed:
@@ -300,13 +316,13 @@ class Socket:
             if self.delay:
                 self._inbox.put_nowait((time.monotonic() + self.delay, frame, user))
             else:
-                self._handle(frame, user)
+                await self._handle(frame, user)
 
-    def _handle(self, frame: Frame, user: UserBroadcast | None = None) -> None:
+    async def _handle(self, frame: Frame, user: UserBroadcast | None = None) -> None:
         if frame.topic == "phoenix" and frame.event == "heartbeat":
             self.send(phoenix.reply(frame, "ok", {}))
         elif frame.event == "phx_join":
-            self._join(frame)
+            await self._join(frame)
         elif frame.topic not in self.channels:
             self._answer_unjoined(frame)
         elif frame.join_ref not in (None, self.channels[frame.topic].join_ref):
@@ -319,21 +335,48 @@ class Socket:
         elif frame.event == "access_token" and isinstance(frame.payload, dict):
             self._refresh(self.channels[frame.topic], frame.payload.get("access_token"))
         elif frame.event == "broadcast":
-            self._broadcast(self.channels[frame.topic], frame, user)
+            await self._broadcast(self.channels[frame.topic], frame, user)
         elif frame.event == "presence":
-            self._presence(self.channels[frame.topic], frame)
+            await self._presence(self.channels[frame.topic], frame)
         # Anything else Realtime logs and leaves unanswered.
 
-    def _broadcast(self, channel: Channel, frame: Frame, user: UserBroadcast | None) -> None:
+    async def _broadcast(self, channel: Channel, frame: Frame, user: UserBroadcast | None) -> None:
         """BroadcastHandler.handle/2: to the topic's other subscribers (and self with `self`);
-        a reply only with `ack`."""
+        a reply only with `ack`. On a private channel only once the user may write broadcasts:
+        otherwise dropped, unanswered even with `ack`."""
+        if channel.private and not await self._may_write(channel, "broadcast"):
+            return
+        if self._count_sent is not None:
+            self._count_sent()
         message = user if user is not None else frame.payload
         if isinstance(message, UserBroadcast | dict):
             self._hub.broadcast(channel.hub_id, channel.name, channel.private, message, channel.echo)
         if channel.ack:
             self.send(phoenix.reply(frame, "ok", {}, channel.join_ref))
 
-    def _presence(self, channel: Channel, frame: Frame) -> None:
+    async def _may_write(self, channel: Channel, extension: str) -> bool:
+        """Whether the private channel's user may send `extension`, asking RLS the first time."""
+        if self._pool is None:
+            return True
+        policies = channel.policies or authorization.Policies()
+        if (policies.broadcast_write if extension == "broadcast" else policies.presence_write) is None:
+            try:
+                if extension == "presence" and policies.presence_read is None:
+                    policies = await authorization.read(self._pool, self._context(channel), policies, True)
+                policies = await authorization.write(self._pool, self._context(channel), policies)
+            except authorization.AuthorizationError as exc:
+                logger.info("realtime: could not check {} on {}: {}", extension, channel.topic, exc)
+                return False
+            channel.policies = policies
+            self._hub.allow(
+                channel.hub_id, channel.name, True, policies.broadcast_read, policies.presence_read
+            )
+        return (policies.broadcast_write if extension == "broadcast" else policies.presence_write) is True
+
+    def _context(self, channel: Channel) -> authorization.Context:
+        return authorization.Context(channel.name, channel.claims, dict(self.request.headers))
+
+    async def _presence(self, channel: Channel, frame: Frame) -> None:
         """PresenceHandler.handle/3 and the channel's reply: ok, or why not."""
         payload = frame.payload if isinstance(frame.payload, dict) else {}
         event = payload.get("event")
@@ -342,6 +385,9 @@ class Socket:
             return
         event = str(event).lower()
         member = channel.hub_id
+        if event == "track" and channel.private and not await self._may_write(channel, "presence"):
+            self.send(phoenix.reply(frame, "error", {}, channel.join_ref))
+            return
         if event == "track":
             tracked = payload.get("payload", {})
             if not isinstance(tracked, dict):
@@ -366,18 +412,18 @@ class Socket:
     def _send_close(self, channel: Channel) -> None:
         self.send(Frame(channel.topic, "phx_close", {}, channel.join_ref, channel.join_ref))
 
-    def _join(self, frame: Frame) -> None:
+    async def _join(self, frame: Frame) -> None:
         if not frame.topic.startswith("realtime:"):
             self.send(phoenix.reply(frame, "error", {"reason": "unmatched topic"}))
             return
         old = self.channels.pop(frame.topic, None)
         if old is not None:
             old.cancel()
-        self._answer_join(frame)
+        await self._answer_join(frame)
         if old is not None:
             self._send_close(old)
 
-    def _answer_join(self, frame: Frame) -> None:
+    async def _answer_join(self, frame: Frame) -> None:
         def refuse(reason: str) -> None:
             self.send(phoenix.reply(frame, "error", {"reason": reason}, frame.join_ref))
 
@@ -406,14 +452,19 @@ class Socket:
             return refuse(f"UnknownErrorOnChannel: expected a map, got: {json.dumps(bad)}")
         channel = Channel(frame.topic, frame.join_ref, token, claims)
         _configure(channel, config if isinstance(config, dict) else {})
+        if channel.private and self._pool is not None:
+            refused = await self._authorize_join(channel)
+            if refused is not None:
+                return refuse(refused)
+        policies = channel.policies
         self.channels[frame.topic] = channel
         echoed = [{**b, "id": binding_id(b)} for b in bindings]
         self.send(phoenix.reply(frame, "ok", {"postgres_changes": echoed}, frame.join_ref))
         hub, name, private = self._hub, channel.name, channel.private
-        channel.hub_id = hub_id = hub.join(self, name, private, channel.topic)
+        reads = (policies.broadcast_read, policies.presence_read) if policies else (True, True)
+        channel.hub_id = hub_id = hub.join(self, name, private, channel.topic, *reads)
         channel.on_cancel = lambda: hub.leave(hub_id, name, private)
-        presence = config.get("presence") if isinstance(config, dict) else None
-        if isinstance(presence, dict) and presence.get("enabled") is True:
+        if channel.presence_enabled and reads[1] is True:
             state = hub.state(name, private)
             self.send(Frame(channel.topic, "presence_state", state, None, channel.join_ref))
         if self._limits is not None:
@@ -422,6 +473,29 @@ class Socket:
         if bindings:
             self._spawn(channel, self._subscribe(channel, bindings))
         return None
+
+    async def _authorize_join(self, channel: Channel) -> str | None:
+        """maybe_assign_policies: the reason a private join is refused, or None (policies set)."""
+        assert self._pool is not None
+        try:
+            policies = await authorization.read(
+                self._pool, self._context(channel), authorization.Policies(), channel.presence_enabled
+            )
+        except authorization.AuthorizationError as exc:
+            if not exc.reachable:
+                return "UnableToSetPolicies: Realtime was unable to connect to the project database"
+            logger.info("realtime: RlsPolicyError on {}: {}", channel.topic, exc)
+            policies = authorization.Policies(broadcast_read=False)
+        if not (policies.broadcast_read or policies.presence_read):
+            return f"Unauthorized: {NO_READ}{channel.name}"
+        channel.policies = policies
+        return None
+
+    def shutdown(self, join_topic: str, message: str) -> None:
+        """Shut the channel joined to `join_topic` down with a system error (the hub's meter)."""
+        channel = self.channels.get(join_topic)
+        if channel is not None:
+            self._shutdown(channel, message)
 
     def _spawn(self, channel: Channel, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -466,8 +540,34 @@ class Socket:
             return
         channel.token, channel.claims = token, claims
         self._watch_expiry(channel)
+        if channel.private and self._pool is not None:
+            self._spawn(channel, self._reauthorize(channel))
         if channel.bindings:
             self._spawn(channel, self._resubscribe(channel))
+
+    async def _reauthorize(self, channel: Channel) -> None:
+        """The policies again, for the new token; a read it had and lost shuts the channel."""
+        assert self._pool is not None
+        before = channel.policies or authorization.Policies()
+        try:
+            after = await authorization.read(
+                self._pool, self._context(channel), authorization.Policies(), channel.presence_enabled
+            )
+        except authorization.AuthorizationError as exc:
+            if not exc.reachable:
+                self._shutdown(channel, "Realtime was unable to connect to the project database")
+                return
+            after = authorization.Policies(broadcast_read=False, presence_read=False)
+        if not (after.broadcast_read or after.presence_read):
+            self._shutdown(channel, NO_READ + channel.name)
+            return
+        if (before.broadcast_read is True and after.broadcast_read is False) or (
+            before.presence_read is True and after.presence_read is False
+        ):
+            self._shutdown(channel, READ_REVOKED + channel.name)
+            return
+        channel.policies = after
+        self._hub.allow(channel.hub_id, channel.name, True, after.broadcast_read, after.presence_read)
 
     async def _resubscribe(self, channel: Channel) -> None:
         role = str(channel.claims.get("role", ""))
