@@ -11,6 +11,7 @@ from loguru import logger as _root_logger
 
 if TYPE_CHECKING:
     from reactor.family import Child, Family
+    from reactor.job_logs import JobLog
 
 
 class RetryLater(Exception):
@@ -88,6 +89,7 @@ class Job:
     _progress: ProgressWriter | None = field(default=None, repr=False)
     _logger: Any = field(default=None, repr=False)
     _family: Family | None = field(default=None, repr=False)
+    _log: JobLog | None = field(default=None, repr=False)
 
     @property
     def logger(self) -> Any:
@@ -104,6 +106,13 @@ class Job:
         if self._progress is None:
             return False
         return await self._progress(percent, message)
+
+    async def log(self, message: str, level: str = "info") -> bool:
+        """Write a line the job's owner reads (public.job_logs, at most 1,000 a job) and the
+        worker's log; `level` is debug, info, warning or error. False once the lease is lost."""
+        if self._log is None:
+            raise RuntimeError("this job was not claimed by a worker, so it has no log")
+        return await self._log.write(message, level)
 
     async def spawn(
         self,

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reactor.family import MAX_CHILDREN
+from reactor.job_logs import MAX_LOG_LINES
 from reactor.store import MAX_BATCH, Rejected
 
 _BACKOFF_BASE, _BACKOFF_CAP = 2.0, 3600.0  # reactor.backoff()'s defaults
@@ -95,6 +96,7 @@ class MemoryStore:
         self.calls: Counter[tuple[str, str]] = Counter()  # (function, outcome) -> count, as Store's
         self.limits: dict[tuple[str, str], dict[str, Any]] = {}  # (table, job type) -> its limits
         self._starts: dict[tuple[str, str], list[datetime]] = {}  # the latest claims, for rates
+        self.logs: list[dict[str, Any]] = []  # public.job_logs' rows
 
     async def aclose(self) -> None:
         pass
@@ -265,6 +267,37 @@ class MemoryStore:
             for r in sorted(rows.values(), key=lambda r: r.id)
             if r.parent_id == parent_id
         ][:MAX_CHILDREN]
+
+    async def log(self, table: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = self._table("reactor_log", table)
+        _check_range("reactor_log", "number of lines", len(lines), 1, MAX_BATCH)
+        written = dropped = 0
+        stale: set[int] = set()
+        for item in lines:
+            if not self._held(rows, [item]):
+                stale.add(item["id"])
+                continue
+            row = rows[item["id"]]
+            if (
+                sum(1 for g in self.logs if g["job_table"] == table and g["job_id"] == row.id)
+                >= MAX_LOG_LINES
+            ):
+                dropped += 1
+                continue
+            logged_at = min(_time(item.get("logged_at")) or _now(), _now())
+            self.logs.append(
+                {
+                    "job_table": table,
+                    "job_id": row.id,
+                    "user_id": row.user_id,
+                    "attempt": row.attempts,
+                    "level": item["level"],
+                    "message": item["message"][:2000],
+                    "logged_at": logged_at,
+                }
+            )
+            written += 1
+        return {"written": written, "dropped": dropped, "stale": sorted(stale)}
 
     def _finished(self, rows: dict[int, _Row], done: list[int]) -> dict[str, int]:
         """As the job_finished trigger: resume each waiting parent whose last child is among `done`;

@@ -28,6 +28,7 @@ from reactor.executor import Outcome
 from reactor.family import Family
 from reactor.handlers import Handler
 from reactor.job import Job
+from reactor.job_logs import JobLog
 from reactor.metrics import Metrics
 from reactor.redact import Redactor
 from reactor.reporter import Report, Reporter
@@ -80,6 +81,7 @@ class JobRunner:
         }
         job._progress = self._progress_writer(job)
         job._family = Family(self._store, job)
+        job._log = JobLog(self._store, self._redactor, job)
         running = Running(job, handler, confirmed=confirmed)
         self._running.add(running)
         if job.run_at is not None:

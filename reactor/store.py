@@ -86,6 +86,8 @@ class JobStore(Protocol):
 
     async def children(self, table: str, parent_id: int) -> list[dict[str, Any]]: ...
 
+    async def log(self, table: str, lines: list[dict[str, Any]]) -> dict[str, Any]: ...
+
     async def progress(
         self, table: str, job_id: int, lease_token: str, percent: int, message: str | None
     ) -> bool: ...
@@ -246,6 +248,10 @@ class Store:
     async def children(self, table: str, parent_id: int) -> list[dict[str, Any]]:
         answer = await self.call("reactor_children", {"p_table": table, "p_parent": parent_id})
         return answer["children"]
+
+    async def log(self, table: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
+        """Write running jobs' log lines: {"written": n, "dropped": n (over the cap), "stale": [ids]}."""
+        return await self.call("reactor_log", {"p_table": table, "p_lines": lines})
 
     async def progress(
         self, table: str, job_id: int, lease_token: str, percent: int, message: str | None

@@ -7,8 +7,9 @@ The job is built as a claim builds it and the handler runs under its timeout thr
 the worker uses (reactor/executor.py), so `outcome` is what the worker would write to the row:
 `completed` with the result, `retried` with the error and the retry time, `waiting` for its
 children, or `failed` with the error. `progress` lists what the handler reported with
-`set_progress`, `spawned` the children it asked for (with their keys); `children=` gives a run
-that was resumed (`resumed=1`) the outcomes its `job.children()` reads.
+`set_progress`, `logs` the lines it wrote with `job.log`, `spawned` the children it asked for
+(with their keys); `children=` gives a run that was resumed (`resumed=1`) the outcomes its
+`job.children()` reads.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from reactor.app import Reactor
 from reactor.executor import Outcome
 from reactor.family import Child, checked
 from reactor.job import Job
+from reactor.job_logs import line
+from reactor.redact import Redactor
 from reactor.retry import RetryPolicy
 
 
@@ -33,6 +36,7 @@ class Performed:
     outcome: Outcome
     progress: list[tuple[int, str | None]]
     spawned: list[dict[str, Any]]
+    logs: list[tuple[str, str]]  # (level, message) of each line `job.log` wrote
 
 
 class _Children:
@@ -107,10 +111,18 @@ async def perform(
         return True
 
     job._progress = record
+    logs: list[tuple[str, str]] = []
+
+    class _Log:
+        async def write(self, message: str, level: str) -> bool:
+            logs.append((level, line(job, Redactor([]), message, level)["message"]))
+            return True
+
+    job._log = _Log()  # type: ignore[assignment]
     policy = policy or RetryPolicy()
     outcome: Outcome | None = None
     with anyio.move_on_after(handler.timeout or float("inf")):
         outcome = await executor.call(job, handler, policy)
     if outcome is None:
         outcome = executor.timed_out(job, handler, policy)
-    return Performed(outcome, progress, family.recorded)
+    return Performed(outcome, progress, family.recorded, logs)

@@ -6,6 +6,7 @@ import pytest
 
 from reactor.config import TABLE_NAME
 from reactor.family import MAX_CHILDREN
+from reactor.job_logs import MAX_LOG_LINES
 from reactor.lease_keeper import HAND_OFF_SECONDS
 from reactor.listener import PROBE_JOB_TYPE
 from reactor.store import MAX_BATCH, MAX_STANDBY_SLOTS
@@ -23,6 +24,10 @@ async def test_the_standby_slot_limit_is_the_sqls(db: asyncpg.Connection):
 
 async def test_the_children_limit_is_the_sqls(db: asyncpg.Connection):
     assert await db.fetchval("select reactor.max_children()") == MAX_CHILDREN
+
+
+async def test_the_log_line_limit_is_the_sqls(db: asyncpg.Connection):
+    assert await db.fetchval("select reactor.max_log_lines()") == MAX_LOG_LINES
 
 
 async def test_the_probe_job_type_is_the_sqls(db: asyncpg.Connection):

@@ -18,7 +18,7 @@ async def test_one_call_creates_a_job_table_of_the_same_shape(db: asyncpg.Connec
     published = await db.fetch(
         "select tablename from pg_publication_tables where pubname = 'supabase_realtime' order by 1"
     )
-    assert [r["tablename"] for r in published] == ["emails", "jobs"]
+    assert [r["tablename"] for r in published] == ["emails", "job_logs", "jobs"]
     assert await db.fetchval("select relrowsecurity from pg_class where oid = 'public.emails'::regclass")
     policies = await db.fetch("select policyname from pg_policies where tablename = 'emails' order by 1")
     assert [r["policyname"] for r in policies] == ["reactor_owner_inserts", "reactor_owner_reads"]

@@ -320,3 +320,17 @@ async def test_a_wait_with_every_child_finished_resumes_at_once(store):
     assert await s.wait("jobs", [_lease(parent)]) == {"waiting": [], "resumed": [parent["id"]], "stale": []}
     row = await status(parent["id"])
     assert (row["status"], row["resumed"], row["attempts"]) == ("pending", 1, 0)
+
+
+async def test_log_lines_are_written_only_under_the_lease(store):
+    s, _ = store
+    await s.enqueue("jobs", {"job_type": "t"})
+    [job] = await _claim(s, ["t"])
+    line = {**_lease(job), "level": "info", "message": "fetching"}
+    assert await s.log("jobs", [line, {**line, "message": "parsing"}]) == {
+        "written": 2,
+        "dropped": 0,
+        "stale": [],
+    }
+    await s.complete("jobs", [_lease(job)])
+    assert await s.log("jobs", [line]) == {"written": 0, "dropped": 0, "stale": [job["id"]]}
