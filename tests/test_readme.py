@@ -378,3 +378,27 @@ async def test_readme_fan_in_example_combines_its_childrens_quotes_and_failures(
     assert (done["resumed"], done["attempts"]) == (1, 1)
     children = await db.fetch("select child_key, user_id from public.jobs where parent_id = $1", job_id)
     assert sorted(c["child_key"] for c in children) == ["24 months", "36 months", "60 months"]
+
+
+async def test_readme_job_log_example_writes_the_lines_its_owner_reads(
+    database_url: str, db: asyncpg.Connection, tmp_path: Path
+):
+    (tmp_path / "import_worker.py").write_text(blocks("python", "## Job logs")[0])
+    owner = uuid.uuid4()
+    async with serve(database_url, port=0) as stack:
+        env = worker_env(stack, PYTHONPATH=str(tmp_path))
+        async with worker_process(env, app="import_worker:app") as worker:
+            rows = [{"email": "a@example.com"}, {}, {"email": "c@example.com"}]
+            job_id = await insert(db, "import_csv", {"rows": rows}, user_id=owner)
+            done = await status_is(db, job_id, "completed", "failed", timeout=30)
+            worker.signal(signal.SIGTERM)
+            assert await worker.wait() == 0
+    assert json.loads(done["result"]) == {"imported": 2}
+    async with acting_as(db, "authenticated", str(owner)):
+        lines = await db.fetch(
+            "select level, message from public.job_logs where job_id = $1 order by id", job_id
+        )
+    assert [tuple(r) for r in lines] == [
+        ("info", "importing 3 rows"),
+        ("warning", "row 1 has no e-mail; skipped"),
+    ]
