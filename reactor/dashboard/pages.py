@@ -16,7 +16,7 @@ from aiohttp import web
 from reactor.dashboard import audit
 from reactor.dashboard.auth import COOKIE, Auth
 from reactor.dashboard.live import JobWatch, Overview
-from reactor.dashboard.project import FailedFilter, Project
+from reactor.dashboard.project import SHOWN, FailedFilter, Project
 from reactor.dashboard.settings import Settings
 from reactor.store import StoreError
 
@@ -34,7 +34,7 @@ SECURITY_HEADERS = {
 DONE_MESSAGES = {  # what an action's redirect shows; only counts travel in the URL
     "retried": "Retried {n} job(s).",
     "cancelled": "Cancelled {n} job(s).",
-    "not_cancelled": "Not cancelled: the job is no longer pending.",
+    "not_cancelled": "Not cancelled: the job has finished.",
     "not_retried": "Not retried: the job has not failed.",
     "deleted": "Deleted {n} job(s).",
     "not_deleted": "Not deleted: only finished jobs can be deleted.",
@@ -226,14 +226,17 @@ class Pages:
         row = await self._project.job(table, job_id)
         if row is None:
             return self._render(request, "gone.html", status=404, table=table, job_id=job_id)
-        return self._render(request, "job.html", table=table, job=row, mode="polling")
+        return self._render(
+            request, "job.html", table=table, job=row, mode="polling", **await self._around(table, row)
+        )
 
     async def job_events(self, request: web.Request) -> web.StreamResponse:
         table, job_id = self._table(request.match_info["table"]), int(request.match_info["id"])
         response = await _event_stream(request)
 
         async def send(row: dict[str, Any] | None, mode: str) -> None:
-            html = self._fragment("_job.html", table=table, job=row, job_id=job_id, mode=mode)
+            around = await self._around(table, row) if row is not None and mode != "unreachable" else {}
+            html = self._fragment("_job.html", table=table, job=row, job_id=job_id, mode=mode, **around)
             await _send(response, "fragment", html)
 
         try:
@@ -241,6 +244,14 @@ class Pages:
         except* ConnectionResetError:
             pass
         return response
+
+    async def _around(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
+        """A job page's children and log lines, read with it."""
+        return {
+            "children": await self._project.children(table, row["id"]),
+            "log": await self._project.log(table, row["id"]),
+            "shown": SHOWN,
+        }
 
     async def job_action(self, request: web.Request) -> web.Response:
         table, job_id = self._table(request.match_info["table"]), int(request.match_info["id"])

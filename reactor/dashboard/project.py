@@ -18,8 +18,12 @@ from reactor.store import MAX_BATCH, Store
 FINISHED = "in.(completed,failed,cancelled)"
 JOB_COLUMNS = (
     "id,job_type,payload,priority,run_at,max_attempts,user_id,status,attempts,result,last_error,"
-    "progress,progress_message,locked_by,lease_expires_at,created_at,started_at,completed_at,updated_at"
+    "progress,progress_message,locked_by,lease_expires_at,created_at,started_at,completed_at,updated_at,"
+    "parent_id,resumed"
 )
+CHILD_COLUMNS = "id,job_type,child_key,status,attempts,last_error"
+LOG_COLUMNS = "attempt,level,message,logged_at"
+SHOWN = 200  # children and log lines a job's page shows: the first ones
 LIST_COLUMNS = "id,job_type,attempts,max_attempts,last_error,created_at,completed_at"
 ACTIVITY_COLUMNS = "job_type,status,created_at,run_at,started_at,completed_at"
 RUNNING_COLUMNS = "id,job_type,locked_by,lease_expires_at,started_at,attempts,progress"
@@ -121,6 +125,33 @@ class Project:
     async def job(self, table: str, job_id: int) -> dict[str, Any] | None:
         rows, _ = await self.store.select(table, [("select", JOB_COLUMNS), ("id", f"eq.{job_id}")])
         return rows[0] if rows else None
+
+    async def children(self, table: str, job_id: int) -> list[dict[str, Any]]:
+        """The job's first children, in spawn order (the child index)."""
+        rows, _ = await self.store.select(
+            table,
+            [
+                ("select", CHILD_COLUMNS),
+                ("parent_id", f"eq.{job_id}"),
+                ("order", "id"),
+                ("limit", str(SHOWN)),
+            ],
+        )
+        return rows
+
+    async def log(self, table: str, job_id: int) -> list[dict[str, Any]]:
+        """The job's first log lines (public.job_logs, by its job index)."""
+        rows, _ = await self.store.select(
+            "job_logs",
+            [
+                ("select", LOG_COLUMNS),
+                ("job_table", f"eq.{table}"),
+                ("job_id", f"eq.{job_id}"),
+                ("order", "id"),
+                ("limit", str(SHOWN)),
+            ],
+        )
+        return rows
 
     async def retry(self, table: str, ids: list[int]) -> list[int]:
         found = await self.store.call("reactor_retry", {"p_table": table, "p_ids": ids, "p_limit": MAX_BATCH})
