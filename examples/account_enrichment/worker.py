@@ -1,8 +1,9 @@
 """Account enrichment: look a company up in an enrichment API and keep a log of every step.
 
-Each step writes a line to `job_logs` (schema.sql), which the job's owner can read under RLS, so
-a support page can show what happened on every attempt. A 5xx or 429 from the API fails the
-attempt and reactor retries it with exponential backoff and full jitter; a 404 is permanent.
+Each step writes a line with `job.log` to `public.job_logs`, which the job's owner reads under RLS
+and watches over Realtime, so a support page can show what happened on every attempt. A 5xx or
+429 from the API fails the attempt and reactor retries it with exponential backoff and full
+jitter; a 404 is permanent.
 
     insert into jobs (job_type, payload) values ('account_enrichment', '{"domain": "acme.test"}');
 """
@@ -13,7 +14,6 @@ import os
 
 import httpx
 
-from examples.supabase_api import supabase
 from reactor import Job, PermanentError, Reactor
 from reactor.retry import RetryPolicy
 
@@ -23,20 +23,15 @@ RETRY = RetryPolicy(base_seconds=float(os.environ.get("ENRICHMENT_RETRY_BASE_SEC
 app = Reactor()
 
 
-async def log(job: Job, level: str, message: str) -> None:
-    client = await supabase()
-    row = {"job_id": job.id, "attempt": job.attempt, "level": level, "message": message}
-    await client.table("job_logs").insert(row).execute()
-    getattr(job.logger, level)(message)
-
-
 async def fetch(client: httpx.AsyncClient, job: Job, path: str) -> dict:
     response = await client.get(path)
     if response.status_code == 404:
-        await log(job, "error", f"{path}: not known to the enrichment API")
+        await job.log(f"{path}: not known to the enrichment API", level="error")
         raise PermanentError(f"{path}: not known to the enrichment API")
     if response.status_code >= 500 or response.status_code == 429:
-        await log(job, "warning", f"{path}: the API answered {response.status_code}; retrying with backoff")
+        await job.log(
+            f"{path}: the API answered {response.status_code}; retrying with backoff", level="warning"
+        )
     response.raise_for_status()
     return response.json()
 
@@ -44,12 +39,12 @@ async def fetch(client: httpx.AsyncClient, job: Job, path: str) -> dict:
 @app.handler("account_enrichment", timeout=60, max_attempts=5, retry=RETRY)
 async def account_enrichment(job: Job) -> dict:
     domain = job.payload["domain"]
-    await log(job, "info", f"attempt {job.attempt}: enriching {domain}")
+    await job.log(f"attempt {job.attempt}: enriching {domain}")
     async with httpx.AsyncClient(base_url=ENRICHMENT_API_URL, timeout=30) as client:
         await job.set_progress(10, "looking up the company")
         company = await fetch(client, job, f"/companies/{domain}")
         await job.set_progress(60, "looking up its people")
         people = await fetch(client, job, f"/companies/{domain}/people")
-    await log(job, "info", f"enriched {domain}: {company['name']}, {len(people['people'])} people")
+    await job.log(f"enriched {domain}: {company['name']}, {len(people['people'])} people")
     await job.set_progress(100, "enriched")
     return {"company": company, "people": people["people"]}

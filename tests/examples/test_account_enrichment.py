@@ -10,7 +10,7 @@ import pytest
 
 from examples.account_enrichment.fake_api import EnrichmentApi
 from examples.fake_server import serving
-from tests.support.examples import apply_schema, example_worker
+from tests.support.examples import example_worker
 from tests.support.worker import insert, status_is
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +20,6 @@ async def test_a_flaky_lookup_is_retried_and_every_step_is_logged_for_the_job(
     stack,
     db: asyncpg.Connection,
 ) -> None:
-    await apply_schema(db, "account_enrichment")
     api = EnrichmentApi()
     async with (
         serving(api.app()) as url,
