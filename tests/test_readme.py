@@ -18,7 +18,7 @@ import pytest
 
 from reactor import config, migrations
 from reactor.devstack.stack import serve
-from tests.support.contract import acting_as, install_pg_cron_stand_in
+from tests.support.contract import acting_as, install_pg_cron_stand_in, install_pg_net_stand_in
 from tests.support.worker import WorkerProcess, insert, status_is, wait_until, worker_env, worker_process
 
 pytestmark = pytest.mark.anyio
@@ -109,7 +109,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 async def test_readme_sql_examples_run_as_documented(db: asyncpg.Connection):
-    create, allow, insert = blocks("sql", "## The database contract")
+    create, allow, insert, _ = blocks("sql", "## The database contract")
     await db.execute(create)
     async with acting_as(db, "authenticated", "6f0a2b9e-6d55-4c1b-9d7e-0f2f2b0c1a11"):
         with pytest.raises(
@@ -402,3 +402,23 @@ async def test_readme_job_log_example_writes_the_lines_its_owner_reads(
         ("info", "importing 3 rows"),
         ("warning", "row 1 has no e-mail; skipped"),
     ]
+
+
+async def test_readme_webhook_sql_posts_a_finished_jobs_outcome_through_pg_net(db: asyncpg.Connection):
+    webhook = blocks("sql", "## The database contract")[3]
+    with pytest.raises(
+        asyncpg.RaiseError, match=r"webhook crm-sync: reactor\.add_webhook needs the pg_net extension"
+    ):
+        await db.execute(webhook)
+    await install_pg_net_stand_in(db)
+    await db.execute(webhook)
+    job_id = await insert(db, "sync_contact", {"contact": 7})
+    [job] = await db.fetch("select * from public.reactor_claim('jobs', 'w', array['sync_contact'])")
+    items = json.dumps([{"id": job_id, "lease_token": str(job["lease_token"]), "result": {"synced": True}}])
+    await db.execute("select public.reactor_complete('jobs', $1)", items)
+    [request] = await db.fetch("select url, body, headers from net.requests")
+    assert request["url"] == "https://crm.example.com/hooks/reactor"
+    assert json.loads(request["headers"])["Authorization"] == "Bearer crm-token"
+    body = json.loads(request["body"])
+    assert (body["id"], body["status"], body["result"]) == (job_id, "completed", {"synced": True})
+    assert await db.fetchval("select reactor.remove_webhook('crm-sync')") is True

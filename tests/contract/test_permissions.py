@@ -55,6 +55,9 @@ WORKER_CALLS = [
     "select reactor.unschedule('s')",
     "select reactor.fire_schedule('s')",
     "select * from reactor.schedules",
+    "select reactor.add_webhook('a', 'jobs', 'https://x.example')",
+    "select reactor.remove_webhook('a')",
+    "select * from reactor.webhooks",
 ]
 
 

@@ -109,3 +109,23 @@ language sql as $$ with d as (delete from cron.job where jobid = p_id returning 
 
 async def install_pg_cron_stand_in(db: asyncpg.Connection) -> None:
     await db.execute(PG_CRON_STAND_IN)
+
+
+# pg_net is not in the local Postgres either: a stand-in with pg_net's signature records each
+# queued request, as pg_net's net.http_request_queue would hold it.
+PG_NET_STAND_IN = """
+create schema net;
+create table net.requests (id bigserial primary key, url text, body jsonb, params jsonb, headers jsonb,
+                           timeout_milliseconds integer);
+create function net.http_post(url text, body jsonb default '{}', params jsonb default '{}',
+                              headers jsonb default '{"Content-Type": "application/json"}',
+                              timeout_milliseconds integer default 1000) returns bigint
+language sql as $$
+  insert into net.requests (url, body, params, headers, timeout_milliseconds)
+  values (url, body, params, headers, timeout_milliseconds) returning id
+$$;
+"""
+
+
+async def install_pg_net_stand_in(db: asyncpg.Connection) -> None:
+    await db.execute(PG_NET_STAND_IN)
