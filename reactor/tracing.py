@@ -23,8 +23,6 @@ except ImportError as exc:  # pragma: no cover - exercised by hand, without the 
         "(or opentelemetry-api), plus an SDK and exporter to send the spans somewhere"
     ) from exc
 
-import anyio
-
 from reactor import executor
 from reactor.executor import Middleware
 from reactor.handlers import HandlerFunction
@@ -44,7 +42,6 @@ def tracing(tracer_provider: Any = None) -> Middleware:
     and records the exception. `tracer_provider` defaults to the global one. Register it first to
     time the other middleware too."""
     tracer = trace.get_tracer("reactor", _version(), tracer_provider=tracer_provider)
-    cancelled = anyio.get_cancelled_exc_class()
 
     async def traced(job: Job, call_next: HandlerFunction) -> Any:
         attributes = {
@@ -63,15 +60,15 @@ def tracing(tracer_provider: Any = None) -> Middleware:
         ) as span:
             try:
                 result = await call_next(job)
-            except cancelled:
-                span.set_attribute("outcome", "cancelled")
-                raise
             except Exception as exc:
                 outcome = executor.classify(job, None, _POLICY, exc)
                 span.set_attribute("outcome", outcome.kind)
                 if outcome.kind in ("retried", "failed"):
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, outcome.error))
+                raise
+            except BaseException:  # the cancellation of a timeout, a cancel, a lost lease, shutdown
+                span.set_attribute("outcome", "cancelled")
                 raise
             span.set_attribute("outcome", "completed")
             return result
