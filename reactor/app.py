@@ -19,8 +19,10 @@ from loguru import logger
 from reactor import config as config_module
 from reactor import handlers, log
 from reactor.config import Config, ConfigError
+from reactor.executor import Middleware
 from reactor.handlers import Handler, HandlerFunction, Registry
 from reactor.health import Health
+from reactor.hooks import Hook, HookFunction
 from reactor.metrics import Metrics
 from reactor.retry import RetryPolicy
 from reactor.schedules import DEFAULT_CATCH_UP_SECONDS, Schedule
@@ -30,13 +32,16 @@ from reactor.worker import Worker
 
 class Reactor:
     """A worker: `@app.handler("type")` registers handlers, `@app.cron("* * * * *")` schedules
-    them, `app.run()` works until SIGTERM."""
+    them, `@app.middleware` wraps every handler call, `@app.on_finished()` runs after outcomes are
+    recorded, `app.run()` works until SIGTERM."""
 
     def __init__(self, **overrides: Any) -> None:
         config_module.check_options(overrides)
         self._overrides = overrides
         self._specs: list[dict[str, Any]] = []
         self._crons: list[tuple[HandlerFunction, dict[str, Any]]] = []
+        self.middlewares: list[Middleware] = []  # in registration order, the first outermost
+        self.hooks: list[Hook] = []
         self._stop_requested: Callable[[], None] | None = None
         self._stop_early = False
         self.worker: Worker | None = None  # the last one served, for tests and the REPL
@@ -105,6 +110,41 @@ class Reactor:
             # Checked at decoration time, under the name it will most likely have.
             Schedule(**{**options, "name": name or function.__name__, "job_type": "check", "max_attempts": 5})
             self._crons.append((function, options))
+            return function
+
+        return register
+
+    def middleware(self, function: Middleware) -> Middleware:
+        """Register `async def middleware(job, call_next)` to run around every handler call:
+        `return await call_next(job)` runs the next middleware, then the handler, and gives its
+        result. Middleware runs in registration order, the first registered outermost, inside the
+        handler's timeout; whatever it raises or returns counts as the handler's."""
+        if not callable(function):
+            raise TypeError(f"@app.middleware takes an async function (job, call_next), not {function!r}")
+        self.middlewares.append(function)
+        return function
+
+    def on_finished(
+        self,
+        job_type: str | None = None,
+        *,
+        retries: int = 3,
+        timeout: float | None = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> Callable[[HookFunction], HookFunction]:
+        """Register `async def hook(job, finished)` to run after the outcome of a job of
+        `job_type` (None: any) is recorded as completed, failed for good or cancelled; never for a
+        retried attempt, a snooze or a wait. A hook that raises or outlives `timeout` seconds is
+        tried again up to `retries` times with backoff (`retry`, default 1 s doubling to 60 s),
+        then logged. At most once per outcome per worker process (README, "Completion hooks")."""
+        if callable(job_type):
+            raise TypeError("write @app.on_finished() or @app.on_finished('job_type'), with parentheses")
+
+        def register(function: HookFunction) -> HookFunction:
+            options: dict[str, Any] = {"retries": retries, "timeout": timeout}
+            if retry is not None:
+                options["retry"] = retry
+            self.hooks.append(Hook(function, job_type, **options))
             return function
 
         return register
@@ -183,7 +223,13 @@ class Reactor:
         `store` (reactor.memory.MemoryStore)."""
         store = store or Store(config.supabase_url, config.service_key)
         worker = Worker(
-            config, self.registry(config.table), self.metrics, store, self.schedules(config.table)
+            config,
+            self.registry(config.table),
+            self.metrics,
+            store,
+            self.schedules(config.table),
+            self.middlewares,
+            self.hooks,
         )
         self.worker = worker
         self._health = worker.health

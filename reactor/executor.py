@@ -7,13 +7,18 @@ runs the same code with no database. Nothing here talks to the API.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from reactor.handlers import Handler
+from reactor.handlers import Handler, HandlerFunction
 from reactor.job import Job, PermanentError, RetryLater, Snooze, WaitForChildren
 from reactor.retry import RetryPolicy
+
+# `async def middleware(job, call_next)`: runs around every handler call, in registration order
+# (the first registered is outermost); `await call_next(job)` runs the rest and returns the result.
+Middleware = Callable[[Job, HandlerFunction], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -42,30 +47,23 @@ class Outcome:
         return {"error": self.error, "retry_at": self.retry_at.isoformat()}
 
 
-async def call(job: Job, handler: Handler, policy: RetryPolicy) -> Outcome:
-    """Run the handler and classify how it ended; its timeout is the caller's to enforce."""
+async def call(
+    job: Job, handler: Handler, policy: RetryPolicy, middleware: Sequence[Middleware] = ()
+) -> Outcome:
+    """Run the handler, inside `middleware`, and classify how it ended; its timeout is the
+    caller's to enforce. A middleware that raises counts as the handler raising."""
     if job.attempt > job.max_attempts:
         # A reaped job counts its attempts against the row's limit; the handler's may be lower.
         return Outcome(
             "failed", error=f"attempts exhausted: attempt {job.attempt} of at most {job.max_attempts}"
         )
+    function = chain(handler.function, middleware) if middleware else handler.function
     try:
-        result = await handler.function(job)
-    except Snooze as exc:
-        return Outcome("snoozed", error=str(exc), retry_at=exc.retry_at())
-    except WaitForChildren:
-        if not job.spawned:
-            # Waiting with no child asked for would wake at once and run again, for ever.
-            error = "WaitForChildren: the handler waited without spawning a child in this run"
-            return failure(job, handler, policy, error)
-        return Outcome("waiting")
-    except RetryLater as exc:
-        return failure(job, handler, policy, str(exc), retry_at=exc.retry_at())
-    except PermanentError as exc:
-        return failure(job, handler, policy, describe(exc), permanent=True)
+        result = await function(job)
     except Exception as exc:
-        job.logger.opt(exception=exc).debug("handler raised")
-        return failure(job, handler, policy, describe(exc))
+        if not isinstance(exc, RetryLater | PermanentError | WaitForChildren):
+            job.logger.opt(exception=exc).debug("handler raised")
+        return classify(job, handler, policy, exc)
     try:
         if result is not None:
             json.dumps(result, allow_nan=False)
@@ -76,13 +74,44 @@ async def call(job: Job, handler: Handler, policy: RetryPolicy) -> Outcome:
     return Outcome("completed", result=result)
 
 
+def classify(job: Job, handler: Handler | None, policy: RetryPolicy, exc: Exception) -> Outcome:
+    """What the handler raising `exc` makes of the job (`handler` None: the worker's policy)."""
+    if isinstance(exc, Snooze):
+        return Outcome("snoozed", error=str(exc), retry_at=exc.retry_at())
+    if isinstance(exc, WaitForChildren):
+        if not job.spawned:
+            # Waiting with no child asked for would wake at once and run again, for ever.
+            error = "WaitForChildren: the handler waited without spawning a child in this run"
+            return failure(job, handler, policy, error)
+        return Outcome("waiting")
+    if isinstance(exc, RetryLater):
+        return failure(job, handler, policy, str(exc), retry_at=exc.retry_at())
+    if isinstance(exc, PermanentError):
+        return failure(job, handler, policy, describe(exc), permanent=True)
+    return failure(job, handler, policy, describe(exc))
+
+
+def chain(function: HandlerFunction, middleware: Sequence[Middleware]) -> HandlerFunction:
+    """`function` wrapped in `middleware`, the first outermost."""
+    for outer in reversed(middleware):
+        function = _link(outer, function)
+    return function
+
+
+def _link(middleware: Middleware, call_next: HandlerFunction) -> HandlerFunction:
+    async def link(job: Job) -> Any:
+        return await middleware(job, call_next)
+
+    return link
+
+
 def timed_out(job: Job, handler: Handler, policy: RetryPolicy) -> Outcome:
     return failure(job, handler, policy, f"timed out after {handler.timeout} s")
 
 
 def failure(
     job: Job,
-    handler: Handler,
+    handler: Handler | None,
     policy: RetryPolicy,
     error: str,
     *,
@@ -94,7 +123,7 @@ def failure(
     if permanent or job.attempt >= job.max_attempts:
         return Outcome("failed", error=error)
     if retry_at is None:
-        delay = (handler.retry or policy).delay(job.attempt)
+        delay = ((handler and handler.retry) or policy).delay(job.attempt)
         retry_at = datetime.now(UTC) + timedelta(seconds=delay)
     return Outcome("retried", error=error, retry_at=retry_at)
 

@@ -25,6 +25,9 @@ from reactor.job import Job
 from reactor.redact import Redactor
 from reactor.store import MAX_BATCH, JobStore, Rejected, StoreError
 
+# Told of each outcome the database recorded as final: (job, "completed" or "failed", batch item).
+Recorded = Callable[[Job, str, dict[str, Any]], None]
+
 
 @dataclass
 class Report:
@@ -37,10 +40,16 @@ class Report:
 
 class Reporter:
     def __init__(
-        self, store: JobStore, give_up_seconds: float, redactor: Redactor, wake: Callable[[str], None]
+        self,
+        store: JobStore,
+        give_up_seconds: float,
+        redactor: Redactor,
+        wake: Callable[[str], None],
+        recorded: Recorded | None = None,
     ) -> None:
         self._store = store
         self._wake = wake  # claim from a table now: an outcome there resumed a waiting parent
+        self._recorded = recorded  # completion hooks (None: none): told only what the answer says is final
         self._redactor = redactor  # every error stored in a row its owner reads passes through it
         self._give_up_seconds = give_up_seconds  # after close(): how long unsent outcomes may wait
         self._give_up = anyio.CancelScope()
@@ -108,6 +117,8 @@ class Reporter:
             return
         self._log(kind, reports, answer)
         self._sent(table, reports)
+        if self._recorded is not None:
+            self._final(self._recorded, kind, reports, answer)
         if answer.get("resumed"):
             self._wake(table)
 
@@ -151,6 +162,20 @@ class Reporter:
     def _sent(self, table: str, reports: list[Report]) -> None:
         for report in reports:
             self._unsent.pop((table, report.item["id"]), None)
+
+    def _final(self, recorded: Recorded, kind: str, reports: list[Report], answer: dict[str, Any]) -> None:
+        """Tell `recorded` of the jobs the answer lists as completed, or failed for good."""
+        if kind not in ("complete", "fail"):
+            return
+        final = set(answer.get("completed" if kind == "complete" else "failed", []))
+        if not final:
+            return
+        for report in reports:
+            if report.item["id"] in final:
+                try:
+                    recorded(report.job, "completed" if kind == "complete" else "failed", report.item)
+                except Exception as exc:  # never the reporter's problem
+                    report.job.logger.opt(exception=exc).error("completion hooks could not be queued")
 
     def _log(self, kind: str, reports: list[Report], answer: dict[str, Any]) -> None:
         stale = set(answer.get("stale", []))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import anyio
@@ -24,14 +24,14 @@ from anyio.abc import TaskGroup
 from loguru import logger
 
 from reactor import executor, rows
-from reactor.executor import Outcome
+from reactor.executor import Middleware, Outcome
 from reactor.family import Family
 from reactor.handlers import Handler
 from reactor.job import Job
 from reactor.job_logs import JobLog
 from reactor.metrics import Metrics
 from reactor.redact import Redactor
-from reactor.reporter import Report, Reporter
+from reactor.reporter import Recorded, Report, Reporter
 from reactor.retry import RetryPolicy
 from reactor.running import Running, RunningJobs
 from reactor.standby import Standby
@@ -52,6 +52,8 @@ class JobRunner:
         schedule: Callable[[str, datetime], None],
         wakeups: Wakeups,
         standby: Standby,
+        middleware: Sequence[Middleware] = (),
+        cancelled: Recorded | None = None,
     ) -> None:
         self._worker_id = worker_id
         self._store = store
@@ -63,6 +65,8 @@ class JobRunner:
         self._schedule = schedule  # wake again when a retry falls due
         self._wakeups = wakeups
         self._standby = standby
+        self._middleware = tuple(middleware)  # around every handler call, first registered outermost
+        self._cancelled = cancelled  # completion hooks: told of a running job cancelled on request
         self._queue: asyncio.Queue[Running | None] = asyncio.Queue()  # None: a runner's cue to return
         self._runners = 0
         self._idle_runners = 0  # runners not assigned a job: each takes the next one queued
@@ -121,7 +125,7 @@ class JobRunner:
         if handler.timeout:
             running.scope.deadline = anyio.current_time() + handler.timeout
         with running.scope:
-            outcome = await executor.call(job, handler, self._policy)
+            outcome = await executor.call(job, handler, self._policy, self._middleware)
         if outcome is None and running.scope.cancelled_caught and not (running.lost or running.released):
             outcome = executor.timed_out(job, handler, self._policy)
         if running.confirmed is not None:
@@ -141,6 +145,8 @@ class JobRunner:
         if running.lost:
             outcome_name = "cancelled" if running.cancelled else "lost"
             self._metrics.jobs[(job.table, job.job_type, outcome_name)] += 1
+            if running.cancelled and self._cancelled is not None:
+                self._cancelled(job, "cancelled", {})  # the database cancelled it before it told us
             return
         if running.released or outcome is None:
             self._metrics.jobs[(job.table, job.job_type, "released")] += 1

@@ -9,7 +9,8 @@ the worker uses (reactor/executor.py), so `outcome` is what the worker would wri
 children, or `failed` with the error. `progress` lists what the handler reported with
 `set_progress`, `logs` the lines it wrote with `job.log`, `spawned` the children it asked for
 (with their keys); `children=` gives a run that was resumed (`resumed=1`) the outcomes its
-`job.children()` reads.
+`job.children()` reads. The app's middleware (`@app.middleware`) runs around the handler as in
+the worker; completion hooks do not run.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ async def perform(
     policy = policy or RetryPolicy()
     outcome: Outcome | None = None
     with anyio.move_on_after(handler.timeout or float("inf")):
-        outcome = await executor.call(job, handler, policy)
+        outcome = await executor.call(job, handler, policy, app.middlewares)
     if outcome is None:
         outcome = executor.timed_out(job, handler, policy)
     return Performed(outcome, progress, family.recorded, logs)

@@ -9,7 +9,9 @@ stands apart: it needs only the store, and enqueues jobs the others then find as
 Shutdown order matters: stop claiming first (a claim cut off mid-call would strand jobs until
 their lease expires), let running jobs finish within the grace period, cancel the rest and hand
 them back with reactor_release so they keep their attempt, then send the outcomes still queued,
-and only then stop the heartbeats that kept all those leases alive.
+and only then stop the heartbeats that kept all those leases alive. Completion hooks run beside
+all this on their own tasks; once the last outcome is recorded they get what is left of the grace
+period (counted from the stop), and those still queued or running then are logged as not run.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from loguru import logger
 
 from reactor.config import Config
 from reactor.dispatcher import Dispatcher
+from reactor.executor import Middleware
 from reactor.feed import Feed
 from reactor.handlers import Registry
 from reactor.health import Health
+from reactor.hooks import Hook, Hooks
 from reactor.lease_keeper import LeaseKeeper
 from reactor.listener import Listener
 from reactor.metrics import Metrics
@@ -55,6 +59,8 @@ class Worker:
         metrics: Metrics,
         store: JobStore,
         schedules: Sequence[Schedule] = (),
+        middleware: Sequence[Middleware] = (),
+        hooks: Sequence[Hook] = (),
     ) -> None:
         self.config = config
         self.store = store
@@ -63,7 +69,12 @@ class Worker:
         give_up = min(config.lease_seconds / 2, OUTCOME_GIVE_UP_SECONDS)
         redactor = Redactor(config.redacted())  # errors and progress messages go to rows owners read
         self.wakeups = Wakeups(tables)
-        self.reporter = Reporter(store, give_up_seconds=give_up, redactor=redactor, wake=self.wakeups.wake)
+        # Hooks run on their own tasks, as many at once as jobs may run; with none, nothing is told.
+        self.hooks = Hooks(hooks, redactor, config.concurrency)
+        recorded = self.hooks.recorded if self.hooks else None
+        self.reporter = Reporter(
+            store, give_up_seconds=give_up, redactor=redactor, wake=self.wakeups.wake, recorded=recorded
+        )
         self.running = RunningJobs()
         self.leases = LeaseKeeper(store, self.running, self.reporter.leases, config.lease_seconds)
         self.feed = Feed(config.realtime)
@@ -101,6 +112,8 @@ class Worker:
             self.poller.schedule,
             self.wakeups,
             standby,
+            middleware,
+            recorded,
         )
         self.dispatcher = Dispatcher(
             config.worker_id,
@@ -148,13 +161,17 @@ class Worker:
         """Work until `stop()`, then shut down in order; `started` is called once all is running."""
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.reporter.run)
+            hooks_done = anyio.Event()
+            outer.start_soon(self._run_hooks, hooks_done)
             keeper = anyio.CancelScope()
             outer.start_soon(self._keep_leases, keeper)
-            await self._work(started)
+            stopped_at = await self._work(started)
             await self._release()
             await self._ticker.remove_probes()
             self.reporter.close()
             await self.reporter.drained()
+            self.hooks.close(max(stopped_at + self.config.grace_seconds, anyio.current_time()))
+            await hooks_done.wait()
             keeper.cancel()
             outer.cancel_scope.cancel()
 
@@ -164,7 +181,8 @@ class Worker:
         if self._services is not None:
             self._services.cancel()
 
-    async def _work(self, started: Callable[[], None]) -> None:
+    async def _work(self, started: Callable[[], None]) -> float:
+        """Run until `stop()`; when that was, on anyio's clock, once running jobs are done."""
         async with anyio.create_task_group() as jobs:
             async with anyio.create_task_group() as services:
                 self._services = services.cancel_scope
@@ -176,9 +194,18 @@ class Worker:
                 if self.config.health_port is not None:
                     await services.start(self.health.serve, self.config.health_port)
                 started()
+            stopped_at = anyio.current_time()
             with anyio.move_on_after(self.config.grace_seconds):
                 await self.running.empty()
             self.running.release_all()
+        return stopped_at
+
+    async def _run_hooks(self, done: anyio.Event) -> None:
+        try:
+            if self.hooks:
+                await self.hooks.run()
+        finally:
+            done.set()
 
     async def _keep_leases(self, scope: anyio.CancelScope) -> None:
         with scope:

@@ -422,3 +422,103 @@ async def test_readme_webhook_sql_posts_a_finished_jobs_outcome_through_pg_net(d
     body = json.loads(request["body"])
     assert (body["id"], body["status"], body["result"]) == (job_id, "completed", {"synced": True})
     assert await db.fetchval("select reactor.remove_webhook('crm-sync')") is True
+
+
+async def test_readme_hooks_example_tells_the_shop_after_the_outcome_is_recorded_retrying_a_refusal(
+    database_url: str, db: asyncpg.Connection, tmp_path: Path
+):
+    """The hooks and middleware example as `reactor run`, its webhook a real HTTP server that
+    refuses the first call: the hook tries again, and the middleware's line is logged."""
+    from aiohttp import web
+
+    [example, _] = blocks("python", "## Hooks, middleware and tracing")
+    (tmp_path / "orders_worker.py").write_text(example)
+    received: list[tuple[dict, str]] = []
+
+    async def webhook(request: web.Request) -> web.Response:
+        body = await request.json()
+        status = await db.fetchval("select status from public.jobs where id = $1", job_id)
+        received.append((body, status))
+        return web.Response(status=503 if len(received) == 1 else 200)
+
+    server = web.Application()
+    server.router.add_post("/orders", webhook)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with serve(database_url, port=0) as stack:
+            env = worker_env(
+                stack, PYTHONPATH=str(tmp_path), SHOP_WEBHOOK_URL=f"http://127.0.0.1:{port}/orders"
+            )
+            job_id = await insert(db, "ship_order", {"order": 7})
+            async with worker_process(env, app="orders_worker:app") as worker:
+                await status_is(db, job_id, "completed", "failed", timeout=30)
+                await wait_until(lambda: _true(len(received) == 2), timeout=30)
+                worker.signal(signal.SIGTERM)
+                assert await worker.wait() == 0
+    finally:
+        await runner.cleanup()
+    sent = {"order": 7, "outcome": "completed", "result": {"tracking": "TRK-7"}}
+    assert received == [(sent, "completed"), (sent, "completed")]  # refused once, then accepted
+    assert "ship_order took" in worker.output
+    assert "not run" not in worker.output and "giving up" not in worker.output
+
+
+async def test_readme_hooks_example_middleware_runs_under_reactor_testing(tmp_path: Path, monkeypatch):
+    import importlib.util
+
+    from loguru import logger
+
+    from reactor.testing import perform
+
+    [example, _] = blocks("python", "## Hooks, middleware and tracing")
+    (tmp_path / "orders_worker_under_test.py").write_text(example)
+    spec = importlib.util.spec_from_file_location(
+        "orders_worker_under_test", tmp_path / "orders_worker_under_test.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+    try:
+        done = await perform(module.app, "ship_order", {"order": 8})
+    finally:
+        logger.remove(sink)
+    assert (done.outcome.kind, done.outcome.result) == ("completed", {"tracking": "TRK-8"})
+    assert [line for line in lines if line.startswith("ship_order took ")]
+
+
+async def test_readme_tracing_example_prints_a_span_per_job(
+    database_url: str, db: asyncpg.Connection, tmp_path: Path
+):
+    [_, example] = blocks("python", "## Hooks, middleware and tracing")
+    (tmp_path / "traced_worker.py").write_text(example)
+    async with serve(database_url, port=0) as stack:
+        env = worker_env(stack, PYTHONPATH=str(tmp_path))
+        job_id = await insert(db, "resize_image", {"width": 640})
+        async with worker_process(env, app="traced_worker:app") as worker:
+            try:
+                done = await status_is(db, job_id, "completed", "failed", timeout=30)
+            except AssertionError:
+                raise AssertionError(worker.output[-3000:]) from None
+            worker.signal(signal.SIGTERM)
+            assert await worker.wait() == 0  # the batch processor flushes at exit
+    assert json.loads(done["result"]) == {"width": 320}
+    spans = worker.stdout.decode()
+    assert spans.count('"name": "reactor.job"') == 1
+    for attribute in (
+        f'"job.id": {job_id}',
+        '"job.type": "resize_image"',
+        '"job.table": "jobs"',
+        '"job.attempt": 1',
+        '"outcome": "completed"',
+        '"worker.id": ',
+    ):
+        assert attribute in spans
+
+
+async def _true(value: bool) -> bool:
+    return value
