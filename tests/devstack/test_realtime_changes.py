@@ -21,6 +21,7 @@ JOBS_COLUMNS = [
     ("progress_message", "text"), ("locked_by", "text"), ("lease_expires_at", "timestamptz"),
     ("lease_token", "uuid"), ("created_at", "timestamptz"), ("started_at", "timestamptz"),
     ("completed_at", "timestamptz"), ("updated_at", "timestamptz"), ("unique_key", "text"),
+    ("parent_id", "int8"), ("child_key", "text"), ("resumed", "int4"),
 ]  # fmt: skip
 COMMIT_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ISO_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+00:00$")
