@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -63,6 +64,9 @@ class Metrics:
     handler_seconds: Histogram = field(default_factory=Histogram)  # table, job_type
     pickup_seconds: Histogram = field(default_factory=Histogram)  # table
     events: Counter[str] = field(default_factory=Counter)  # a name in EVENTS -> count
+    # table -> job type -> its fleet-wide limits, running jobs and recent starts, as the last
+    # statistics this worker fetched had them (reactor_stats' "limits")
+    limits: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def render(self, rpc_calls: Counter[tuple[str, str]], running: int, realtime_state: str) -> str:
         """The Prometheus text exposition of this worker's metrics, read now."""
@@ -107,6 +111,7 @@ class _Scrape(Collector):
             yield CounterMetricFamily(name, help_, value=m.events[event])
         yield GaugeMetricFamily("reactor_jobs_running", "Jobs running now.", value=self.running)
         yield _realtime_state(self.realtime_state)
+        yield from _limits(m.limits)
 
 
 def _counter(
@@ -126,6 +131,39 @@ def _histogram(name: str, help_: str, names: tuple[str, ...], hist: Histogram) -
         buckets = list(zip(bounds, counts, strict=True))
         family.add_metric(labels, buckets, hist.sums[labels])
     return family
+
+
+def _limits(found: dict[str, dict[str, dict[str, Any]]]) -> Iterator[Metric]:
+    """The fleet-wide limits of job types, from the statistics: each set limit, the fleet's
+    running jobs of the type, a rate's starts in its current window, and whether it is paused."""
+    limit = GaugeMetricFamily(
+        "reactor_job_limit",
+        "A fleet-wide limit of a job type (concurrency, rate per per_seconds, per_user), as set.",
+        labels=("table", "job_type", "limit"),
+    )
+    running = GaugeMetricFamily(
+        "reactor_job_limit_running",
+        "Running jobs of a limited job type, fleet-wide.",
+        labels=("table", "job_type"),
+    )
+    starts = GaugeMetricFamily(
+        "reactor_job_limit_recent_starts",
+        "Starts of a rate-limited job type in its current window, fleet-wide.",
+        labels=("table", "job_type"),
+    )
+    paused = GaugeMetricFamily(
+        "reactor_job_type_paused", "1 while a job type is paused fleet-wide.", labels=("table", "job_type")
+    )
+    for table, types in sorted(found.items()):
+        for job_type, values in sorted(types.items()):
+            for name in ("concurrency", "rate", "per_seconds", "per_user"):
+                if values.get(name) is not None:
+                    limit.add_metric((table, job_type, name), values[name])
+            running.add_metric((table, job_type), values.get("running", 0))
+            if values.get("recent_starts") is not None:
+                starts.add_metric((table, job_type), values["recent_starts"])
+            paused.add_metric((table, job_type), float(bool(values.get("paused"))))
+    yield from (limit, running, starts, paused)
 
 
 def _realtime_state(state: str) -> GaugeMetricFamily:

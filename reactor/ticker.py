@@ -46,6 +46,7 @@ class Ticker:
         due_in: Callable[[str, float], None],
         feed: RealtimeFeed | None,
         events: Counter[str],
+        limits: dict[str, dict[str, dict[str, Any]]] | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -54,6 +55,7 @@ class Ticker:
         self._due_in = due_in  # callable(table, seconds): the next scheduled job falls due then
         self._feed = feed  # wants a probe sent now and then, learns of the budget; None: no Realtime
         self._events = events  # Metrics.events: inserts seen withheld are counted there
+        self._limits = limits  # Metrics.limits: each table's limited job types, as statistics last said
         self._stats_at: dict[str, float] = {}
         self._probes: dict[str, int] = {}  # table -> our probe row, deleted by the next tick
 
@@ -85,6 +87,8 @@ class Ticker:
         if answer["stats"] is not None:
             self._stats_at[table] = now
             _log_stats(table, answer["stats"])
+            if self._limits is not None:
+                self._limits[table] = answer["stats"].get("limits", {})
         if answer["next_due_seconds"] is not None:
             self._due_in(table, float(answer["next_due_seconds"]))
         return answer["claimed"]

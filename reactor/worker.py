@@ -92,6 +92,7 @@ class Worker:
             self.poller.due_in,
             self.feed if config.realtime else None,
             metrics.events,
+            metrics.limits,
         )
         # An idle worker renews its standby with every tick; it lapses after two missed ones.
         hand_offs = config.realtime and config.hand_off

@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0017 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0018 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0017_finish_webhooks') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0018_limits_in_statistics') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -1241,7 +1241,8 @@ $$;
 
 -- ==== 7. Outcomes ====
 
--- Finish running jobs with their results. Returns {"completed": [ids], "stale": [ids]}.
+-- Finish running jobs with their results. Returns {"completed": [ids], "stale": [ids]}, with
+-- "resumed": n when this call finished the last child of n waiting parents (job_finished).
 create or replace function public.reactor_complete(p_table text, p_jobs jsonb) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -1266,7 +1267,8 @@ $$;
 
 -- Record failed attempts. Each job goes back to pending at its retry_at (default: backoff), kept
 -- from now to the bounds every row's run_at obeys, or to `failed` (the dead letter) when it is
--- permanent or its attempts are spent. Returns {"retried": [ids], "failed": [ids], "stale": [ids]}.
+-- permanent or its attempts are spent. Returns {"retried": [ids], "failed": [ids], "stale": [ids]}
+-- (and "resumed" as reactor_complete's).
 create or replace function public.reactor_fail(p_table text, p_jobs jsonb) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -1614,8 +1616,9 @@ end
 $$;
 
 -- Queue health for one table: counts by status, due and scheduled pending jobs, how long the
--- oldest due job has waited, pending jobs by type, and leases already expired. The counts leave
--- out the workers' probe rows, which are always cancelled.
+-- oldest due job has waited, pending jobs by type, leases already expired, the Realtime budget,
+-- and each limited job type's limits with its running jobs and a rate's starts in its window.
+-- The counts leave out the workers' probe rows, which are always cancelled.
 create or replace function public.reactor_stats(p_table text) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -1642,7 +1645,16 @@ begin
                                 where status = 'pending' group by job_type) s),
       'expired_leases', (select count(*) from public.%1$I
                          where status = 'processing' and lease_expires_at < now()),
-      'realtime', reactor.realtime_state()
+      'realtime', reactor.realtime_state(),
+      'limits', (select coalesce(jsonb_object_agg(l.job_type, jsonb_strip_nulls(jsonb_build_object(
+                   'concurrency', l.concurrency, 'rate', l.rate, 'per_seconds', l.per_seconds,
+                   'per_user', l.per_user, 'paused', l.paused,
+                   'running', (select count(*) from public.%1$I j
+                               where j.status = 'processing' and j.job_type = l.job_type),
+                   'recent_starts', case when l.rate is not null then
+                     (select count(*) from unnest(l.starts) s
+                      where s > now() - make_interval(secs => l.per_seconds)) end))), '{}')
+                 from reactor.job_limits l where l.job_table = $1)
     )
   $q$, t) using t into stats;
   return stats;
@@ -2401,5 +2413,6 @@ insert into reactor.schema_migrations (version) values
   ('0014_unique_jobs'),
   ('0015_child_jobs'),
   ('0016_job_logs'),
-  ('0017_finish_webhooks')
+  ('0017_finish_webhooks'),
+  ('0018_limits_in_statistics')
 on conflict do nothing;

@@ -70,6 +70,10 @@ async def test_statistics_count_each_status_and_each_kind_of_pending_job_apart(d
           ('reactor.probe', 'cancelled', now(), null)
         """
     )
+    await db.execute(
+        "select public.reactor_set_limits('jobs', 'a', '{\"concurrency\": 5, \"rate\": 10, \"per_seconds\": 60}')"
+    )
+    await db.execute("update reactor.job_limits set starts = array[now() - interval '2 minutes', now()]")
     stats = await rpc(db, "reactor_stats", p_table="jobs")
     age = stats.pop("oldest_due_age_seconds")
     assert 60 <= age < 120
@@ -81,6 +85,16 @@ async def test_statistics_count_each_status_and_each_kind_of_pending_job_apart(d
         "pending_by_type": {"a": 2, "b": 1},
         "expired_leases": 1,
         "realtime": {"budget_per_second": 50, "withheld": 0},
+        "limits": {
+            "a": {
+                "concurrency": 5,
+                "rate": 10,
+                "per_seconds": 60,
+                "paused": False,
+                "running": 3,
+                "recent_starts": 1,
+            }
+        },
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -76,6 +77,10 @@ async def test_metrics_parse_as_prometheus_text_with_escaped_label_values(stack,
         "reactor_scheduled_jobs": "counter",
         "reactor_jobs_running": "gauge",
         "reactor_realtime_state": "gauge",
+        "reactor_job_limit": "gauge",
+        "reactor_job_limit_running": "gauge",
+        "reactor_job_limit_recent_starts": "gauge",
+        "reactor_job_type_paused": "gauge",
     }
     jobs = {s.labels["job_type"]: s for s in families["reactor_jobs"].samples}
     assert jobs["echo"].name == "reactor_jobs_total"
@@ -105,3 +110,37 @@ async def test_worker_that_cannot_reach_the_api_is_live_but_not_ready() -> None:
         ready = await get(app, "/readyz")
     assert ready.status_code == 503
     assert ready.json()["api"] == "unreachable"
+
+
+async def test_metrics_show_each_limited_types_limits_running_jobs_and_recent_starts(stack, db) -> None:
+    app = Reactor()
+    hold = anyio.Event()
+
+    @app.handler("render", concurrency=2, rate="5/m")
+    async def render(job: Job) -> None:
+        await hold.wait()
+
+    await db.execute("select public.reactor_set_limits('jobs', 'thumbnail', '{\"paused\": true}')")
+    async with running(app, worker_config(stack, health_port=0, stats_seconds=0.2)):
+        for _ in range(3):
+            await insert(db, "render")
+
+        async def two_running() -> str | None:
+            text = (await get(app, "/metrics")).text
+            return text if 'reactor_job_limit_running{job_type="render",table="jobs"} 2.0' in text else None
+
+        metrics = await wait_until(two_running)
+        hold.set()
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    limits = {
+        (s.labels["job_type"], s.labels["limit"]): s.value for s in families["reactor_job_limit"].samples
+    }
+    assert limits == {
+        ("render", "concurrency"): 2.0,
+        ("render", "rate"): 5.0,
+        ("render", "per_seconds"): 60.0,
+    }
+    starts = {s.labels["job_type"]: s.value for s in families["reactor_job_limit_recent_starts"].samples}
+    assert starts == {"render": 2.0}  # the third waits for a slot
+    paused = {s.labels["job_type"]: s.value for s in families["reactor_job_type_paused"].samples}
+    assert paused == {"render": 0.0, "thumbnail": 1.0}
