@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0018 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0019 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0018_limits_in_statistics') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0019_unique_window') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -600,6 +600,37 @@ begin
 end
 $$;
 
+-- A type's unique window (reactor.set_unique_window): its keys stay taken that long after insert.
+create table if not exists reactor.unique_windows (
+  job_table text not null references reactor.job_tables (name) on delete cascade,
+  job_type text not null,
+  seconds integer not null check (seconds between 1 and 31536000),
+  primary key (job_table, job_type)
+);
+revoke all on reactor.unique_windows from public;
+
+-- Keep p_job_type's keys in p_table taken for p_seconds after insert (null: only while the job
+-- is pending or running). Returns the window in seconds, or null.
+create or replace function reactor.set_unique_window(p_table text, p_job_type text, p_seconds integer)
+returns integer
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+begin
+  perform reactor.check_job_types(array[p_job_type]);
+  if p_seconds is null then
+    delete from reactor.unique_windows where job_table = t and job_type = p_job_type;
+    return null;
+  end if;
+  perform reactor.check_range('p_seconds', p_seconds, 1, 31536000);
+  insert into reactor.unique_windows values (t, p_job_type, p_seconds)
+  on conflict (job_table, job_type) do update set seconds = excluded.seconds;
+  execute format('create index if not exists %I on public.%I (job_type, unique_key, user_id) where unique_key is not null',
+    t || '_unique_window_idx', t);
+  return p_seconds;
+end
+$$;
+
 -- A job left `processing` or `waiting` for a final status, or an unfinished child was deleted.
 -- A cancelled job's unfinished children are cancelled (and theirs, through this trigger on them).
 -- A child's parent that waits goes back to `pending` once no sibling is unfinished: the parent's
@@ -892,6 +923,7 @@ declare
   budget integer;
   paused boolean;
   duplicate bigint;
+  unique_seconds integer;
 begin
   if pg_column_size(new.payload) > 1048576 or reactor.too_deep(new.payload) then  -- max_payload_bytes()
     raise exception '%', reactor.payload_problem(new.payload) using errcode = 'PT413';
@@ -900,15 +932,30 @@ begin
     -- Inserts of the same key wait on each other here, so the second sees the first committed.
     perform pg_advisory_xact_lock(hashtextextended(
       concat_ws(':', tg_table_name, new.job_type, new.user_id::text, new.unique_key), 0));
-    execute format($q$
-      select j.id from public.%I j
-      where j.job_type = $1 and j.unique_key = $2 and j.user_id is not distinct from $3
-        and j.status in ('pending', 'processing')
-      limit 1
-    $q$, tg_table_name) using new.job_type, new.unique_key, new.user_id into duplicate;
+    select w.seconds into unique_seconds from reactor.unique_windows w
+    where w.job_table = tg_table_name and w.job_type = new.job_type;
+    if unique_seconds is null then
+      execute format($q$
+        select j.id from public.%I j
+        where j.job_type = $1 and j.unique_key = $2 and j.user_id is not distinct from $3
+          and j.status in ('pending', 'processing')
+        limit 1
+      $q$, tg_table_name) using new.job_type, new.unique_key, new.user_id into duplicate;
+    else
+      -- The type's window: a key stays taken for that long after its job was inserted, whatever
+      -- became of the job, and while the job is pending or running.
+      execute format($q$
+        select j.id from public.%I j
+        where j.job_type = $1 and j.unique_key = $2 and j.user_id is not distinct from $3
+          and (j.status in ('pending', 'processing') or j.created_at > now() - make_interval(secs => $4))
+        order by j.id desc limit 1
+      $q$, tg_table_name) using new.job_type, new.unique_key, new.user_id, unique_seconds into duplicate;
+    end if;
     if duplicate is not null then
-      raise exception 'a % job with unique_key % is already pending or running: job %',
-        new.job_type, new.unique_key, duplicate
+      raise exception 'a % job with unique_key % is already pending or running%: job %',
+        new.job_type, new.unique_key,
+        case when unique_seconds is not null then format(', or was inserted in the last %s s', unique_seconds) else '' end,
+        duplicate
         using errcode = '23505', detail = jsonb_build_object('id', duplicate)::text,
               hint = 'the existing job''s id is in the details; watch it instead';
     end if;
@@ -2414,5 +2461,6 @@ insert into reactor.schema_migrations (version) values
   ('0015_child_jobs'),
   ('0016_job_logs'),
   ('0017_finish_webhooks'),
-  ('0018_limits_in_statistics')
+  ('0018_limits_in_statistics'),
+  ('0019_unique_window')
 on conflict do nothing;

@@ -58,6 +58,8 @@ WORKER_CALLS = [
     "select reactor.add_webhook('a', 'jobs', 'https://x.example')",
     "select reactor.remove_webhook('a')",
     "select * from reactor.webhooks",
+    "select reactor.set_unique_window('jobs', 't', 60)",
+    "select * from reactor.unique_windows",
 ]
 
 

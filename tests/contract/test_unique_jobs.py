@@ -69,3 +69,34 @@ async def test_owners_read_their_keys_and_a_key_is_at_most_200_characters(db):
         assert await db.fetchval("select unique_key from public.jobs") == "march"
     with pytest.raises(asyncpg.CheckViolationError):
         await insert(db, key="k" * 201)
+
+
+async def test_a_types_window_keeps_a_key_taken_after_its_job_finished_until_the_window_ends(db):
+    assert await db.fetchval("select reactor.set_unique_window('jobs', 'report', 3600)") == 3600
+    first = await insert(db)
+    [job] = await claim(db, ["report"])
+    await rpc(db, "reactor_complete", p_table="jobs", p_jobs=leases([job], result=1))
+    with pytest.raises(asyncpg.UniqueViolationError) as caught:
+        await insert(db)  # finished, but inserted less than an hour ago
+    assert json.loads(caught.value.detail) == {"id": first}
+    assert "or was inserted in the last 3600 s" in caught.value.message
+    await insert(db, BOB)  # keys stay per owner
+    await db.execute("update public.jobs set created_at = now() - interval '61 minutes' where id = $1", first)
+    second = await insert(db)  # the window is over
+    assert second != first
+    assert await db.fetchval("select reactor.set_unique_window('jobs', 'report', null)") is None
+    running = await claim(db, ["report"], limit=5)
+    await rpc(db, "reactor_complete", p_table="jobs", p_jobs=leases(running, result=1))
+    assert await insert(db) not in (first, second)  # no window: free once finished
+
+
+@pytest.mark.parametrize(
+    "call, problem",
+    [
+        ("select reactor.set_unique_window('jobs', 'report', 0)", "p_seconds must be between 1 and 31536000"),
+        ("select reactor.set_unique_window('nope', 'report', 60)", 'unknown job table "nope"'),
+    ],
+)
+async def test_a_bad_window_is_refused_with_what_is_wrong(db, call, problem):
+    with pytest.raises(asyncpg.PostgresError, match=problem):
+        await db.execute(call)
