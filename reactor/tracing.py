@@ -17,6 +17,7 @@ from typing import Any
 try:
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError as exc:  # pragma: no cover - exercised by hand, without the extra
     raise ImportError(
         "reactor.tracing needs the OpenTelemetry API: pip install 'reactor[otel]' "
@@ -30,6 +31,7 @@ from reactor.job import Job
 from reactor.retry import RetryPolicy
 
 SPAN_NAME = "reactor.job"
+_TRACE_CONTEXT = TraceContextTextMapPropagator()  # W3C traceparent/tracestate only, no baggage
 _POLICY = RetryPolicy()  # classifies an exception's outcome kind; its delays are never used
 
 
@@ -39,8 +41,10 @@ def tracing(tracer_provider: Any = None) -> Middleware:
     has ended, `outcome`: `completed` when it returned, what the worker makes of what it raised
     (`retried`, `failed`, `snoozed`, `waiting`), or `cancelled` when it was cut short (its
     timeout, a lost lease, a cancel, shutdown). A failed attempt sets the span's status to ERROR
-    and records the exception. `tracer_provider` defaults to the global one. Register it first to
-    time the other middleware too."""
+    and records the exception. A payload that carries a W3C `traceparent` (and `tracestate`), as
+    the frontend that inserted the job had it, makes the span a child of that trace, so the insert
+    and every run of the job are one trace. `tracer_provider` defaults to the global one. Register
+    it first to time the other middleware too."""
     tracer = trace.get_tracer("reactor", _version(), tracer_provider=tracer_provider)
 
     async def traced(job: Job, call_next: HandlerFunction) -> Any:
@@ -53,6 +57,7 @@ def tracing(tracer_provider: Any = None) -> Middleware:
         }
         with tracer.start_as_current_span(
             SPAN_NAME,
+            context=_inserted_in(job.payload),
             kind=SpanKind.CONSUMER,
             attributes=attributes,
             record_exception=False,
@@ -74,6 +79,15 @@ def tracing(tracer_provider: Any = None) -> Middleware:
             return result
 
     return traced
+
+
+def _inserted_in(payload: Any) -> Any:
+    """The trace context the job's payload carries (`traceparent`, `tracestate`), or None. The
+    payload is the user's to write: a made-up one joins the job's spans to a made-up trace, no more."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("traceparent"), str):
+        return None
+    carrier = {k: payload[k] for k in ("traceparent", "tracestate") if isinstance(payload.get(k), str)}
+    return _TRACE_CONTEXT.extract(carrier)
 
 
 def _version() -> str:

@@ -77,5 +77,34 @@ async def test_each_job_run_is_one_span_with_the_jobs_attributes_and_outcome(
     assert set(inside.values()) == {True}
 
 
+async def test_a_payload_carrying_the_frontends_traceparent_continues_its_trace(
+    stack, db: asyncpg.Connection
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = Reactor()
+    app.middleware(tracing(provider))
+
+    @app.handler("work")
+    async def work(job: Job) -> None:
+        return None
+
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    async with running(app, worker_config(stack)):
+        traced = await insert(db, "work", {"traceparent": f"00-{trace_id}-{parent_id}-01"})
+        garbled = await insert(db, "work", {"traceparent": "not a trace"})
+        plain = await insert(db, "work", ["no", "context"])
+        for job_id in (traced, garbled, plain):
+            await status_is(db, job_id, "completed")
+        await wait_until(lambda: _true(len(exporter.get_finished_spans()) == 3))
+    spans = {s.attributes["job.id"]: s for s in exporter.get_finished_spans()}
+    assert (format(spans[traced].context.trace_id, "032x"), format(spans[traced].parent.span_id, "016x")) == (
+        trace_id,
+        parent_id,
+    )
+    assert spans[garbled].parent is None and spans[plain].parent is None
+
+
 async def _true(value: bool) -> bool:
     return value
