@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0019 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0020 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0019_unique_window') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0020_overview') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -498,6 +498,7 @@ begin
   perform reactor.create_unique_key(p_name);
   perform reactor.create_child_columns(p_name);
   perform reactor.create_log_pruning(p_name);
+  perform reactor.create_overview_indexes(p_name);
   execute format('grant select (%s) on public.%I to authenticated', reactor.owner_columns(), p_name);
   execute format('revoke all on sequence %s from public, anon, authenticated',
     pg_get_serial_sequence(format('public.%I', p_name), 'id'));
@@ -747,6 +748,18 @@ begin
   execute format('create or replace trigger reactor_logs_pruned after delete on public.%I '
                  'referencing old table as gone for each statement execute function reactor.delete_job_logs()',
                  p_name);
+end
+$$;
+
+-- Give a job table the partial indexes the overview counts with: failed jobs (newest first, as
+-- the dashboard lists them) and waiting ones.
+create or replace function reactor.create_overview_indexes(p_name text) returns void
+language plpgsql as $$
+begin
+  execute format('create index if not exists %I on public.%I (completed_at desc, id desc) where status = ''failed''',
+    p_name || '_failed_idx', p_name);
+  execute format('create index if not exists %I on public.%I (id) where status = ''waiting''',
+    p_name || '_waiting_idx', p_name);
 end
 $$;
 
@@ -1662,6 +1675,28 @@ begin
 end
 $$;
 
+-- Each limited job type of p_table: its limits as set, its running jobs, and for a rate the starts
+-- in its current window (for reactor_stats and reactor_overview, and so a worker's /metrics).
+create or replace function reactor.limits_state(p_table text) returns jsonb
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+declare
+  found jsonb;
+begin
+  execute format($q$
+    select coalesce(jsonb_object_agg(l.job_type, jsonb_strip_nulls(jsonb_build_object(
+             'concurrency', l.concurrency, 'rate', l.rate, 'per_seconds', l.per_seconds,
+             'per_user', l.per_user, 'paused', l.paused,
+             'running', (select count(*) from public.%1$I j
+                         where j.status = 'processing' and j.job_type = l.job_type),
+             'recent_starts', case when l.rate is not null then
+               (select count(*) from unnest(l.starts) s
+                where s > now() - make_interval(secs => l.per_seconds)) end))), '{}')
+    from reactor.job_limits l where l.job_table = $1
+  $q$, p_table) using p_table into found;
+  return found;
+end
+$$;
+
 -- Queue health for one table: counts by status, due and scheduled pending jobs, how long the
 -- oldest due job has waited, pending jobs by type, leases already expired, the Realtime budget,
 -- and each limited job type's limits with its running jobs and a rate's starts in its window.
@@ -1693,18 +1728,63 @@ begin
       'expired_leases', (select count(*) from public.%1$I
                          where status = 'processing' and lease_expires_at < now()),
       'realtime', reactor.realtime_state(),
-      'limits', (select coalesce(jsonb_object_agg(l.job_type, jsonb_strip_nulls(jsonb_build_object(
-                   'concurrency', l.concurrency, 'rate', l.rate, 'per_seconds', l.per_seconds,
-                   'per_user', l.per_user, 'paused', l.paused,
-                   'running', (select count(*) from public.%1$I j
-                               where j.status = 'processing' and j.job_type = l.job_type),
-                   'recent_starts', case when l.rate is not null then
-                     (select count(*) from unnest(l.starts) s
-                      where s > now() - make_interval(secs => l.per_seconds)) end))), '{}')
-                 from reactor.job_limits l where l.job_table = $1)
+      'limits', reactor.limits_state($1)
     )
   $q$, t) using t into stats;
   return stats;
+end
+$$;
+
+-- About how many rows of p_table have p_status, from the planner's statistics (pg_class.reltuples
+-- and the status column's most common values, as ANALYZE, or autovacuum, last saw them); null
+-- before the table was ever analyzed.
+create or replace function reactor.estimated_count(p_table text, p_status text) returns bigint
+language sql stable set search_path = pg_catalog, pg_temp as $$
+  select case when c.reltuples < 0 then null
+              else round(c.reltuples * coalesce((
+                select f.freq from pg_stats s,
+                  unnest(s.most_common_vals::text::text[], s.most_common_freqs) as f(val, freq)
+                where s.schemaname = 'public' and s.tablename = p_table and s.attname = 'status'
+                  and f.val = p_status), 0))::bigint end
+  from pg_class c where c.oid = format('public.%I', p_table)::regclass
+$$;
+
+-- The queue's health as reactor_stats gives it, for a table of any size: the counts of pending,
+-- processing, waiting and failed jobs, due and scheduled, the oldest due, pending by type and
+-- expired leases, exact, from partial indexes; completed and cancelled estimated from the
+-- planner's statistics (listed in "estimated"); the Realtime budget and the limits as
+-- reactor_stats has them.
+create or replace function public.reactor_overview(p_table text) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  t text := reactor.job_table(p_table);
+  overview jsonb;
+begin
+  execute format($q$
+    select jsonb_build_object(
+      'table', $1,
+      'counts', jsonb_build_object(
+        'pending', (select count(*) from public.%1$I where status = 'pending'),
+        'processing', (select count(*) from public.%1$I where status = 'processing'),
+        'waiting', (select count(*) from public.%1$I where status = 'waiting'),
+        'completed', reactor.estimated_count($1, 'completed'),
+        'failed', (select count(*) from public.%1$I where status = 'failed'),
+        'cancelled', reactor.estimated_count($1, 'cancelled')),
+      'estimated', '["completed", "cancelled"]'::jsonb,
+      'due', (select count(*) from public.%1$I where status = 'pending' and run_at <= now()),
+      'scheduled', (select count(*) from public.%1$I where status = 'pending' and run_at > now()),
+      'oldest_due_age_seconds', (select round(extract(epoch from now() - min(run_at))::numeric, 3)
+                                 from public.%1$I where status = 'pending' and run_at <= now()),
+      'pending_by_type', (select coalesce(jsonb_object_agg(job_type, n), '{}')
+                          from (select job_type, count(*) n from public.%1$I
+                                where status = 'pending' group by job_type) s),
+      'expired_leases', (select count(*) from public.%1$I
+                         where status = 'processing' and lease_expires_at < now()),
+      'realtime', reactor.realtime_state(),
+      'limits', reactor.limits_state($1)
+    )
+  $q$, t) using t into overview;
+  return overview;
 end
 $$;
 
@@ -2462,5 +2542,6 @@ insert into reactor.schema_migrations (version) values
   ('0016_job_logs'),
   ('0017_finish_webhooks'),
   ('0018_limits_in_statistics'),
-  ('0019_unique_window')
+  ('0019_unique_window'),
+  ('0020_overview')
 on conflict do nothing;

@@ -73,7 +73,9 @@ class Project:
         self.store = store
 
     async def stats(self, table: str) -> dict[str, Any]:
-        return await self.store.stats(table)
+        """The overview's numbers (reactor_overview): exact from partial indexes, but completed and
+        cancelled estimated by the planner, so that no refresh reads the whole table."""
+        return await self.store.call("reactor_overview", {"p_table": table})
 
     async def finished_since(self, table: str, since: datetime, limit: int) -> list[dict[str, Any]]:
         """Completed and failed jobs that finished after `since`, newest first, at most `limit`."""

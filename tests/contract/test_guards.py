@@ -111,11 +111,13 @@ async def test_a_second_job_table_gets_every_index_of_the_first(db: asyncpg.Conn
     assert [r["definition"] for r in await db.fetch(INDEXES, "emails")] == jobs
     assert [d.split(" ON ")[0] for d in jobs] == [
         "CREATE INDEX T_claim_idx",
+        "CREATE INDEX T_failed_idx",
         "CREATE INDEX T_finished_idx",
         "CREATE INDEX T_lease_idx",
         "CREATE INDEX T_pending_user_idx",
         "CREATE INDEX T_unique_idx",
         "CREATE INDEX T_user_idx",
+        "CREATE INDEX T_waiting_idx",
         "CREATE UNIQUE INDEX T_child_idx",
         "CREATE UNIQUE INDEX T_pkey",
     ]
@@ -134,3 +136,36 @@ async def test_creating_a_job_table_again_restores_a_dropped_policy(db: asyncpg.
     await db.execute("select reactor.create_job_table('jobs')")
     policies = await db.fetch("select policyname from pg_policies where tablename = 'jobs' order by 1")
     assert [r["policyname"] for r in policies] == ["reactor_owner_inserts", "reactor_owner_reads"]
+
+
+async def test_the_overview_counts_small_statuses_exactly_and_estimates_the_growing_ones(
+    db: asyncpg.Connection,
+):
+    await db.execute(
+        """
+        insert into public.jobs (job_type, status, run_at, lease_expires_at)
+        select 'a', 'completed', now(), null from generate_series(1, 900);
+        insert into public.jobs (job_type, status, run_at, lease_expires_at) values
+          ('a', 'pending', now() - interval '60 s', null), ('b', 'pending', now() + interval '1 hour', null),
+          ('a', 'processing', now(), now() - interval '1 s'), ('a', 'waiting', now(), null),
+          ('a', 'failed', now(), null), ('a', 'cancelled', now(), null),
+          ('reactor.probe', 'cancelled', now(), null)
+        """
+    )
+    before = await rpc(db, "reactor_overview", p_table="jobs")
+    assert (before["counts"]["completed"], before["counts"]["cancelled"]) == (None, None)  # never analyzed
+    await db.execute("analyze public.jobs")
+    overview = await rpc(db, "reactor_overview", p_table="jobs")
+    stats = await rpc(db, "reactor_stats", p_table="jobs")
+    exact = ("pending", "processing", "waiting", "failed")
+    assert {k: overview["counts"][k] for k in exact} == {k: stats["counts"][k] for k in exact}
+    assert {k: overview["counts"][k] for k in exact} == {
+        "pending": 2,
+        "processing": 1,
+        "waiting": 1,
+        "failed": 1,
+    }
+    assert 850 <= overview["counts"]["completed"] <= 950  # the planner's estimate
+    assert overview["estimated"] == ["completed", "cancelled"]
+    for key in ("due", "scheduled", "pending_by_type", "expired_leases", "realtime", "limits"):
+        assert overview[key] == stats[key], key

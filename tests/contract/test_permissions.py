@@ -23,6 +23,7 @@ WORKER_CALLS = [
     "select public.reactor_progress('jobs', 1, gen_random_uuid(), 1, null)",
     "select public.reactor_reap('jobs', 10)",
     "select public.reactor_stats('jobs')",
+    "select public.reactor_overview('jobs')",
     "select public.reactor_retry('jobs', null, null, 10)",
     "select public.reactor_cancel('jobs', array[1::bigint])",
     "select public.reactor_prune('jobs', 0, 10)",
