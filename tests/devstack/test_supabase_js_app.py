@@ -155,3 +155,76 @@ async def test_supabase_js_private_channels_and_broadcast_from_database(
         "meta": {"id": stored},
     }
     assert (http["payload"], rest["payload"]) == ({"from": "ada-http"}, {"from": "ada-rest"})
+
+
+async def test_supabase_js_broadcast_replay(devstack, db: asyncpg.Connection, js_dir: Path) -> None:
+    ids = {name: str(uuid.uuid4()) for name in ("ada", "bob", "wes")}
+    await db.execute("""
+        create table public.room_members (user_id uuid, topic text, presence_only boolean not null);
+        create policy members_read on realtime.messages for select to authenticated
+          using (exists (select 1 from public.room_members m
+                         where m.user_id = auth.uid() and realtime.topic() like m.topic
+                           and (not m.presence_only or realtime.messages.extension = 'presence')));
+        create function public.shout(n int, t text) returns void language sql security definer
+          as $$ select realtime.send(jsonb_build_object('n', n), 'shout', t) $$;
+    """)
+    await db.execute(
+        "insert into public.room_members values ($1, 'room:replay%', false), ($2, 'room:replay%', false),"
+        " ($3, 'room:replay', true)",
+        ids["ada"],
+        ids["bob"],
+        ids["wes"],
+    )
+    # Stored before anyone joins: one an hour old (before `since`), three recent, one public.
+    await db.execute("""
+        insert into realtime.messages (topic, extension, event, payload, private, inserted_at)
+        values ('room:replay', 'broadcast', 'shout', '{"n": 0}', true, now()::timestamp - interval '1 hour');
+        select realtime.send(jsonb_build_object('n', n), 'shout', 'room:replay') from generate_series(1, 3) n;
+        select realtime.send('{"n": 90}', 'shout', 'room:replay', false);
+    """)
+    for n in (4, 5, 6):
+        await db.execute(
+            "select realtime.send(jsonb_build_object('n', $1::int), 'shout', 'room:replay:2')", n
+        )
+    since = await db.fetchval("select (extract(epoch from now() - interval '10 minutes') * 1000)::bigint")
+    env = {
+        "SUPABASE_URL": devstack.url,
+        "SUPABASE_ANON_KEY": devstack.keys.anon,
+        "SINCE": str(since),
+        **{f"{name.upper()}_TOKEN": devstack.keys.user_token(user_id) for name, user_id in ids.items()},
+    }
+    seen = await run_js(js_dir, "app_replay.mjs", env)
+    stored = dict(await db.fetch("select (payload ->> 'n')::int, id::text from realtime.messages"))
+
+    def replayed(n: int) -> dict[str, Any]:
+        return {
+            "type": "broadcast",
+            "event": "shout",
+            "payload": {"n": n, "id": stored[n]},
+            "meta": {"replayed": True, "id": stored[n]},
+        }
+
+    def live(n: int) -> dict[str, Any]:
+        return {
+            "type": "broadcast",
+            "event": "shout",
+            "payload": {"n": n, "id": stored[n]},
+            "meta": {"id": stored[n]},
+        }
+
+    ok = {"status": "SUBSCRIBED", "error": None}
+    # In a single transaction the three sends share one inserted_at: their order among themselves is open.
+    all_ = seen["all"]
+    assert all_["join"] == ok
+    assert sorted(all_["got"][:3], key=lambda m: m["payload"]["n"]) == [replayed(n) for n in (1, 2, 3)]
+    assert all_["got"][3:] == [live(10)]  # not n=0 (before since), not the public n=90
+    assert seen["none"] == {"join": ok, "got": [live(11)]}
+    assert seen["limited"] == {"join": ok, "got": [replayed(5), replayed(6), live(12)]}
+    assert seen["presenceOnly"] == {
+        "status": "CHANNEL_ERROR",
+        "error": "Unauthorized: You do not have permissions to read from this Channel topic: room:replay",
+    }
+    assert (
+        seen["publicThrown"]
+        == "tried to use replay on public channel 'realtime:room:public'. It must be a private channel."
+    )

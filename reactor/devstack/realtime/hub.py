@@ -11,7 +11,8 @@ the tracked payload with a `phx_ref`; every track, update, untrack and leave sen
 `presence_diff` of joins and leaves to every subscriber. On a private channel a subscriber gets
 broadcasts only if Realtime Authorization let it read them, and presence diffs likewise
 (`allow`). Each broadcast a subscriber gets is reported to `meter`, as Realtime's dispatcher
-tells each subscriber's channel to count it against the project's message quota.
+tells each subscriber's channel to count it against the project's message quota. A stored
+message already replayed to a subscriber on its join is not sent to it again.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class _Subscriber:
     join_topic: str  # the topic it joined, `realtime:<name>`
     broadcast_read: bool | None = True  # None: not evaluated (withheld, as false)
     presence_read: bool | None = True
+    replayed: frozenset[str] = frozenset()  # ids of the stored messages replayed on its join
 
 
 @dataclass
@@ -126,11 +128,13 @@ class Hub:
         join_topic: str,
         broadcast_read: bool | None = True,
         presence_read: bool | None = True,
+        replayed: frozenset[str] = frozenset(),
     ) -> int:
         """Subscribe to `topic` (a channel's name); frames go out on `join_topic`, the topic the
-        member joined (`realtime:<name>`). The id names this join in later calls."""
+        member joined (`realtime:<name>`). The id names this join in later calls. A stored
+        message whose id is in `replayed` was already replayed to it and is not sent again."""
         member_id = next(self._ids)
-        subscriber = _Subscriber(member, join_topic, broadcast_read, presence_read)
+        subscriber = _Subscriber(member, join_topic, broadcast_read, presence_read, replayed)
         self._topics.setdefault((topic, private), _Topic()).members[member_id] = subscriber
         return member_id
 
@@ -170,9 +174,12 @@ class Hub:
         found = self._topics.get((topic, private))
         if found is None:
             return
+        stored_id = _message_id(message)
         for other, subscriber in list(found.members.items()):
             if (other == member_id and not include_self) or subscriber.broadcast_read is not True:
                 continue
+            if stored_id is not None and stored_id in subscriber.replayed:
+                continue  # MessageDispatcher's already_replayed?
             member, join_topic = subscriber.member, subscriber.join_topic
             if isinstance(message, UserBroadcast) and member.vsn == "2.0.0":
                 member.send_bytes(message.encode(join_topic))
@@ -219,6 +226,13 @@ class Hub:
             if subscriber.presence_read is True:
                 frame = Frame(subscriber.join_topic, "presence_diff", {"joins": joins, "leaves": leaves})
                 subscriber.member.send(frame)
+
+
+def _message_id(message: dict[str, Any] | UserBroadcast) -> str | None:
+    """A stored message's id (its `meta.id`), or None."""
+    meta = message.meta if isinstance(message, UserBroadcast) else message.get("meta")
+    found = meta.get("id") if isinstance(meta, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def _ref() -> str:

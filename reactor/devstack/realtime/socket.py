@@ -15,6 +15,9 @@ join enables it); its first broadcast and first track check whether it may write
 broadcast it may not send is dropped without a reply, a track answered with an error, as
 Realtime does. A new access token evaluates the policies again and shuts the channel when it may
 no longer read. Frames from one socket are handled in order, each check before the next frame.
+A private join with `config.broadcast.replay` gets the topic's stored broadcasts (replay.py) right
+after its reply, each a `broadcast` push with `meta.replayed`; the hub then skips those messages
+if they also arrive live. On a public channel, or with a bad `since`/`limit`, the join is refused.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from aiohttp import WSMsgType, web
 from loguru import logger
 
 from reactor.devstack.keys import Keys, TokenError
-from reactor.devstack.realtime import authorization, phoenix
+from reactor.devstack.realtime import authorization, phoenix, replay
 from reactor.devstack.realtime.access import Access, SubscribeError
 from reactor.devstack.realtime.filters import Binding, BindingError, parse_binding
 from reactor.devstack.realtime.hub import Hub, UserBroadcast, decode_user_broadcast_push
@@ -456,14 +459,21 @@ class Socket:
             refused = await self._authorize_join(channel)
             if refused is not None:
                 return refuse(refused)
+        try:
+            replayed = await self._replay(channel, config)
+        except replay.ReplayRefused as exc:
+            return refuse(str(exc))
         policies = channel.policies
         self.channels[frame.topic] = channel
         echoed = [{**b, "id": binding_id(b)} for b in bindings]
         self.send(phoenix.reply(frame, "ok", {"postgres_changes": echoed}, frame.join_ref))
         hub, name, private = self._hub, channel.name, channel.private
         reads = (policies.broadcast_read, policies.presence_read) if policies else (True, True)
-        channel.hub_id = hub_id = hub.join(self, name, private, channel.topic, *reads)
+        ids = frozenset(message.id for message in replayed)
+        channel.hub_id = hub_id = hub.join(self, name, private, channel.topic, *reads, replayed=ids)
         channel.on_cancel = lambda: hub.leave(hub_id, name, private)
+        for message in replayed:  # to this channel only, right after the join's reply
+            self.send(Frame(channel.topic, "broadcast", message.broadcast(), None, channel.join_ref))
         if channel.presence_enabled and reads[1] is True:
             state = hub.state(name, private)
             self.send(Frame(channel.topic, "presence_state", state, None, channel.join_ref))
@@ -473,6 +483,18 @@ class Socket:
         if bindings:
             self._spawn(channel, self._subscribe(channel, bindings))
         return None
+
+    async def _replay(self, channel: Channel, config: Any) -> list[replay.Stored]:
+        """can_replay? and maybe_replay_messages: the stored broadcasts the join asks for, or
+        ReplayRefused. A private channel whose user may read presence but not broadcasts is
+        refused as unauthorized when it asks for a replay."""
+        policies = channel.policies
+        if replay.asks(config) and policies is not None and policies.broadcast_read is False:
+            raise replay.ReplayRefused(f"Unauthorized: {NO_READ}{channel.name}")
+        asked = replay.request(config, channel.private)
+        if asked is None or self._pool is None:
+            return []
+        return await replay.fetch(self._pool, channel.name, asked)
 
     async def _authorize_join(self, channel: Channel) -> str | None:
         """maybe_assign_policies: the reason a private join is refused, or None (policies set)."""
