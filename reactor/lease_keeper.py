@@ -2,7 +2,8 @@
 be recorded: one batched heartbeat per table every lease/3. It also confirms hand-offs.
 
 Three beats fit in a lease, so one slow or failed call costs nothing. A job the database no
-longer gives us (stale) was reaped and may run elsewhere: it is cancelled here and never reported.
+longer gives us (stale) was reaped and may run elsewhere, or was cancelled on request (the answer
+says which): it is cancelled here and never reported.
 
 A hand-off (a job the database gave this worker on insert, sql/migrations/0007) holds a short
 lease until it is confirmed by a heartbeat, so each is confirmed at once: hand-offs that arrive
@@ -61,8 +62,9 @@ class LeaseKeeper:
                 except StoreError as exc:
                     logger.warning(f"heartbeat for {len(batch)} jobs in {table} failed: {exc}")
                     continue
+                cancelled = set(answer.get("cancelled", []))
                 for job_id in answer.get("stale", []):
-                    self._running.lease_lost(table, job_id)
+                    self._running.lease_lost(table, job_id, cancelled=job_id in cancelled)
 
     def confirm(self, table: str, lease: dict[str, Any]) -> None:
         self._to_confirm.setdefault(table, []).append((time.monotonic() + HAND_OFF_SECONDS, lease))
@@ -95,8 +97,9 @@ class LeaseKeeper:
             logger.warning(f"confirming {len(items)} hand-offs in {table} failed: {exc}")
             self._to_confirm.setdefault(table, []).extend(keep)
             return bool(keep)
+        cancelled = set(answer.get("cancelled", []))
         for job_id in answer.get("stale", []):
-            self._running.lease_lost(table, job_id)
+            self._running.lease_lost(table, job_id, cancelled=job_id in cancelled)
         for job_id in answer.get("extended", []):
             self._running.confirmed(table, job_id)
         return False

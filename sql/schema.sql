@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0020 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0021 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0020_overview') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0021_heartbeat_knows_cancels') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -1274,7 +1274,8 @@ end
 $$;
 
 -- Extend the leases of running jobs, and confirm hand-offs: their `started_at` is set.
--- Returns {"extended": [ids], "stale": [ids]}.
+-- Returns {"extended": [ids], "stale": [ids]}, with "cancelled": [ids] for the stale leases of
+-- jobs that were cancelled.
 create or replace function public.reactor_heartbeat(
   p_table text, p_leases jsonb, p_lease_seconds integer default 60
 ) returns jsonb
@@ -1282,6 +1283,8 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 declare
   t text := reactor.job_table(p_table);
   done bigint[];
+  stale jsonb;
+  cancelled jsonb;
 begin
   perform reactor.check_lease_seconds(p_lease_seconds);
   execute format($q$
@@ -1294,7 +1297,16 @@ begin
       returning j.id
     ) select coalesce(array_agg(id order by id), '{}') from hit
   $q$, t) using p_lease_seconds, p_leases into done;
-  return jsonb_build_object('extended', to_jsonb(done), 'stale', reactor.stale_ids(p_leases, done));
+  stale := reactor.stale_ids(p_leases, done);
+  if stale <> '[]' then
+    -- Which of them were cancelled: the worker stops those as cancelled, not as taken over.
+    execute format($q$
+      select jsonb_agg(j.id order by j.id) from public.%I j
+      where j.id in (select x::bigint from jsonb_array_elements_text($1) x) and j.status = 'cancelled'
+    $q$, t) using stale into cancelled;
+  end if;
+  return jsonb_build_object('extended', to_jsonb(done), 'stale', stale)
+         || case when cancelled is not null then jsonb_build_object('cancelled', cancelled) else '{}' end;
 end
 $$;
 
@@ -2543,5 +2555,6 @@ insert into reactor.schema_migrations (version) values
   ('0017_finish_webhooks'),
   ('0018_limits_in_statistics'),
   ('0019_unique_window'),
-  ('0020_overview')
+  ('0020_overview'),
+  ('0021_heartbeat_knows_cancels')
 on conflict do nothing;

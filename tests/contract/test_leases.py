@@ -99,3 +99,17 @@ async def test_release_returns_a_job_without_spending_its_attempt(db: asyncpg.Co
     stored = await row(db, job["id"])
     assert (stored["status"], stored["attempts"], stored["lease_token"]) == ("pending", 0, None)
     assert [j["id"] for j in await claim(db, ["t"])] == [job["id"]]
+
+
+async def test_a_heartbeat_names_the_stale_leases_of_cancelled_jobs(db: asyncpg.Connection):
+    await enqueue(db, "t", n=3)
+    cancelled, reaped, held = await claim(db, ["t"], limit=3)
+    await rpc(db, "reactor_cancel", p_table="jobs", p_ids=[cancelled["id"]])
+    await db.execute("update public.jobs set lease_token = gen_random_uuid() where id = $1", reaped["id"])
+    answer = await rpc(db, "reactor_heartbeat", p_table="jobs", p_leases=leases([cancelled, reaped, held]))
+    assert answer == {
+        "extended": [held["id"]],
+        "stale": sorted([cancelled["id"], reaped["id"]]),
+        "cancelled": [cancelled["id"]],
+    }
+    assert "cancelled" not in await rpc(db, "reactor_heartbeat", p_table="jobs", p_leases=leases([held]))
