@@ -14,14 +14,14 @@ import json
 import re
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
 
 from reactor import config, handlers
-from reactor.cron import Cron, CronError
+from reactor.schedules import next_run
 from reactor.store import MAX_BATCH, Rejected, Store, StoreError, UnreadableAnswer
 
 PRUNE_BATCH = 10000  # the most public.reactor_prune deletes in one call, keeping each call short
@@ -113,18 +113,6 @@ async def stats(store: Store, tables: list[str]) -> dict[str, dict[str, Any]]:
             if schedule["table"] == table
         ]
     return found
-
-
-def next_run(schedule: dict[str, Any], now: datetime) -> str | None:
-    """When the schedule next enqueues a job: its first time not yet fired, within its catch-up
-    window. One already past means no worker has fired it; None, an expression no worker reads."""
-    try:
-        cron = Cron.parse(schedule["cron"], schedule["time_zone"])
-    except CronError:
-        return None
-    fired_through = datetime.fromisoformat(schedule["fired_through"])
-    start = max(fired_through, now - timedelta(seconds=schedule["catch_up_seconds"]))
-    return cron.next_after(start).astimezone(cron.zone).isoformat()
 
 
 async def enqueue(store: Store, table: str, job: dict[str, Any]) -> int:

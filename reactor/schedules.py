@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from reactor.config import TABLE_NAME
@@ -74,3 +75,15 @@ class Schedule:
             "max_attempts": self.max_attempts,
             "catch_up_seconds": self.catch_up,
         }
+
+
+def next_run(schedule: dict[str, Any], now: datetime) -> str | None:
+    """When the schedule next enqueues a job: its first time not yet fired, within its catch-up
+    window. One already past means no worker has fired it; None, an expression no worker reads."""
+    try:
+        cron = Cron.parse(schedule["cron"], schedule["time_zone"])
+    except CronError:
+        return None
+    fired_through = datetime.fromisoformat(schedule["fired_through"])
+    start = max(fired_through, now - timedelta(seconds=schedule["catch_up_seconds"]))
+    return cron.next_after(start).astimezone(cron.zone).isoformat()

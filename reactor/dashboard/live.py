@@ -30,6 +30,7 @@ from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 
 from reactor.dashboard import activity
 from reactor.dashboard.project import Project
+from reactor.schedules import next_run
 from reactor.store import StoreError
 
 FINAL = ("completed", "failed", "cancelled")
@@ -45,6 +46,7 @@ class TableView:
     types: list[activity.TypeRow] = field(default_factory=list)
     minutes: list[activity.Minute] = field(default_factory=list)
     workers: list[activity.WorkerRow] = field(default_factory=list)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
     running: int = 0
     window_full: bool = False  # FINISHED_LIMIT outcomes came back: the window is cut short
     error: str | None = None
@@ -54,6 +56,10 @@ class TableView:
 class Snapshot:
     at: datetime
     tables: list[TableView]
+
+
+def _datetime(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 class Overview:
@@ -76,6 +82,11 @@ class Overview:
             running = await self._project.running(table, RUNNING_LIMIT)
             since = now.replace(second=0, microsecond=0) - timedelta(minutes=WINDOW_MINUTES - 1)
             finished = await self._project.finished_since(table, since, FINISHED_LIMIT)
+            view.schedules = [
+                {**found, "next_run_at": upcoming, "overdue": upcoming is not None and upcoming < now}
+                for found in await self._project.schedules(table)
+                for upcoming in [_datetime(next_run(found, now))]
+            ]
         except StoreError as exc:
             view.error = str(exc)
             return view

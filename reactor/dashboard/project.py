@@ -91,6 +91,10 @@ class Project:
         )
         return rows
 
+    async def schedules(self, table: str) -> list[dict[str, Any]]:
+        """The schedules that enqueue into `table` (reactor_schedules), by name."""
+        return (await self.store.call("reactor_schedules", {"p_table": table}))["schedules"]
+
     async def running(self, table: str, limit: int) -> list[dict[str, Any]]:
         rows, _ = await self.store.select(
             table,

@@ -48,3 +48,25 @@ async def test_a_parents_page_lists_its_children_and_lines_and_cancels_it_with_t
         done = await client.post(f"/jobs/jobs/{parent_id}/cancel", headers={"Origin": dash.url})
         assert done.status_code == 303
     assert [(await row(db, i))["status"] for i in (parent_id, *ids)] == ["cancelled"] * 3
+
+
+async def test_the_overview_shows_limits_with_their_use_and_schedules_with_their_next_run(
+    stack, db: asyncpg.Connection
+) -> None:
+    await db.execute(
+        "select public.reactor_set_limits('jobs', 'render', '{\"concurrency\": 4, \"rate\": 10, \"per_seconds\": 60}')"
+    )
+    await db.execute("select public.reactor_set_limits('jobs', 'thumbnail', '{\"paused\": true}')")
+    await insert(db, "render")
+    await claim(db, ["render"])
+    await db.execute(
+        "select reactor.schedule('nightly', '17 3 * * *', 'jobs', 'prune_exports', p_time_zone => 'Europe/Berlin')"
+    )
+    async with dashboard(stack) as dash, httpx.AsyncClient(base_url=dash.url) as client:
+        page = (await client.get("/")).text
+    render = page.split('data-limit="render"', 1)[1].split("</tr>", 1)[0]
+    assert "<td>1</td><td>4</td>" in render and "1 of 10 in 60 s" in render
+    assert "data-paused" in page.split('data-limit="thumbnail"', 1)[1].split("</tr>", 1)[0]
+    nightly = page.split('data-schedule="nightly"', 1)[1].split("</tr>", 1)[0]
+    assert "17 3 * * *" in nightly and "Europe/Berlin" in nightly and "prune_exports" in nightly
+    assert "UTC" in nightly and "overdue" not in nightly and "never" in nightly
