@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import anyio
 import pytest
 
 from reactor import Child, Job, Reactor, WaitForChildren
 from reactor.family import Family, checked
 from reactor.memory import MemoryStore
+from reactor.redact import Redactor
+from reactor.reporter import Report, Reporter
 from reactor.testing import perform
 
 pytestmark = pytest.mark.anyio
@@ -101,3 +104,36 @@ async def test_a_job_with_no_worker_says_it_has_no_children() -> None:
     with pytest.raises(RuntimeError, match="not claimed by a worker"):
         await job.spawn("q")
     assert job.spawned == 0
+
+
+async def test_the_outcome_that_resumes_a_parent_wakes_a_claim_of_its_table_and_no_other_does() -> None:
+    store = MemoryStore()
+    await store.enqueue("jobs", {"job_type": "parent"})
+    [parent] = await store.claim("jobs", "w1", ["parent"], 1, 60)
+    ids = (
+        await store.spawn(
+            "jobs",
+            parent["id"],
+            parent["lease_token"],
+            [{"job_type": "c", "key": "a"}, {"job_type": "c", "key": "b"}],
+        )
+    )["ids"]
+    await store.wait("jobs", [{"id": parent["id"], "lease_token": parent["lease_token"]}])
+    first, second = await store.claim("jobs", "w1", ["c"], 2, 60)
+    woken: list[str] = []
+    reporter = Reporter(store, 1.0, Redactor([]), wake=woken.append)
+    job = Job(first["id"], "jobs", "c", {}, 1, 5, first["lease_token"])
+    async with anyio.create_task_group() as group:
+        group.start_soon(reporter.run)
+        reporter.submit(
+            Report("complete", "jobs", {"id": first["id"], "lease_token": first["lease_token"]}, job, {})
+        )
+        await anyio.wait_all_tasks_blocked()
+        assert woken == []  # a sibling still runs
+        reporter.submit(
+            Report("complete", "jobs", {"id": second["id"], "lease_token": second["lease_token"]}, job, {})
+        )
+        reporter.close()
+        await reporter.drained()
+    assert woken == ["jobs"]
+    assert store.row("jobs", parent["id"])["status"] == "pending" and ids == [first["id"], second["id"]]
