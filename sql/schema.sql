@@ -497,7 +497,7 @@ begin
   execute format('revoke select on public.%I from authenticated', p_name);
   perform reactor.create_unique_key(p_name);
   perform reactor.create_child_columns(p_name);
-  perform reactor.create_log_pruning(p_name);
+  perform reactor.create_log_triggers(p_name);
   perform reactor.create_overview_indexes(p_name);
   execute format('grant select (%s) on public.%I to authenticated', reactor.owner_columns(), p_name);
   execute format('revoke all on sequence %s from public, anon, authenticated',
@@ -742,12 +742,32 @@ begin
 end
 $$;
 
-create or replace function reactor.create_log_pruning(p_name text) returns void
+-- A job's error, each time it changes (a failed attempt, a reaped lease, a refused result), is
+-- also a line of its log, so the owner and the dashboard see every attempt's error where the row
+-- keeps only the last; within the job's max_log_lines(), like any line.
+create or replace function reactor.log_error() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  if (select count(*) from (select 1 from public.job_logs g
+                            where g.job_table = tg_table_name and g.job_id = new.id
+                            limit reactor.max_log_lines()) n) < reactor.max_log_lines() then
+    insert into public.job_logs (job_table, job_id, user_id, attempt, level, message)
+    values (tg_table_name, new.id, new.user_id, new.attempts, 'error', left(new.last_error, 2000));
+  end if;
+  return null;
+end
+$$;
+
+-- Give a job table its log triggers: its jobs' lines deleted with them, its errors logged.
+create or replace function reactor.create_log_triggers(p_name text) returns void
 language plpgsql as $$
 begin
   execute format('create or replace trigger reactor_logs_pruned after delete on public.%I '
                  'referencing old table as gone for each statement execute function reactor.delete_job_logs()',
                  p_name);
+  execute format('create or replace trigger reactor_error_logged after update of last_error on public.%I '
+                 'for each row when (new.last_error is distinct from old.last_error and new.last_error is not null) '
+                 'execute function reactor.log_error()', p_name);
 end
 $$;
 
@@ -1765,7 +1785,7 @@ $$;
 -- processing, waiting and failed jobs, due and scheduled, the oldest due, pending by type and
 -- expired leases, exact, from partial indexes; completed and cancelled estimated from the
 -- planner's statistics (listed in "estimated"); the Realtime budget and the limits as
--- reactor_stats has them.
+-- reactor_stats has them; and the workers standing by for hand-offs, idle ones included.
 create or replace function public.reactor_overview(p_table text) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -1793,7 +1813,11 @@ begin
       'expired_leases', (select count(*) from public.%1$I
                          where status = 'processing' and lease_expires_at < now()),
       'realtime', reactor.realtime_state(),
-      'limits', reactor.limits_state($1)
+      'limits', reactor.limits_state($1),
+      'standing_by', (select coalesce(jsonb_agg(jsonb_build_object(
+                        'worker', s.worker, 'job_types', s.job_types, 'slots', s.slots,
+                        'expires_at', s.expires_at) order by s.worker), '[]')
+                      from reactor.standby s where s.job_table = $1 and s.expires_at > now())
     )
   $q$, t) using t into overview;
   return overview;

@@ -1,7 +1,7 @@
 -- reactor 0016: job logs. A running job writes lines (`job.log(...)`) to public.job_logs, which
 -- the job's owner reads under RLS and watches over Realtime (filter `job_id=eq.<id>`); only the
 -- holder of the job's lease writes them, at most reactor.max_log_lines() a job, and they are
--- deleted with their job.
+-- deleted with their job. Every error a job's row records (last_error) becomes a line too.
 
 create or replace function reactor.max_log_lines() returns integer
 language sql immutable as 'select 1000';
@@ -47,16 +47,36 @@ begin
 end
 $$;
 
-create or replace function reactor.create_log_pruning(p_name text) returns void
+-- A job's error, each time it changes (a failed attempt, a reaped lease, a refused result), is
+-- also a line of its log, so the owner and the dashboard see every attempt's error where the row
+-- keeps only the last; within the job's max_log_lines(), like any line.
+create or replace function reactor.log_error() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  if (select count(*) from (select 1 from public.job_logs g
+                            where g.job_table = tg_table_name and g.job_id = new.id
+                            limit reactor.max_log_lines()) n) < reactor.max_log_lines() then
+    insert into public.job_logs (job_table, job_id, user_id, attempt, level, message)
+    values (tg_table_name, new.id, new.user_id, new.attempts, 'error', left(new.last_error, 2000));
+  end if;
+  return null;
+end
+$$;
+
+-- Give a job table its log triggers: its jobs' lines deleted with them, its errors logged.
+create or replace function reactor.create_log_triggers(p_name text) returns void
 language plpgsql as $$
 begin
   execute format('create or replace trigger reactor_logs_pruned after delete on public.%I '
                  'referencing old table as gone for each statement execute function reactor.delete_job_logs()',
                  p_name);
+  execute format('create or replace trigger reactor_error_logged after update of last_error on public.%I '
+                 'for each row when (new.last_error is distinct from old.last_error and new.last_error is not null) '
+                 'execute function reactor.log_error()', p_name);
 end
 $$;
 
--- Every call of create_job_table() guards the table, and now prunes its jobs' logs with them.
+-- Every call of create_job_table() guards the table, and now gives it its log triggers.
 create or replace function reactor.guard_job_table(p_name text) returns void
 language plpgsql as $$
 begin
@@ -99,7 +119,7 @@ begin
   execute format('revoke select on public.%I from authenticated', p_name);
   perform reactor.create_unique_key(p_name);
   perform reactor.create_child_columns(p_name);
-  perform reactor.create_log_pruning(p_name);
+  perform reactor.create_log_triggers(p_name);
   execute format('grant select (%s) on public.%I to authenticated', reactor.owner_columns(), p_name);
   execute format('revoke all on sequence %s from public, anon, authenticated',
     pg_get_serial_sequence(format('public.%I', p_name), 'id'));
@@ -110,7 +130,7 @@ begin
 end
 $$;
 
-select reactor.create_log_pruning(name) from reactor.job_tables;
+select reactor.create_log_triggers(name) from reactor.job_tables;
 
 -- Write running jobs' log lines: p_lines is a JSON array of {id, lease_token, level, message,
 -- logged_at?}, level one of debug, info, warning, error, message cut to 2,000 characters,

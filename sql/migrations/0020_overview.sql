@@ -60,7 +60,7 @@ begin
   execute format('revoke select on public.%I from authenticated', p_name);
   perform reactor.create_unique_key(p_name);
   perform reactor.create_child_columns(p_name);
-  perform reactor.create_log_pruning(p_name);
+  perform reactor.create_log_triggers(p_name);
   perform reactor.create_overview_indexes(p_name);
   execute format('grant select (%s) on public.%I to authenticated', reactor.owner_columns(), p_name);
   execute format('revoke all on sequence %s from public, anon, authenticated',
@@ -92,7 +92,7 @@ $$;
 -- processing, waiting and failed jobs, due and scheduled, the oldest due, pending by type and
 -- expired leases, exact, from partial indexes; completed and cancelled estimated from the
 -- planner's statistics (listed in "estimated"); the Realtime budget and the limits as
--- reactor_stats has them.
+-- reactor_stats has them; and the workers standing by for hand-offs, idle ones included.
 create or replace function public.reactor_overview(p_table text) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -120,7 +120,11 @@ begin
       'expired_leases', (select count(*) from public.%1$I
                          where status = 'processing' and lease_expires_at < now()),
       'realtime', reactor.realtime_state(),
-      'limits', reactor.limits_state($1)
+      'limits', reactor.limits_state($1),
+      'standing_by', (select coalesce(jsonb_agg(jsonb_build_object(
+                        'worker', s.worker, 'job_types', s.job_types, 'slots', s.slots,
+                        'expires_at', s.expires_at) order by s.worker), '[]')
+                      from reactor.standby s where s.job_table = $1 and s.expires_at > now())
     )
   $q$, t) using t into overview;
   return overview;

@@ -123,3 +123,24 @@ async def test_lines_are_deleted_with_their_job_and_only_theirs(db):
     )
     assert await rpc(db, "reactor_prune", p_table="jobs", p_older_than_seconds=86400) == {"pruned": 1}
     assert [r["message"] for r in await db.fetch("select message from public.job_logs")] == ["two"]
+
+
+async def test_every_error_a_jobs_row_records_is_a_line_of_its_log(db):
+    job = await running(db)
+    await rpc(db, "reactor_fail", p_table="jobs", p_jobs=leases([job], error="ConnectionError: refused"))
+    await db.execute("update public.jobs set run_at = now() where id = $1", job["id"])
+    await claim(db, ["t"], lease=1)
+    await db.execute(
+        "update public.jobs set lease_expires_at = now() - interval '1 s' where id = $1", job["id"]
+    )
+    await rpc(db, "reactor_reap", p_table="jobs")
+    await db.execute("update public.jobs set run_at = now() where id = $1", job["id"])
+    [last] = await claim(db, ["t"])
+    await rpc(db, "reactor_complete", p_table="jobs", p_jobs=leases([last], result=1))
+    lines = await db.fetch("select attempt, level, message from public.job_logs order by id")
+    assert [tuple(r) for r in lines] == [
+        (1, "error", "ConnectionError: refused"),
+        (2, "error", "lease expired: worker w1 stopped reporting during attempt 2 of 5"),
+    ]
+    async with acting_as(db, "authenticated", ALICE):
+        assert len(await db.fetch("select message from public.job_logs")) == 2

@@ -70,3 +70,13 @@ async def test_the_overview_shows_limits_with_their_use_and_schedules_with_their
     nightly = page.split('data-schedule="nightly"', 1)[1].split("</tr>", 1)[0]
     assert "17 3 * * *" in nightly and "Europe/Berlin" in nightly and "prune_exports" in nightly
     assert "UTC" in nightly and "overdue" not in nightly and "never" in nightly
+
+
+async def test_the_overview_lists_idle_workers_standing_by(stack, db: asyncpg.Connection) -> None:
+    await db.execute(
+        "select * from public.reactor_claim('jobs', 'idle-worker-1', array['echo', 'render'], 10, 60, 30)"
+    )
+    async with dashboard(stack) as dash, httpx.AsyncClient(base_url=dash.url) as client:
+        page = (await client.get("/")).text
+    row = page.split('data-standby="idle-worker-1"', 1)[1].split("</tr>", 1)[0]
+    assert "<td>10</td><td>echo, render</td>" in row

@@ -38,11 +38,17 @@ async def test_a_flaky_lookup_is_retried_and_every_step_is_logged_for_the_job(
     logs = await db.fetch(
         "select attempt, level, message from public.job_logs where job_id = $1 order by id", found
     )
-    assert [(r["attempt"], r["level"], r["message"]) for r in logs] == [
+    lines = [(r["attempt"], r["level"], r["message"].split("\n")[0]) for r in logs]
+    assert lines == [
         (1, "info", "attempt 1: enriching acme.test"),
         (1, "warning", "/companies/acme.test: the API answered 503; retrying with backoff"),
+        (
+            1,
+            "error",
+            f"HTTPStatusError: Server error '503 Service Unavailable' for url '{url}/companies/acme.test'",
+        ),
         (2, "info", "attempt 2: enriching acme.test"),
         (2, "info", "enriched acme.test: Acme Ltd, 2 people"),
-    ]
+    ]  # the failed attempt's error, as the row recorded it, is a line too
     assert (refused["status"], refused["attempts"]) == ("failed", 1)
     assert refused["last_error"] == "PermanentError: /companies/nowhere.test: not known to the enrichment API"
