@@ -44,15 +44,21 @@ def config(**overrides: Any) -> Config:
     return load({}, **{**QUICK, **overrides})
 
 
+# A test that runs and stops a worker takes a second or two; one that takes this long is hung (a
+# broken worker never stops, or never starts the job a test waits for) and fails rather than waits.
+HUNG_SECONDS = 30.0
+
+
 @asynccontextmanager
 async def serving(app: Reactor, store: MemoryStore, **overrides: Any) -> AsyncIterator[Reactor]:
     app.worker = None
-    async with anyio.create_task_group() as group:
-        group.start_soon(app.serve, config(**overrides), False, store)
-        try:
-            yield app
-        finally:
-            app.stop()
+    with anyio.fail_after(HUNG_SECONDS):
+        async with anyio.create_task_group() as group:
+            group.start_soon(app.serve, config(**overrides), False, store)
+            try:
+                yield app
+            finally:
+                app.stop()
 
 
 async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
