@@ -23,7 +23,7 @@ from realtime import RealtimeSubscribeStates
 
 from reactor import listener as listener_module
 from reactor.feed import Feed
-from reactor.listener import PROBE_JOB_TYPE, Listener, Reconnects, realtime_client
+from reactor.listener import PROBE_JOB_TYPE, Listener, Reconnects, insert_filter, realtime_client
 
 pytestmark = pytest.mark.anyio
 
@@ -73,6 +73,7 @@ class FakeClient:
         self.channels: dict[str, FakeChannel] = {}
         self.is_connected = False
         self.closed = False
+        self.hang_on_close = False
 
     async def connect(self) -> None:
         if self.refuse:
@@ -84,6 +85,7 @@ class FakeClient:
         return self.channels[topic]
 
     async def close(self) -> None:
+        await anyio.sleep(60 if self.hang_on_close else 0)  # a checkpoint, as a real close has
         self.is_connected, self.closed = False, True
 
 
@@ -327,7 +329,9 @@ async def test_a_closed_socket_ends_the_connection_which_goes_down_and_wakes_a_c
             worker.calls.clear()
             assert listener.went_down_at is None
             clients.last.is_connected = False  # the socket closed under it
+            closed = time.monotonic()
         # _connection returned by itself: the task group ended without being cancelled.
+    assert time.monotonic() - closed < 1.0  # noticed within a quarter second, not at the next probe
     assert feed.state == "down" and not listener.healthy()
     assert listener.went_down_at is not None
     assert worker.calls == [("health_changed",), ("wake", None)]  # ticks go fast, a claim looks
@@ -337,8 +341,8 @@ async def test_a_closed_socket_ends_the_connection_which_goes_down_and_wakes_a_c
 
 
 async def test_a_new_connection_forgets_which_tables_were_live() -> None:
-    clients, worker, feed = Clients(), Worker(), Feed(True)
-    listener = make(clients, worker, feed=feed)
+    clients, worker, feed, events = Clients(), Worker(), Feed(True), Counter[str]()
+    listener = make(clients, worker, feed=feed, events=events)
     async with anyio.create_task_group() as group:
         group.start_soon(listener._connection)
         await subscribed(clients)
@@ -346,11 +350,13 @@ async def test_a_new_connection_forgets_which_tables_were_live() -> None:
         channels(clients.last)[0].system("Subscribed to PostgreSQL")
         clients.last.is_connected = False
     assert not feed.live("jobs")
+    assert events["realtime_subscriptions"] == 1
     async with anyio.create_task_group() as group:
         group.start_soon(listener._connection)
         await subscribed(clients)
         await until(lambda: feed.state == "subscribed")
         assert not feed.live("jobs")  # live again only once Postgres says so on the new connection
+        assert events["realtime_subscriptions"] == 2
         group.cancel_scope.cancel()
 
 
@@ -380,8 +386,10 @@ async def test_a_channel_that_errors_after_subscribing_ends_the_connection() -> 
         group.start_soon(listener._connection)
         await subscribed(clients)
         await until(lambda: feed.state == "subscribed")
-        channels(clients.last)[1].answer(RealtimeSubscribeStates.CHANNEL_ERROR, None)
+        async with logged() as lines:
+            channels(clients.last)[1].answer(RealtimeSubscribeStates.CHANNEL_ERROR, None)
     assert feed.state == "down" and clients.last.closed
+    assert ("WARNING", "Realtime channel for other: CHANNEL_ERROR ") in lines
 
 
 async def test_a_subscription_that_never_answers_fails_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -408,18 +416,17 @@ async def test_a_refused_connection_is_down_and_wakes_a_claim() -> None:
     ) in lines
 
 
-async def test_after_a_failed_connection_the_listener_connects_again() -> None:
+async def test_after_a_failed_connection_the_listener_connects_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(listener_module, "random", Ceilings())  # no wait: the waits are tested below
     clients, worker, feed = Clients(refuse=2), Worker(), Feed(True)
     listener = make(clients, worker, feed=feed)
     async with logged() as lines, anyio.create_task_group() as group:
         group.start_soon(listener.run)
-        # Two refusals in a row wait at most 1 s and 2 s (full jitter): the third connection comes.
-        await until(lambda: len(clients.made) == 3, timeout=30)
+        await until(lambda: len(clients.made) == 3)
         await subscribed(clients)
         await until(lambda: feed.state == "subscribed")
         group.cancel_scope.cancel()
-    waits = [m for level, m in lines if m.startswith("Realtime reconnecting in ")]
-    assert len(waits) == 2 and all(m.endswith(" s") for m in waits)
+    assert [m for _, m in lines if m.startswith("Realtime reconnecting")] == ["Realtime reconnecting in 0.0 s"] * 2
 
 
 def draws(failures: int, lived: float = 1.0, n: int = 400) -> list[float]:
@@ -575,3 +582,58 @@ async def test_a_probe_no_tick_could_send_is_withdrawn_and_asked_for_again() -> 
         channels(clients.last)[0].insert("jobs", probe_row())
         await until(lambda: events["realtime_probes_heard"] == 1)
         group.cancel_scope.cancel()
+
+
+async def test_a_listener_stopped_at_shutdown_still_closes_its_socket() -> None:
+    clients, worker = Clients(), Worker()
+    listener = make(clients, worker)
+    async with anyio.create_task_group() as group:
+        group.start_soon(listener._connection)
+        await subscribed(clients)
+        await until(lambda: listener.state == "subscribed")
+        group.cancel_scope.cancel()  # the worker stopping its services
+    assert clients.last.closed and listener.state == "down"
+
+
+async def test_a_socket_that_will_not_close_does_not_hold_up_the_listener() -> None:
+    clients, worker = Clients(), Worker()
+    listener = make(clients, worker)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(listener._connection)
+            await subscribed(clients)
+            await until(lambda: listener.state == "subscribed")
+            clients.last.hang_on_close = True
+            clients.last.is_connected = False
+    assert listener.state == "down"
+
+
+class Ceilings:
+    """The listener's random source: records each wait's ceiling and waits not at all."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[float, float]] = []
+
+    def uniform(self, low: float, high: float) -> float:
+        self.asked.append((low, high))
+        return 0.0
+
+
+async def test_connections_failing_in_a_row_wait_longer_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    ceilings = Ceilings()
+    monkeypatch.setattr(listener_module, "random", ceilings)
+    clients, worker = Clients(refuse=6), Worker()
+    listener = make(clients, worker)
+    async with anyio.create_task_group() as group:
+        group.start_soon(listener.run)
+        await until(lambda: len(clients.made) == 7)
+        await subscribed(clients)
+        group.cancel_scope.cancel()
+    assert ceilings.asked == [(0, 1.0), (0, 2.0), (0, 4.0), (0, 8.0), (0, 10.0), (0, 10.0)]
+
+
+def test_hearing_all_the_server_filters_up_to_a_hundred_types() -> None:
+    assert insert_filter([f"t{i}" for i in range(99)]) == {
+        "filter": f"job_type=in.({','.join(f't{i}' for i in range(99))},{PROBE_JOB_TYPE})"
+    }
+    assert insert_filter([f"t{i}" for i in range(100)]) == {}  # with the probe, over the limit
