@@ -80,7 +80,11 @@ class Parts:
         self.store.tables["jobs"][job_id].job_type = job_type
         await self.store.claim("jobs", "w1", [job_type], 1, 5)  # what the insert trigger does
         row = self.store.row("jobs", job_id)
-        return job_id, {**row, "run_at": row["run_at"].isoformat(), "created_at": row["created_at"].isoformat()}
+        return job_id, {
+            **row,
+            "run_at": row["run_at"].isoformat(),
+            "created_at": row["created_at"].isoformat(),
+        }
 
 
 @asynccontextmanager
@@ -269,4 +273,7 @@ def test_outcome_items_carry_what_each_function_reads() -> None:
     assert Outcome("completed", result={"a": 1}).item() == {"result": {"a": 1}}
     assert Outcome("failed", error="no").item() == {"error": "no", "permanent": True}
     assert Outcome("retried", error="no", retry_at=at).item() == {"error": "no", "retry_at": at.isoformat()}
-    assert Outcome("snoozed", error="wait", retry_at=at).item() == {"error": "wait", "retry_at": at.isoformat()}
+    assert Outcome("snoozed", error="wait", retry_at=at).item() == {
+        "error": "wait",
+        "retry_at": at.isoformat(),
+    }

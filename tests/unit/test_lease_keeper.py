@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import anyio
@@ -118,7 +119,11 @@ async def test_a_beat_extends_every_lease_held_in_batches_of_at_most_max_batch()
         ("other", 2),
     ]
     for job in jobs + others:
-        assert before + timedelta(seconds=119) < expires(store, job) <= datetime.now(UTC) + timedelta(seconds=120)
+        assert (
+            before + timedelta(seconds=119)
+            < expires(store, job)
+            <= datetime.now(UTC) + timedelta(seconds=120)
+        )
 
 
 async def test_a_beat_keeps_the_leases_of_finished_jobs_whose_outcome_waits() -> None:
@@ -172,7 +177,7 @@ async def test_heartbeats_come_every_third_of_the_lease() -> None:
         started = time.monotonic()
         await until(lambda: len(store.beats) == 3)
     times = [started, *(when for _, _, when in store.beats)]
-    for earlier, later in zip(times, times[1:], strict=False):
+    for earlier, later in pairwise(times):
         assert 1 / 3 <= later - earlier < 1 / 3 + 0.3
 
 
@@ -217,7 +222,7 @@ async def test_a_confirmation_the_api_misses_is_tried_again_every_half_second() 
         await until(hand_off.confirmed.is_set)
     times = [when for _, _, when in store.beats]
     assert len(times) == 3
-    for earlier, later in zip(times, times[1:], strict=False):
+    for earlier, later in pairwise(times):
         assert 0.5 <= later - earlier < 0.5 + 0.4
     assert [line["message"] for line in lines] == [
         "confirming 1 hand-offs in jobs failed: reactor_heartbeat: cannot reach the API: ConnectError"

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -320,16 +320,15 @@ async def test_inserts_on_a_channel_reach_the_listener() -> None:
 async def test_a_closed_socket_ends_the_connection_which_goes_down_and_wakes_a_claim() -> None:
     clients, worker, feed = Clients(), Worker(), Feed(True)
     listener = make(clients, worker, feed=feed)
-    async with logged() as lines:
-        async with anyio.create_task_group() as group:
-            group.start_soon(listener._connection)
-            await subscribed(clients)
-            await until(lambda: feed.state == "subscribed")
-            channels(clients.last)[0].system("Subscribed to PostgreSQL")
-            worker.calls.clear()
-            assert listener.went_down_at is None
-            clients.last.is_connected = False  # the socket closed under it
-            closed = time.monotonic()
+    async with logged() as lines, anyio.create_task_group() as group:
+        group.start_soon(listener._connection)
+        await subscribed(clients)
+        await until(lambda: feed.state == "subscribed")
+        channels(clients.last)[0].system("Subscribed to PostgreSQL")
+        worker.calls.clear()
+        assert listener.went_down_at is None
+        clients.last.is_connected = False  # the socket closed under it
+        closed = time.monotonic()
         # _connection returned by itself: the task group ended without being cancelled.
     assert time.monotonic() - closed < 1.0  # noticed within a quarter second, not at the next probe
     assert feed.state == "down" and not listener.healthy()
@@ -364,12 +363,11 @@ async def test_a_new_connection_forgets_which_tables_were_live() -> None:
 async def test_a_channel_that_fails_to_subscribe_fails_the_connection(state: RealtimeSubscribeStates) -> None:
     clients, worker, feed, events = Clients(), Worker(), Feed(True), Counter[str]()
     listener = make(clients, worker, feed=feed, events=events)
-    async with logged() as lines:
-        async with anyio.create_task_group() as group:
-            group.start_soon(listener._connection)
-            jobs, other = channels(await joined(clients))
-            jobs.answer(RealtimeSubscribeStates.SUBSCRIBED)
-            other.answer(state, RuntimeError("join refused"))
+    async with logged() as lines, anyio.create_task_group() as group:
+        group.start_soon(listener._connection)
+        jobs, other = channels(await joined(clients))
+        jobs.answer(RealtimeSubscribeStates.SUBSCRIBED)
+        other.answer(state, RuntimeError("join refused"))
     assert feed.state == "down" and events["realtime_subscriptions"] == 0
     assert clients.last.closed
     assert ("WARNING", f"Realtime channel for other: {state.value} join refused") in lines
@@ -392,7 +390,9 @@ async def test_a_channel_that_errors_after_subscribing_ends_the_connection() -> 
     assert ("WARNING", "Realtime channel for other: CHANNEL_ERROR ") in lines
 
 
-async def test_a_subscription_that_never_answers_fails_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_subscription_that_never_answers_fails_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(listener_module, "_SUBSCRIBE_TIMEOUT", 0.2)
     clients, worker, feed = Clients(), Worker(), Feed(True)
     listener = make(clients, worker, feed=feed)
@@ -426,7 +426,9 @@ async def test_after_a_failed_connection_the_listener_connects_again(monkeypatch
         await subscribed(clients)
         await until(lambda: feed.state == "subscribed")
         group.cancel_scope.cancel()
-    assert [m for _, m in lines if m.startswith("Realtime reconnecting")] == ["Realtime reconnecting in 0.0 s"] * 2
+    assert [m for _, m in lines if m.startswith("Realtime reconnecting")] == [
+        "Realtime reconnecting in 0.0 s"
+    ] * 2
 
 
 def draws(failures: int, lived: float = 1.0, n: int = 400) -> list[float]:
@@ -440,7 +442,9 @@ def draws(failures: int, lived: float = 1.0, n: int = 400) -> list[float]:
     return found
 
 
-@pytest.mark.parametrize(("failures", "ceiling"), [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (30, 10.0)])
+@pytest.mark.parametrize(
+    ("failures", "ceiling"), [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (30, 10.0)]
+)
 def test_reconnects_wait_a_random_time_under_a_ceiling_that_doubles_up_to_ten_seconds(
     failures: int, ceiling: float
 ) -> None:

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import anyio
 import pytest
@@ -55,7 +56,7 @@ async def until(check: object, timeout: float = 10.0) -> None:
 
 
 def gaps(times: list[float]) -> list[float]:
-    return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    return [later - earlier for earlier, later in pairwise(times)]
 
 
 async def test_ticks_come_on_the_slow_schedule_while_realtime_is_dependable() -> None:
@@ -125,7 +126,10 @@ async def test_a_timer_wakes_a_claim_of_its_table_at_the_time_asked() -> None:
     poller = make(calls)
     async with polling(poller):
         await until(lambda: len(calls.ticks) == 1)
-        later, sooner = datetime.now(UTC) + timedelta(seconds=0.5), datetime.now(UTC) + timedelta(seconds=0.25)
+        later, sooner = (
+            datetime.now(UTC) + timedelta(seconds=0.5),
+            datetime.now(UTC) + timedelta(seconds=0.25),
+        )
         poller.schedule("jobs", later)
         poller.schedule("other", sooner)
         await until(lambda: len(calls.wakes) == 2)

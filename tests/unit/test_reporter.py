@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import anyio
@@ -82,7 +83,9 @@ def completed(job: Job, result: Any = "ok") -> Report:
     return Report("complete", job.table, {**lease(job), "result": result}, job, fields("completed"))
 
 
-def failed(job: Job, error: str = "broke", permanent: bool = False, retry_at: datetime | None = None) -> Report:
+def failed(
+    job: Job, error: str = "broke", permanent: bool = False, retry_at: datetime | None = None
+) -> Report:
     item: dict[str, Any] = {**lease(job), "error": error}
     if permanent:
         item["permanent"] = True
@@ -200,7 +203,10 @@ async def test_a_refused_batch_is_split_so_one_bad_result_fails_alone_and_the_re
         pass
     for job in jobs:
         if job is not bad:
-            assert (status(store, job), store.row("jobs", job.id)["result"]) == ("completed", f"good {job.id}")
+            assert (status(store, job), store.row("jobs", job.id)["result"]) == (
+                "completed",
+                f"good {job.id}",
+            )
     row = store.row("jobs", bad.id)
     assert (row["status"], row["attempts"]) == ("failed", 1)  # for good, though attempts are left
     assert row["last_error"] == (
@@ -262,7 +268,11 @@ async def test_a_refused_failure_is_logged_and_left_to_the_reaper() -> None:
     async with logged("ERROR") as lines, running(sender):
         pass
     assert [status(store, job) for job in (a, b)] == ["processing", "processing"]
-    assert store.batches == [("fail", "jobs", [a.id, b.id]), ("fail", "jobs", [a.id]), ("fail", "jobs", [b.id])]
+    assert store.batches == [
+        ("fail", "jobs", [a.id, b.id]),
+        ("fail", "jobs", [a.id]),
+        ("fail", "jobs", [b.id]),
+    ]
     assert [(line["job_id"], line["outcome"], line["message"]) for line in lines] == [
         (a.id, "retried", "could not record the outcome: reactor_fail: bad (HTTP 400)"),
         (b.id, "failed", "could not record the outcome: reactor_fail: bad (HTTP 400)"),
@@ -280,7 +290,7 @@ async def test_outcomes_are_retried_with_a_doubling_wait_while_the_api_is_down()
     async with logged("WARNING") as lines, running(sender):
         await until(lambda: status(store, job) == "completed")
     assert sender.leases() == {}
-    gaps = [later - earlier for earlier, later in zip(store.times, store.times[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in pairwise(store.times)]
     assert len(gaps) == 4
     for gap, wait in zip(gaps, [0.1, 0.2, 0.4, 0.8], strict=True):
         assert wait <= gap < wait + 0.5
@@ -394,8 +404,13 @@ async def test_each_outcome_writes_its_jobs_log_line() -> None:
         pass
     by_job = {line["job_id"]: line for line in lines}
     assert set(by_job) == {job.id for job in (done, retried, dead, spent, later, stale)}
-    for job, line in ((j, by_job[j.id]) for j in (done, retried, dead, spent, later, stale)):
-        assert (line["table"], line["job_type"], line["attempt"], line["worker_id"]) == ("jobs", "echo", 1, "w1")
+    for line in by_job.values():
+        assert (line["table"], line["job_type"], line["attempt"], line["worker_id"]) == (
+            "jobs",
+            "echo",
+            1,
+            "w1",
+        )
         assert line["duration_ms"] == 1.5
     expected = {
         done.id: ("INFO", "completed", "job completed"),

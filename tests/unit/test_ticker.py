@@ -52,8 +52,12 @@ class Ticks(MemoryStore):
         self.delete_fails = False
         self._probe_ids = iter(range(500, 600))
 
-    async def tick(self, table: str, worker: str, job_types: Any, limit: int, lease_seconds: int, **kw: Any) -> dict[str, Any]:
-        self.asked.append({"table": table, "worker": worker, "limit": limit, "lease_seconds": lease_seconds, **kw})
+    async def tick(
+        self, table: str, worker: str, job_types: Any, limit: int, lease_seconds: int, **kw: Any
+    ) -> dict[str, Any]:
+        self.asked.append(
+            {"table": table, "worker": worker, "limit": limit, "lease_seconds": lease_seconds, **kw}
+        )
         answer = await super().tick(table, worker, job_types, limit, lease_seconds, **kw)
         return {**answer, "probe": next(self._probe_ids) if kw["probe"] else None, "withheld": self.withheld}
 
@@ -71,7 +75,9 @@ class Due:
         self.calls.append((table, seconds))
 
 
-def make(store: MemoryStore, feed: Feed | None = None, events: Counter[str] | None = None, due: Due | None = None) -> Ticker:
+def make(
+    store: MemoryStore, feed: Feed | None = None, events: Counter[str] | None = None, due: Due | None = None
+) -> Ticker:
     return Ticker(store, "w1", 30, 60.0, due or Due(), feed, Counter() if events is None else events)
 
 
@@ -79,7 +85,9 @@ def make(store: MemoryStore, feed: Feed | None = None, events: Counter[str] | No
 async def logged(level: str = "INFO") -> AsyncIterator[list[dict[str, Any]]]:
     lines: list[dict[str, Any]] = []
     handle = logger.add(
-        lambda m: lines.append({"level": m.record["level"].name, "message": m.record["message"], **m.record["extra"]}),
+        lambda m: lines.append(
+            {"level": m.record["level"].name, "message": m.record["message"], **m.record["extra"]}
+        ),
         level=level,
     )
     try:
@@ -95,7 +103,12 @@ async def test_a_tick_claims_for_this_worker_under_its_lease() -> None:
     claimed = await make(store).tick("jobs", ["echo"], 2, standby_seconds=7)
     assert [row["id"] for row in claimed] == ids[:2]
     asked = store.asked[0]
-    assert (asked["worker"], asked["limit"], asked["lease_seconds"], asked["standby_seconds"]) == ("w1", 2, 30, 7)
+    assert (asked["worker"], asked["limit"], asked["lease_seconds"], asked["standby_seconds"]) == (
+        "w1",
+        2,
+        30,
+        7,
+    )
     for job_id in ids[:2]:
         row = store.row("jobs", job_id)
         assert (row["status"], row["locked_by"]) == ("processing", "w1")
@@ -124,7 +137,11 @@ async def test_statistics_come_with_the_first_tick_and_again_after_three_quarter
         ("jobs", False),
     ]
     stats = [line for line in lines if line["message"] == "queue statistics"]
-    assert [(line["level"], line["table"]) for line in stats] == [("INFO", "jobs"), ("INFO", "other"), ("INFO", "jobs")]
+    assert [(line["level"], line["table"]) for line in stats] == [
+        ("INFO", "jobs"),
+        ("INFO", "other"),
+        ("INFO", "jobs"),
+    ]
     assert stats[0]["counts"]["pending"] == 0 and "counts" in stats[1]
 
 
