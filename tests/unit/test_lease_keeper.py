@@ -253,3 +253,17 @@ async def test_past_the_hand_off_lease_a_confirmation_is_left_to_the_database(
         assert len(store.beats) == tries
     assert 1.2 <= given_up < 1.2 + 0.5 + 0.6  # at the first retry past its hand-off lease
     assert not (first.lost or second.lost)
+
+
+async def test_a_hand_off_after_a_confirmed_one_is_confirmed_at_once_too() -> None:
+    store, running = Beating(), RunningJobs()
+    a, b = await claim(store, 2)
+    first, second = run_all(running, [a, b], hand_off=True)
+    async with keeping(LeaseKeeper(store, running, dict, 600)) as keeper:
+        keeper.confirm("jobs", lease(a))
+        await until(first.confirmed.is_set)
+        asked = time.monotonic()
+        keeper.confirm("jobs", lease(b))
+        await until(second.confirmed.is_set)
+        assert time.monotonic() - asked < 0.4  # not after a retry's half-second pause
+    assert [ids for _, ids, _ in store.beats] == [[a.id], [b.id]]

@@ -191,15 +191,16 @@ async def test_a_refused_batch_is_split_so_one_bad_result_fails_alone_and_the_re
     bad = jobs[2]
 
     def refuse(name: str, items: list[dict[str, Any]]) -> Rejected | None:
-        if name == "complete" and any(item["result"] == "bad" for item in items):
-            return Rejected("reactor_complete: unsupported Unicode escape sequence (HTTP 400)", 400)
+        # As Postgres parses the whole request: a call carrying the bad result anywhere is refused.
+        if any(item.get("result") == "bad" for item in items):
+            return Rejected(f"reactor_{name}: unsupported Unicode escape sequence (HTTP 400)", 400)
         return None
 
     store.refuse = refuse
     sender = reporter(store)
     for job in jobs:
         sender.submit(completed(job, "bad" if job is bad else f"good {job.id}"))
-    async with logged("ERROR") as lines, running(sender):
+    async with logged("WARNING") as lines, running(sender):
         pass
     for job in jobs:
         if job is not bad:
@@ -212,13 +213,21 @@ async def test_a_refused_batch_is_split_so_one_bad_result_fails_alone_and_the_re
     assert row["last_error"] == (
         "the result could not be recorded: reactor_complete: unsupported Unicode escape sequence (HTTP 400)"
     )
-    assert [(line["job_id"], line["outcome"], line["message"]) for line in lines] == [
+    assert [(line["level"], line["job_id"], line["outcome"], line["message"]) for line in lines] == [
         (
+            "ERROR",
             bad.id,
             "completed",
             "the result could not be recorded; failing the job:"
             " reactor_complete: unsupported Unicode escape sequence (HTTP 400)",
-        )
+        ),
+        (
+            "WARNING",
+            bad.id,
+            "failed",
+            "job failed for good: the result could not be recorded:"
+            " reactor_complete: unsupported Unicode escape sequence (HTTP 400)",
+        ),
     ]
     # The first call carried all five; then each went alone, the bad one followed by its failure.
     assert store.batches[0] == ("complete", "jobs", [job.id for job in jobs])

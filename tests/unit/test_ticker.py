@@ -161,6 +161,18 @@ async def test_reaped_leases_are_logged_with_their_table() -> None:
     ]
 
 
+async def test_a_requeued_lease_alone_is_logged_too() -> None:
+    store = Ticks()
+    again = await store.enqueue("jobs", {"job_type": "echo"})
+    await store.claim("jobs", "gone", ["echo"], 1, 60)
+    store.tables["jobs"][again].lease_expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    async with logged("WARNING") as lines:
+        await make(store).tick("jobs", ["echo"], 0)
+    assert [line["message"] for line in lines] == [
+        f"reaped expired leases in jobs: requeued [{again}], failed for good []"
+    ]
+
+
 async def test_the_next_due_time_is_passed_on_for_a_timer() -> None:
     store, due = Ticks(), Due()
     await store.enqueue("jobs", {"job_type": "echo", "run_at": datetime.now(UTC) + timedelta(seconds=90)})
