@@ -277,3 +277,178 @@ def test_outcome_items_carry_what_each_function_reads() -> None:
         "error": "wait",
         "retry_at": at.isoformat(),
     }
+
+
+class Claims(MemoryStore):
+    """The memory store, recording what each claim and tick asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[str, str, int, int]] = []  # (function, worker, limit, standby)
+
+    async def claim(
+        self,
+        table: str,
+        worker: str,
+        job_types: Any,
+        limit: int,
+        lease_seconds: int,
+        standby_seconds: int = 0,
+    ) -> list[dict[str, Any]]:
+        self.asked.append(("claim", worker, limit, standby_seconds))
+        return await super().claim(table, worker, job_types, limit, lease_seconds, standby_seconds)
+
+    async def tick(
+        self, table: str, worker: str, job_types: Any, limit: int, lease_seconds: int, **kw: Any
+    ) -> dict[str, Any]:
+        self.asked.append(("tick", worker, limit, kw["standby_seconds"]))
+        return await super().tick(table, worker, job_types, limit, lease_seconds, **kw)
+
+
+async def test_claims_and_ticks_offer_the_free_slots_while_the_feed_is_live() -> None:
+    gate = anyio.Event()
+    app, ran = echo_app(gate)
+    store = Claims()
+    parts = Parts(app, store, concurrency=3)
+    assert parts.dispatcher.api_ok is False  # not ready before a claim has reached the API
+    job_id = await store.enqueue("jobs", {"job_type": "echo"})
+    async with working(parts):
+        await until(lambda: ran == [job_id])
+        assert parts.dispatcher.api_ok is True
+        assert store.row("jobs", job_id)["locked_by"] == "w1"
+        parts.wakeups.tick()
+        await until(lambda: any(function == "tick" for function, *_ in store.asked))
+        gate.set()
+    assert store.asked[0] == ("claim", "w1", 3, 30)
+    assert ("tick", "w1", 2, 30) in store.asked  # one slot busy: two offered
+
+
+async def test_unreadable_rows_in_a_claimed_batch_fail_alone_and_the_rest_start_at_once() -> None:
+    app, ran = echo_app()
+    store = MemoryStore()
+    parts = Parts(app, store, concurrency=4)
+    first = await store.enqueue("jobs", {"job_type": "echo"})
+    bad = await store.enqueue("jobs", {"job_type": "echo", "user_id": "not-a-uuid"})
+    rest = [await store.enqueue("jobs", {"job_type": "echo"}) for _ in range(2)]
+    async with working(parts):
+        await until(lambda: all(status(store, i) == "completed" for i in [first, *rest]))
+        await until(lambda: status(store, bad) == "failed")
+    assert all(store.row("jobs", i)["attempts"] == 1 for i in [first, *rest])  # from that one claim
+    assert sorted(ran) == sorted([first, *rest])
+
+
+async def serve_limited(store: MemoryStore, **overrides: Any) -> tuple[int, list[str]]:
+    """Run three jobs of a type declaring `concurrency=1` on a worker with room for five; the most
+    that ran at once, and the warnings logged."""
+    from tests.unit.test_core import serving
+
+    app = Reactor()
+    now, most = 0, 0
+
+    @app.handler("one", concurrency=1)
+    async def one(job: Job) -> None:
+        nonlocal now, most
+        now += 1
+        most = max(most, now)
+        await anyio.sleep(0.05)
+        now -= 1
+
+    ids = [await store.enqueue("jobs", {"job_type": "one"}) for _ in range(3)]
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
+    try:
+        async with serving(app, store, concurrency=5, **overrides):
+            await until(lambda: all(status(store, i) == "completed" for i in ids))
+    finally:
+        logger.remove(sink)
+    return most, warnings
+
+
+async def test_a_handlers_declared_limits_are_in_the_database_before_its_first_claim() -> None:
+    store = MemoryStore()
+    most, warnings = await serve_limited(store)
+    assert most == 1
+    assert store.limits[("jobs", "one")] == {"concurrency": 1, "paused": False}
+    assert store.calls[("reactor_declare_limits", "ok")] == 1  # once, not before every claim
+    assert warnings == []
+
+
+async def test_limits_the_database_holds_apply_over_the_declared_ones_with_a_warning() -> None:
+    store = MemoryStore()
+    store.limits[("jobs", "one")] = {"concurrency": 3, "paused": False}  # set with `reactor limit`
+    most, warnings = await serve_limited(store)
+    assert most == 3
+    assert warnings == [
+        "limits for one in jobs: the database holds {'concurrency': 3, 'paused': False},"
+        " not the declared {'concurrency': 1}; the database's apply (reactor limit)"
+    ]
+
+
+class DeclareDown(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = 2
+
+    async def declare_limits(self, table: str, limits: dict[str, dict[str, int]]) -> dict[str, Any]:
+        if self.down:
+            self.down -= 1
+            self.calls[("reactor_declare_limits", "unavailable")] += 1
+            raise Unavailable("reactor_declare_limits: cannot reach the API: ConnectError")
+        return await super().declare_limits(table, limits)
+
+
+async def test_no_claim_is_made_until_the_declared_limits_are_in_the_database() -> None:
+    store = DeclareDown()
+    errors: list[str] = []
+    sink = logger.add(lambda m: errors.append(m.record["message"]), level="ERROR")
+    try:
+        most, _ = await serve_limited(store)
+    finally:
+        logger.remove(sink)
+    assert most == 1
+    assert store.calls[("reactor_declare_limits", "unavailable")] == 2
+    assert store.calls[("reactor_declare_limits", "ok")] == 1
+    assert errors == [
+        "cannot claim jobs: reactor_declare_limits: cannot reach the API: ConnectError; retrying on the next tick"
+    ]
+
+
+class ClaimsDown(MemoryStore):
+    """Ticks fail while `down`, as an unreachable API's do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def tick(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self.down:
+            self.calls[("reactor_tick", "unavailable")] += 1
+            raise Unavailable("reactor_tick: cannot reach the API: ConnectError")
+        return await super().tick(*args, **kwargs)
+
+
+async def test_the_api_coming_back_is_logged_once_and_going_away_again_is_complained_of_again() -> None:
+    from tests.unit.test_core import serving
+
+    app, _ = echo_app()
+    store = ClaimsDown()
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
+    try:
+        async with serving(app, store) as served:
+            for down in (False, True, False, True, False):
+                store.down = down
+                key = ("reactor_tick", "unavailable" if down else "ok")
+                seen = store.calls[key]
+                await until(lambda key=key, seen=seen: store.calls[key] >= seen + 3)
+                assert served.worker.dispatcher.api_ok is not down
+    finally:
+        logger.remove(sink)
+    claiming = [line for line in lines if line.startswith("claiming from table")]
+    complaints = [line for line in lines if line.startswith("cannot claim jobs")]
+    assert claiming == ["claiming from table jobs"] * 3
+    assert (
+        complaints
+        == ["cannot claim jobs: reactor_tick: cannot reach the API: ConnectError; retrying on the next tick"]
+        * 2
+    )
