@@ -511,6 +511,8 @@ async def test_a_quiet_feed_is_probed_and_a_probe_heard_keeps_the_connection() -
         heard_at = listener.last_event
         await until(lambda: len(worker.ticks) == 2)  # the next once the feed is quiet again
         assert IDLE <= worker.ticks[1] - heard_at < IDLE + 0.6
+        channels(clients.last)[0].insert("jobs", probe_row())
+        await until(lambda: events["realtime_probes_heard"] == 2)
         assert feed.state == "subscribed" and not clients.last.closed
         group.cancel_scope.cancel()
 
@@ -528,6 +530,9 @@ async def test_a_busy_feed_needs_no_probe() -> None:
             await anyio.sleep(IDLE / 4)
             jobs.insert("jobs", {"id": 5, "job_type": "mine", "locked_by": "w1", "status": "completed"})
         assert worker.ticks == []
+        quiet_since = listener.last_event
+        await until(lambda: worker.ticks)  # probing resumes once the feed goes quiet
+        assert IDLE <= worker.ticks[0] - quiet_since < IDLE + 0.6
         group.cancel_scope.cancel()
 
 
