@@ -29,6 +29,7 @@ from reactor.standby import Standby
 from reactor.store import Unavailable
 from reactor.ticker import Ticker
 from reactor.wakeups import Wakeups
+from tests.support.memory_worker import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -340,8 +341,6 @@ async def test_unreadable_rows_in_a_claimed_batch_fail_alone_and_the_rest_start_
 async def serve_limited(store: MemoryStore, **overrides: Any) -> tuple[int, list[str]]:
     """Run three jobs of a type declaring `concurrency=1` on a worker with room for five; the most
     that ran at once, and the warnings logged."""
-    from tests.unit.test_core import serving
-
     app = Reactor()
     now, most = 0, 0
 
@@ -428,8 +427,6 @@ class ClaimsDown(MemoryStore):
 
 
 async def test_the_api_coming_back_is_logged_once_and_going_away_again_is_complained_of_again() -> None:
-    from tests.unit.test_core import serving
-
     app, _ = echo_app()
     store = ClaimsDown()
     lines: list[str] = []
