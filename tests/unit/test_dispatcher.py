@@ -160,6 +160,7 @@ async def test_a_hand_off_with_a_slot_free_starts_at_once() -> None:
         parts.dispatcher.take("jobs", record)  # the last free slot
         await until(lambda: len(ran) == 2)
         assert ran == [first, second] and store.row("jobs", second)["attempts"] == 1
+        assert store.calls[("reactor_release", "ok")] == 0  # started from its record, not handed back
         gate.set()
     assert status(store, second) == "completed"
 
@@ -449,3 +450,31 @@ async def test_the_api_coming_back_is_logged_once_and_going_away_again_is_compla
         == ["cannot claim jobs: reactor_tick: cannot reach the API: ConnectError; retrying on the next tick"]
         * 2
     )
+
+
+class ReleaseDown(MemoryStore):
+    async def release(self, table: str, leases: list[dict[str, Any]]) -> dict[str, Any]:
+        raise Unavailable("reactor_release: cannot reach the API: ConnectError")
+
+
+async def test_a_hand_off_that_cannot_be_handed_back_is_left_to_lapse_with_a_warning() -> None:
+    gate = anyio.Event()
+    app, _ = echo_app(gate)
+    store = ReleaseDown()
+    parts = Parts(app, store, concurrency=1)
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
+    try:
+        async with working(parts):
+            _, record = await parts.hand_off()
+            parts.dispatcher.take("jobs", record)  # the one slot is free: it runs
+            job_id, record = await parts.hand_off()
+            parts.dispatcher.take("jobs", record)  # no slot: handed back, which fails
+            await until(lambda: any("could not hand back" in w for w in warnings))
+            gate.set()
+    finally:
+        logger.remove(sink)
+    assert (
+        f"could not hand back job {job_id} in jobs; its hand-off lapses:"
+        " reactor_release: cannot reach the API: ConnectError"
+    ) in warnings
