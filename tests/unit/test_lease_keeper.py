@@ -267,3 +267,23 @@ async def test_a_hand_off_after_a_confirmed_one_is_confirmed_at_once_too() -> No
         await until(second.confirmed.is_set)
         assert time.monotonic() - asked < 0.4  # not after a retry's half-second pause
     assert [ids for _, ids, _ in store.beats] == [[a.id], [b.id]]
+
+
+class OneTableDown(Beating):
+    """Heartbeats in `jobs` fail once; the other table's succeed."""
+
+    async def heartbeat(self, table: str, leases: list[dict[str, Any]], lease_seconds: int) -> dict[str, Any]:
+        self.down = 1 if table == "jobs" and not any(t == "jobs" for t, _, _ in self.beats) else 0
+        return await super().heartbeat(table, leases, lease_seconds)
+
+
+async def test_a_failed_confirmation_is_retried_even_when_another_tables_succeeded() -> None:
+    store, running = OneTableDown(), RunningJobs()
+    (a,) = await claim(store, 1)
+    (b,) = await claim(store, 1, table="other")
+    first, second = run_all(running, [a, b], hand_off=True)
+    async with keeping(LeaseKeeper(store, running, dict, 600)) as keeper:
+        keeper.confirm("jobs", lease(a))
+        keeper.confirm("other", lease(b))
+        await until(lambda: first.confirmed.is_set() and second.confirmed.is_set())
+    assert [table for table, _, _ in store.beats] == ["jobs", "other", "jobs"]
