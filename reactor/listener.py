@@ -50,6 +50,27 @@ class Timers(Protocol):
     def health_changed(self) -> None: ...
 
 
+def realtime_client(url: str, key: str) -> AsyncRealtimeClient:
+    """The official client, with its own reconnect off: the listener supervises the connection."""
+    return AsyncRealtimeClient(url, token=key, auto_reconnect=False, max_retries=1)
+
+
+class Reconnects:
+    """How long to wait before the next connection: full jitter under a ceiling that starts at one
+    second and doubles with each failure in a row up to ten; a connection that lived a minute was
+    not part of an outage, so the count starts over after it."""
+
+    def __init__(self) -> None:
+        self._failures = 0
+
+    def delay(self, lived: float) -> float:
+        """The wait after a connection that lasted `lived` seconds ended."""
+        if lived > 60:
+            self._failures = 0
+        self._failures += 1
+        return random.uniform(0, min(10.0, 0.5 * 2 ** min(self._failures, 10)))
+
+
 class Listener:
     def __init__(
         self,
@@ -65,6 +86,7 @@ class Listener:
         events: Counter[str],
         hear_all: bool = False,
         cancel: Callable[[str, int], None] = lambda table, job_id: None,
+        client: Callable[[str, str], Any] = realtime_client,
     ) -> None:
         self._url = re.sub(r"^http", "ws", supabase_url) + "/realtime/v1"
         self._key = service_key
@@ -82,6 +104,7 @@ class Listener:
         # of its types instead, at one message per worker per job.
         self._hear_all = hear_all
         self._cancel = cancel  # a running job was cancelled (sql/migrations/0013): stop its handler
+        self._client = client  # builds a Realtime client for the URL and key (tests pass their own)
         self._broken = anyio.Event()
         self._probe_table = next(iter(job_types))
         self._probe_seen = anyio.Event()
@@ -94,21 +117,18 @@ class Listener:
         return self._feed.healthy()
 
     async def run(self) -> None:
-        failures = 0
+        reconnects = Reconnects()
         while True:
             started = time.monotonic()
             await self._connection()
-            if time.monotonic() - started > 60:
-                failures = 0  # a connection that lived a minute was not part of an outage
-            failures += 1
-            delay = random.uniform(0, min(10.0, 0.5 * 2 ** min(failures, 10)))
+            delay = reconnects.delay(time.monotonic() - started)
             logger.info(f"Realtime reconnecting in {delay:.1f} s")
             await anyio.sleep(delay)
 
     async def _connection(self) -> None:
         self._broken = anyio.Event()
         self._feed.connection_lost()
-        client = AsyncRealtimeClient(self._url, token=self._key, auto_reconnect=False, max_retries=1)
+        client = self._client(self._url, self._key)
         try:
             await client.connect()
             await self._subscribe_all(client)
@@ -128,7 +148,7 @@ class Listener:
             with anyio.move_on_after(2, shield=True):
                 await client.close()
 
-    async def _watch(self, client: AsyncRealtimeClient) -> None:
+    async def _watch(self, client: Any) -> None:
         """Return when the connection fails: a channel error, a closed socket or a silent feed."""
         while not self._broken.is_set():
             with anyio.move_on_after(0.25):
@@ -137,7 +157,7 @@ class Listener:
                 logger.warning("Realtime socket closed")
                 return
 
-    async def _subscribe_all(self, client: AsyncRealtimeClient) -> None:
+    async def _subscribe_all(self, client: Any) -> None:
         subscribed: list[str] = []
         done = anyio.Event()
         tables = list(self._job_types)

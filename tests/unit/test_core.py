@@ -7,8 +7,7 @@ SQL contract."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,42 +16,11 @@ import pytest
 from loguru import logger
 
 from reactor import Job, PermanentError, Reactor, RetryLater, Snooze
-from reactor.config import Config, load
 from reactor.memory import MemoryStore
 from reactor.store import Rejected, Unavailable
+from tests.support.memory_worker import serving
 
 pytestmark = pytest.mark.anyio
-
-QUICK = {
-    "supabase_url": "http://memory.invalid",
-    "service_key": "unused-by-the-memory-store",
-    "realtime": False,
-    "lease_seconds": 3,
-    "poll_fast_seconds": 0.05,
-    "poll_slow_seconds": 0.05,
-    "reap_seconds": 0.1,
-    "stats_seconds": 30.0,
-    "grace_seconds": 2.0,
-    "retry_base_seconds": 0.01,
-    "retry_cap_seconds": 0.01,
-    "health_port": None,
-    "worker_id": "unit",
-}
-
-
-def config(**overrides: Any) -> Config:
-    return load({}, **{**QUICK, **overrides})
-
-
-@asynccontextmanager
-async def serving(app: Reactor, store: MemoryStore, **overrides: Any) -> AsyncIterator[Reactor]:
-    app.worker = None
-    async with anyio.create_task_group() as group:
-        group.start_soon(app.serve, config(**overrides), False, store)
-        try:
-            yield app
-        finally:
-            app.stop()
 
 
 async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
