@@ -45,7 +45,7 @@ class Parts:
         self.wakeups = Wakeups(["jobs"])
         self.standby = Standby(store, "w1", 30, self.feed)
         self.running = RunningJobs()
-        self.reporter = Reporter(store, 5.0, Redactor([]))
+        self.reporter = Reporter(store, 5.0, Redactor([]), wake=self.wakeups.wake)
         self.keeper = LeaseKeeper(store, self.running, self.reporter.leases, 30)
         metrics = Metrics()
         runner = JobRunner(

@@ -104,7 +104,7 @@ def fields(outcome: str) -> dict[str, Any]:
 
 
 def reporter(store: MemoryStore, give_up: float = 5.0, secrets: tuple[str, ...] = ()) -> Reporter:
-    return Reporter(store, give_up_seconds=give_up, redactor=Redactor(secrets))
+    return Reporter(store, give_up_seconds=give_up, redactor=Redactor(secrets), wake=lambda table: None)
 
 
 @asynccontextmanager
