@@ -13,6 +13,7 @@ from reactor.family import Family, checked
 from reactor.memory import MemoryStore
 from reactor.redact import Redactor
 from reactor.reporter import Report, Reporter
+from reactor.retry import RetryPolicy
 from reactor.testing import perform
 
 pytestmark = pytest.mark.anyio
@@ -137,3 +138,36 @@ async def test_the_outcome_that_resumes_a_parent_wakes_a_claim_of_its_table_and_
         await reporter.drained()
     assert woken == ["jobs"]
     assert store.row("jobs", parent["id"])["status"] == "pending" and ids == [first["id"], second["id"]]
+
+
+@app.handler("lonely")
+async def lonely(job: Job) -> None:
+    raise WaitForChildren()
+
+
+@app.handler("patient", retry=RetryPolicy(base_seconds=60, cap_seconds=60))
+async def patient(job: Job) -> None:
+    raise ValueError("not yet")
+
+
+async def test_waiting_without_a_child_fails_the_attempt_and_on_the_last_one_for_good() -> None:
+    reason = "WaitForChildren: the handler waited without spawning a child in this run"
+    retried = await perform(app, "lonely", policy=RetryPolicy(base_seconds=0.001, cap_seconds=0.001))
+    assert (retried.outcome.kind, retried.outcome.error) == ("retried", reason)
+    last = await perform(app, "lonely", attempt=5, max_attempts=5)
+    assert (last.outcome.kind, last.outcome.error) == ("failed", reason)
+
+
+async def test_a_waiting_outcome_sends_no_fields_beyond_the_lease() -> None:
+    first = await perform(app, "quote_all", {"terms": [12]})
+    assert (first.outcome.kind, first.outcome.item()) == ("waiting", {})
+
+
+async def test_a_handlers_own_retry_policy_sets_the_retry_time_not_the_workers() -> None:
+    quick = RetryPolicy(base_seconds=0.001, cap_seconds=0.001)
+    delays = []
+    for _ in range(3):
+        done = await perform(app, "patient", policy=quick)
+        delays.append((done.outcome.retry_at - datetime.now(UTC)).total_seconds())
+    # Full jitter up to 60 s: three draws all under 10 ms would be one chance in 2e11.
+    assert max(delays) > 0.01 and all(d <= 60 for d in delays)
