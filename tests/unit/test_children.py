@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import anyio
 import pytest
+from loguru import logger
 
 from reactor import Child, Job, Reactor, WaitForChildren
 from reactor.family import Family, checked
@@ -171,3 +172,31 @@ async def test_a_handlers_own_retry_policy_sets_the_retry_time_not_the_workers()
         delays.append((done.outcome.retry_at - datetime.now(UTC)).total_seconds())
     # Full jitter up to 60 s: three draws all under 10 ms would be one chance in 2e11.
     assert max(delays) > 0.01 and all(d <= 60 for d in delays)
+
+
+async def test_a_wait_is_logged_as_waiting_or_as_running_again_when_the_children_are_done() -> None:
+    store = MemoryStore()
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+    try:
+        reporter = Reporter(store, 1.0, Redactor([]), wake=lambda table: None)
+        for key in ("busy", "done"):
+            await store.enqueue("jobs", {"job_type": "parent"})
+            [parent] = await store.claim("jobs", "w1", ["parent"], 1, 60)
+            await store.spawn("jobs", parent["id"], parent["lease_token"], [{"job_type": key, "key": "a"}])
+            if key == "done":
+                [child] = await store.claim("jobs", "w1", ["done"], 1, 60)
+                await store.complete("jobs", [{"id": child["id"], "lease_token": child["lease_token"]}])
+            job = Job(parent["id"], "jobs", "parent", {}, 1, 5, parent["lease_token"])
+            lease = {"id": parent["id"], "lease_token": parent["lease_token"]}
+            async with anyio.create_task_group() as group:
+                group.start_soon(reporter.run)
+                reporter.submit(Report("wait", "jobs", lease, job, {"outcome": "waiting"}))
+                await anyio.wait_all_tasks_blocked()
+                group.cancel_scope.cancel()
+    finally:
+        logger.remove(sink)
+    assert [line for line in lines if "children" in line] == [
+        "job waits for its children, its attempt unspent",
+        "job's children have all finished; it runs again",
+    ]
