@@ -153,7 +153,11 @@ class MemoryStore:
             row.lease_expires_at = _now() + timedelta(seconds=lease_seconds)
             row.started_at = row.started_at or _now()
             extended.append(row.id)
-        return {"extended": sorted(extended), "stale": _stale(leases, extended)}
+        stale = _stale(leases, extended)
+        cancelled = [i for i in stale if (row := rows.get(i)) is not None and row.status == "cancelled"]
+        return {"extended": sorted(extended), "stale": stale} | (
+            {"cancelled": cancelled} if cancelled else {}
+        )
 
     async def complete(self, table: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
         rows = self._table("reactor_complete", table)

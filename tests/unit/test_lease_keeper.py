@@ -287,3 +287,32 @@ async def test_a_failed_confirmation_is_retried_even_when_another_tables_succeed
         keeper.confirm("other", lease(b))
         await until(lambda: first.confirmed.is_set() and second.confirmed.is_set())
     assert [table for table, _, _ in store.beats] == ["jobs", "other", "jobs"]
+
+
+async def test_a_stale_lease_of_a_cancelled_job_stops_it_as_cancelled_on_a_beat_or_a_confirmation() -> None:
+    store, running = Beating(), RunningJobs()
+    beaten, confirmed, reaped = await claim(store, 3)
+    (on_beat,) = run_all(running, [beaten])
+    (on_confirm,) = run_all(running, [confirmed], hand_off=True)
+    (taken,) = run_all(running, [reaped])
+    for job in (beaten, confirmed):
+        row = store.tables["jobs"][job.id]
+        row.status, row.lease_token = "cancelled", None  # as reactor_cancel leaves it
+    store.tables["jobs"][reaped.id].lease_token = "00000000-0000-4000-8000-00000000beef"
+    async with logged() as lines:
+        async with keeping(LeaseKeeper(store, running, dict, 600)) as keeper:
+            keeper.confirm("jobs", lease(confirmed))
+            await until(lambda: on_confirm.confirmed.is_set())
+        assert (on_confirm.cancelled, on_beat.lost, taken.lost) == (
+            True,
+            False,
+            False,
+        )  # the confirmation's own
+        await LeaseKeeper(store, running, dict, 60).beat()
+    assert [(r.lost, r.cancelled) for r in (on_beat, on_confirm, taken)] == [
+        (True, True),
+        (True, True),
+        (True, False),
+    ]
+    outcomes = {line["job_id"]: line["outcome"] for line in lines}
+    assert outcomes == {beaten.id: "cancelled", confirmed.id: "cancelled", reaped.id: "lost"}
