@@ -6,7 +6,9 @@ then run_at, then id order, never before run_at, never more than asked; every ou
 and progress write fenced by the lease token; a failed attempt back to pending at its retry time,
 or to `failed` when it is permanent or the attempts are spent; a release that gives the attempt
 back; expired leases reaped by every tick; a schedule's times enqueued once each, within its
-catch-up window, in increasing order. It has no Realtime and so no hand-offs (a standby is
+catch-up window, in increasing order; children spawned once per key, and a waiting parent resumed
+by the outcome of its last child; log lines written only under the lease, at most 1,000 a job; a
+heartbeat naming the stale leases of cancelled jobs. It has no Realtime and so no hand-offs (a standby is
 accepted and never used), no statistics beyond counts, and no row-level security: it is a test
 double for the worker, not a database.
 """
