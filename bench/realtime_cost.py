@@ -121,13 +121,13 @@ async def fleet_run(server_url: str, checkout: Path, n: int, name: str) -> dict[
         async with serve(database_url, port=0, profile=profile) as stack, workers(checkout, stack, n):
             db = await asyncpg.connect(database_url)
             counters = stack.realtime.counters
-            before, idle = counters.delivered, 30.0
+            before, idle = counters.messages, 30.0
             await asyncio.sleep(idle)
-            per_idle_minute = (counters.delivered - before) / n * 60 / idle
-            before = counters.delivered
+            per_idle_minute = (counters.messages - before) / n * 60 / idle
+            before = counters.messages
             committed = await insert_at(db, 20, 10)
             await wait_done(db, len(committed))
-            per_job = (counters.delivered - before) / len(committed)
+            per_job = (counters.messages - before) / len(committed)
             rows = await db.fetch("select id, result from jobs where job_type = 'stamp'")
             pickup = [(json.loads(r["result"])["started"] - committed[r["id"]]) * 1000 for r in rows]
             result = {
@@ -138,10 +138,10 @@ async def fleet_run(server_url: str, checkout: Path, n: int, name: str) -> dict[
             }
             if n == max(SIZES):
                 await db.execute("delete from jobs")
-                before = counters.delivered
+                before = counters.messages
                 committed = await insert_at(db, 400, 5)
                 await wait_done(db, len(committed))
-                result["burst_per_job"] = (counters.delivered - before) / len(committed)
+                result["burst_per_job"] = (counters.messages - before) / len(committed)
             result["quota_reached"] = counters.quota_reached
             result["dropped"] = counters.dropped
             await db.close()

@@ -55,8 +55,8 @@ async def _dev(url: str, port: int, home: Path) -> None:
 
 
 async def _wait_subscribed() -> None:
-    """Until "Subscribed to PostgreSQL": a job scheduled for later and inserted before it would
-    wait for the slow tick, which is correct but a dull demo."""
+    """Until Realtime says its replication is established: a job scheduled for later and inserted
+    before it would wait for the slow tick, which is correct but a dull demo."""
     with anyio.move_on_after(10):
         while not _live():
             await anyio.sleep(0.05)

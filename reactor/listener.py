@@ -3,18 +3,20 @@
 Each worker hears only the rows that name it in `locked_by` (sql/migrations/0010): a job handed
 to it on insert (0007), which it starts with no claim request; a pending job it is the herald of,
 which it claims, or sets a timer for when it is scheduled; its own probe rows; and the signal rows
-that cancel one of its running jobs (0013), whose handler it stops. A job costs one
-Realtime message however many workers run.
+that cancel one of its running jobs (0013), whose handler it stops. The database broadcasts each
+such row to the worker's own private topic (0022, Broadcast from Database): a job costs one
+Realtime message however many workers run, the message is streamed rather than polled on hosted
+Supabase, and a worker that rejoins after a drop asks for the messages it missed (replay).
 
-Realtime is a hint, never the source of truth: Supabase promises at-most-once delivery and no
-replay, and a change made while a socket is down is never sent. The official client reports
-SUBSCRIBED before changes flow, never reads heartbeat replies and gives up after five failed
-reconnects, so this module keeps its own supervisor: it runs the client with its reconnect switched
-off, builds a fresh connection after any failure with backoff and full jitter, forever, and claims
-after every subscribe and after "Subscribed to PostgreSQL", since changes committed before
-that message are never delivered. A probe checks end to end that events still flow: when nothing has
-arrived for a while the next tick inserts a row that only this worker hears, and a feed that stays
-silent is treated as down.
+Realtime is a hint, never the source of truth: delivery is at most once, and replay keeps only a
+few messages. The official client reports SUBSCRIBED before messages flow, never reads heartbeat
+replies and gives up after five failed reconnects, so this module keeps its own supervisor: it runs
+the client with its reconnect switched off, builds a fresh connection after any failure with
+backoff and full jitter, forever, and claims after every subscribe and once Realtime says its
+replication connection is established, since rows committed before that are never delivered. A
+probe checks end to end that messages still flow: when nothing has arrived for a while the next
+tick inserts a row that only this worker hears, and a feed that stays silent is treated as down.
+With hand-offs off, the worker hears every insert of its types as postgres_changes as well.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -38,6 +40,9 @@ PROBE_JOB_TYPE = "reactor.probe"  # reactor.probe_job_type() (tests/contract/tes
 _PLAIN_VALUE = re.compile(r"^[^,()\"\\\s]+$")  # usable unquoted in a classic `in.(...)` filter
 _SUBSCRIBE_TIMEOUT = 15.0
 _PROBE_WAIT = 5.0  # a probe's event arrives in milliseconds; five seconds is a silent feed
+ANNOUNCED = "job"  # the event of the database's announcements (reactor.announce)
+REPLICATION_READY = "Replication connection established"
+REPLAY_LIMIT = 25  # the most messages Realtime replays to a join
 
 
 class Timers(Protocol):
@@ -84,6 +89,7 @@ class Listener:
         probe_seconds: float,
         handed: Callable[[str, dict[str, Any]], None],
         events: Counter[str],
+        topic: Callable[[], Awaitable[str]],
         hear_all: bool = False,
         cancel: Callable[[str, int], None] = lambda table, job_id: None,
         client: Callable[[str, str], Any] = realtime_client,
@@ -100,6 +106,7 @@ class Listener:
         self.last_event = time.monotonic()
         self.went_down_at: float | None = None
         self._events = events  # Metrics.events: subscribes, feeds gone live, probes heard
+        self._topic = topic  # asks the database for this worker's private topic
         # With hand-offs off the worker never stands by, so no row names it: it hears every insert
         # of its types instead, at one message per worker per job.
         self._hear_all = hear_all
@@ -108,6 +115,7 @@ class Listener:
         self._broken = anyio.Event()
         self._probe_table = next(iter(job_types))
         self._probe_seen = anyio.Event()
+        self._lost_at: float | None = None  # when the last connection ended, in epoch seconds
 
     @property
     def state(self) -> str:
@@ -130,8 +138,9 @@ class Listener:
         self._feed.connection_lost()
         client = self._client(self._url, self._key)
         try:
+            topic = await self._topic()
             await client.connect()
-            await self._subscribe_all(client)
+            await self._subscribe_all(client, topic)
             self._set_state("subscribed")
             self._events["realtime_subscriptions"] += 1
             self.last_event = time.monotonic()
@@ -144,6 +153,7 @@ class Listener:
             logger.warning(f"Realtime unavailable: {type(exc).__name__}: {exc}; ticking fast")
         finally:
             self._set_state("down")
+            self._lost_at = time.time()
             self._wake(None)
             with anyio.move_on_after(2, shield=True):
                 await client.close()
@@ -157,50 +167,87 @@ class Listener:
                 logger.warning("Realtime socket closed")
                 return
 
-    async def _subscribe_all(self, client: Any) -> None:
+    async def _subscribe_all(self, client: Any, topic: str) -> None:
+        """Join the worker's private topic (and, hearing all, one channel a table for its inserts)
+        and return once every join is answered."""
         subscribed: list[str] = []
         done = anyio.Event()
-        tables = list(self._job_types)
+        per_table = [f"reactor:{t}:{self._worker_id}" for t in self._job_types] if self._hear_all else []
+        channels = [topic, *per_table]
 
-        def on_state(table: str) -> Callable[[RealtimeSubscribeStates, Exception | None], None]:
+        def on_state(name: str) -> Callable[[RealtimeSubscribeStates, Exception | None], None]:
             def changed(state: RealtimeSubscribeStates, error: Exception | None) -> None:
                 if state == RealtimeSubscribeStates.SUBSCRIBED:
-                    subscribed.append(table)
-                    if len(subscribed) == len(tables):
+                    subscribed.append(name)
+                    if len(subscribed) == len(channels):
                         done.set()
                     return
-                logger.warning(f"Realtime channel for {table}: {state.value} {error or ''}")
+                logger.warning(f"Realtime channel {name}: {state.value} {error or ''}")
                 self._broken.set()
                 done.set()
 
             return changed
 
-        for table in tables:
-            channel = client.channel(f"reactor:{table}:{self._worker_id}")
-            named = {"filter": f"locked_by=eq.{self._worker_id}"}
-            binding = insert_filter(self._job_types[table]) if self._hear_all else named
-            channel.on_postgres_changes("INSERT", self.heard, table=table, schema="public", **binding)
-            channel.on_system(self._on_system(table))
-            await channel.subscribe(on_state(table))
+        announcements = client.channel(topic, {"config": self._join_config()})
+        announcements.on_broadcast(ANNOUNCED, self.announced)
+        announcements.on_system(self._on_replication)
+        await announcements.subscribe(on_state(topic))
+        if self._hear_all:
+            for table, name in zip(self._job_types, per_table, strict=True):
+                channel = client.channel(name, {"config": {"private": True}})
+                binding = insert_filter(self._job_types[table])
+                channel.on_postgres_changes("INSERT", self.heard, table=table, schema="public", **binding)
+                channel.on_system(self._on_changes(table))
+                await channel.subscribe(on_state(name))
         with anyio.fail_after(_SUBSCRIBE_TIMEOUT):
             await done.wait()
         if self._broken.is_set():
             raise ConnectionError("a channel failed to subscribe")
 
-    def _on_system(self, table: str) -> Callable[[Any], None]:
+    def _join_config(self) -> dict[str, Any]:
+        """A private channel (the service key may join any; projects may allow no other kind), told
+        when Broadcast from Database is live, and after a drop asking for what it missed."""
+        broadcast: dict[str, Any] = {"ack": False, "self": False, "replication_ready": True}
+        if self._lost_at is not None:
+            broadcast["replay"] = {"since": int((self._lost_at - 1) * 1000), "limit": REPLAY_LIMIT}
+        return {"broadcast": broadcast, "presence": {"key": "", "enabled": False}, "private": True}
+
+    def _on_replication(self, message: Any) -> None:
+        if getattr(message, "message", "") == REPLICATION_READY:
+            logger.info("Realtime live")
+            self._events["realtime_live"] += 1
+            for table in self._job_types:
+                self._feed.went_live(table)
+            self._wake(None)  # rows committed before replication was live were never sent
+
+    def _on_changes(self, table: str) -> Callable[[Any], None]:
         def system(message: Any) -> None:
             if getattr(message, "message", "") == "Subscribed to PostgreSQL":
-                logger.info(f"Realtime live for table {table}")
-                self._events["realtime_live"] += 1
-                self._feed.went_live(table)
+                logger.info(f"Realtime changes live for table {table}")
                 self._wake(table)
 
         return system
 
-    def heard(self, payload: dict[str, Any]) -> None:
+    def announced(self, message: dict[str, Any]) -> None:
+        """The database named this worker in a row (reactor.announce). A replayed one is acted on
+        only when it still can be: a hand-off whose lease runs, a cancel signal, a herald's job."""
+        body = message.get("payload")
+        if message.get("event") != ANNOUNCED or not isinstance(body, dict):
+            return
+        record, table = body.get("record"), body.get("table")
+        if not isinstance(record, dict) or record.get("locked_by") != self._worker_id:
+            return
+        replayed = bool((message.get("meta") or {}).get("replayed"))
+        if replayed and not _still_useful(record):
+            return
+        self.heard({"data": {"type": "INSERT", "table": table, "record": record}}, replayed=replayed)
+
+    def heard(self, payload: dict[str, Any], replayed: bool = False) -> None:
         """An insert naming this worker arrived (or, hearing all, any insert of its types): start a
-        hand-off, claim or set a timer for a pending job, or note a probe."""
-        self.last_event = time.monotonic()
+        hand-off, claim or set a timer for a pending job, or note a probe. A replayed row says
+        nothing of whether messages flow now."""
+        if not replayed:
+            self.last_event = time.monotonic()
         data = payload.get("data", {})
         record, table = data.get("record") or {}, data.get("table")
         named = record.get("locked_by") == self._worker_id
@@ -208,7 +255,8 @@ class Listener:
             return
         if record.get("job_type") == PROBE_JOB_TYPE:
             if named:
-                self._probe_seen.set()
+                if not replayed:
+                    self._probe_seen.set()
                 signal = record.get("payload")  # a probe, or a cancel signal naming a job
                 if isinstance(signal, dict) and isinstance(signal.get("cancel"), int):
                     self._cancel(table, signal["cancel"])
@@ -264,10 +312,21 @@ class Listener:
         self._timers.health_changed()
 
 
+def _still_useful(record: dict[str, Any]) -> bool:
+    """Whether a replayed announcement can still be acted on: a probe is stale (unless it is a
+    cancel signal), and a hand-off whose lease ran out is the reaper's and the next claim's."""
+    if record.get("job_type") == PROBE_JOB_TYPE:
+        signal = record.get("payload")
+        return isinstance(signal, dict) and isinstance(signal.get("cancel"), int)
+    if record.get("status") == "processing":
+        ends = rows.timestamp(record.get("lease_expires_at"))
+        return ends is not None and ends > datetime.now(UTC)
+    return True
+
+
 def insert_filter(job_types: list[str]) -> dict[str, str]:
-    """Narrow inserts to these job types (and probes) on the server, when the classic `in` filter
-    can say so."""
-    types = [*job_types, PROBE_JOB_TYPE]
+    """Narrow inserts to these job types on the server, when the classic `in` filter can say so."""
+    types = list(job_types)
     if len(types) > 100 or not all(_PLAIN_VALUE.match(t) for t in types):
         return {}
     return {"filter": f"job_type=in.({','.join(types)})"}

@@ -142,6 +142,9 @@ class MemoryStore:
     async def stand_down(self, table: str, worker: str) -> None:
         self._table("reactor_stand_down", table)
 
+    async def worker_topic(self, worker: str) -> str:
+        return f"reactor:{worker}"
+
     async def declare_limits(self, table: str, limits: dict[str, dict[str, int]]) -> dict[str, Any]:
         self._table("reactor_declare_limits", table)
         for job_type, declared in limits.items():

@@ -26,7 +26,7 @@ EVENTS = {
     "realtime_subscriptions": ("reactor_realtime_subscriptions", "Successful Realtime (re)subscribes."),
     "realtime_live": (
         "reactor_realtime_live",
-        "'Subscribed to PostgreSQL' messages: change feeds gone live.",
+        "'Replication connection established' messages: feeds of the database's announcements gone live.",
     ),
     "realtime_probes_heard": ("reactor_realtime_probes_heard", "Probe rows whose event came back."),
     "realtime_withheld": (

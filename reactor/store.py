@@ -64,6 +64,8 @@ class JobStore(Protocol):
 
     async def stand_down(self, table: str, worker: str) -> None: ...
 
+    async def worker_topic(self, worker: str) -> str: ...
+
     async def declare_limits(self, table: str, limits: dict[str, dict[str, int]]) -> dict[str, Any]: ...
 
     async def heartbeat(
@@ -211,6 +213,13 @@ class Store:
 
     async def stand_down(self, table: str, worker: str) -> None:
         await self.call("reactor_stand_down", {"p_table": table, "p_worker": worker})
+
+    async def worker_topic(self, worker: str) -> str:
+        """The private Realtime topic the database announces this worker's jobs on."""
+        topic = await self.call("reactor_worker_topic", {"p_worker": worker})
+        if not isinstance(topic, str):
+            raise UnreadableAnswer(f"reactor_worker_topic answered {topic!r}, not a topic")
+        return topic
 
     async def declare_limits(self, table: str, limits: dict[str, dict[str, int]]) -> dict[str, Any]:
         """Seed the fleet-wide limits of job types that have none; the limits as the database holds them."""

@@ -141,6 +141,7 @@ class Worker:
                 config.probe_seconds,
                 self.dispatcher.take,
                 metrics.events,
+                lambda: store.worker_topic(config.worker_id),
                 hear_all=not hand_offs,
                 cancel=lambda table, job_id: self.running.lease_lost(table, job_id, cancelled=True),
             )

@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0021 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0022 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0021_heartbeat_knows_cancels') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0022_announce_by_broadcast') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -74,6 +74,16 @@ create sequence if not exists reactor.announced_second;  -- the second reactor.a
 create sequence if not exists reactor.announced;  -- messages announced in that second
 create sequence if not exists reactor.withheld;  -- inserts left unannounced, in all
 revoke all on sequence reactor.announced_second, reactor.announced, reactor.withheld from public;
+
+-- A secret the topics are derived from. No API role can read it, so nobody can work a worker's
+-- topic out from its id, even where the project's own policies on realtime.messages let signed-in
+-- users join any private channel.
+create table if not exists reactor.topic_key (
+  only_row boolean primary key default true check (only_row),
+  key uuid not null default gen_random_uuid()
+);
+insert into reactor.topic_key default values on conflict do nothing;
+revoke all on reactor.topic_key from public;
 
 -- Limits per job table and type that hold across the fleet (section 6): at most `concurrency`
 -- processing, at most `rate` claims in any `per_seconds`, at most `per_user` processing per owner,
@@ -180,6 +190,12 @@ language sql immutable as 'select 1000';
 -- The most log lines one job may write (public.reactor_log).
 create or replace function reactor.max_log_lines() returns integer
 language sql immutable as 'select 1000';
+
+-- The largest payload an announcement carries, as JSON text. A hand-off whose payload is larger
+-- is announced without it, and the worker claims the job whole; Realtime's limit on a broadcast's
+-- size is far above this.
+create or replace function reactor.max_announced_payload_bytes() returns integer
+language sql immutable as 'select 65536';
 
 
 -- ==== 3. Validation helpers ====
@@ -446,6 +462,16 @@ begin
   execute format(
     'create or replace trigger zz_reactor_hand_off before insert on public.%I for each row execute function reactor.hand_off()',
     p_name);
+end
+$$;
+
+-- Its announcements (section 5): the rows that name a worker, broadcast to that worker.
+create or replace function reactor.create_announce_trigger(p_name text) returns void
+language plpgsql as $$
+begin
+  execute format(
+    'create or replace trigger zz_reactor_announce after insert on public.%I for each row '
+    'when (new.locked_by is not null) execute function reactor.announce()', p_name);
 end
 $$;
 
@@ -783,13 +809,14 @@ begin
 end
 $$;
 
--- Registering a table in reactor.job_tables (create_job_table does) makes its claim function and
--- its hand-off trigger.
+-- Registering a table in reactor.job_tables (create_job_table does) makes its claim function, its
+-- hand-off trigger and its announcements.
 create or replace function reactor.job_table_registered() returns trigger
 language plpgsql as $$
 begin
   perform reactor.create_claim_function(new.name);
   perform reactor.create_hand_off_trigger(new.name);
+  perform reactor.create_announce_trigger(new.name);
   return null;
 end
 $$;
@@ -1044,6 +1071,37 @@ begin
 end
 $$;
 
+-- The private Realtime topic of worker p_worker.
+create or replace function reactor.worker_topic(p_worker text) returns text
+language sql stable set search_path = pg_catalog, pg_temp as $$
+  select 'reactor:' || left(encode(sha256(convert_to(k.key::text || ':' || p_worker, 'UTF8')), 'hex'), 32)
+  from reactor.topic_key k
+$$;
+
+-- After an insert that names a worker in `locked_by` (a hand-off, a herald's pending job, a probe
+-- or a cancel signal), broadcast the row as event `job` to that worker's topic, in the inserting
+-- transaction: a rollback sends nothing. A pending row goes without its payload, which the herald
+-- does not need. It runs as its owner, since realtime.send writes to realtime.messages under RLS
+-- and the inserting user may write nothing there; where Realtime's schema is missing (a plain
+-- Postgres), nothing is sent.
+create or replace function reactor.announce() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  record jsonb := to_jsonb(new);
+begin
+  if to_regprocedure('realtime.send(jsonb,text,text,boolean)') is null then
+    return null;
+  end if;
+  if new.status = 'pending' or pg_column_size(new.payload) > reactor.max_announced_payload_bytes()
+     or octet_length(new.payload::text) > reactor.max_announced_payload_bytes() then
+    record := record - 'payload';
+  end if;
+  perform realtime.send(jsonb_build_object('table', tg_table_name, 'record', record), 'job',
+                        reactor.worker_topic(new.locked_by), true);
+  return null;
+end
+$$;
+
 
 -- ==== 6. Claim and hand-off ====
 --
@@ -1290,6 +1348,20 @@ begin
   perform reactor.check_worker(p_worker);
   perform set_config('lock_timeout', '2s', true);
   delete from reactor.standby s where s.job_table = t and s.worker = p_worker;
+end
+$$;
+
+-- The topic a worker subscribes to, for the worker itself; it names what is missing on a
+-- database without Realtime's schema.
+create or replace function public.reactor_worker_topic(p_worker text) returns text
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  perform reactor.check_worker(p_worker);
+  if to_regprocedure('realtime.send(jsonb,text,text,boolean)') is null then
+    raise exception 'this database has no realtime.send(), so it cannot announce jobs over Realtime'
+      using hint = 'reactor needs Supabase Realtime (Broadcast from Database); run the worker with REACTOR_REALTIME=off to poll instead.';
+  end if;
+  return reactor.worker_topic(p_worker);
 end
 $$;
 
@@ -2580,5 +2652,6 @@ insert into reactor.schema_migrations (version) values
   ('0018_limits_in_statistics'),
   ('0019_unique_window'),
   ('0020_overview'),
-  ('0021_heartbeat_knows_cancels')
+  ('0021_heartbeat_knows_cancels'),
+  ('0022_announce_by_broadcast')
 on conflict do nothing;

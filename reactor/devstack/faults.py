@@ -17,8 +17,9 @@ class Faults:
     rest_hang: bool = False  # REST requests hang (no answer) while rest_until is in the future
     rest_until: float = 0.0
     ws_refuse_until: float = 0.0  # websocket upgrades are refused (HTTP 503) until then
-    silent_until: float = 0.0  # sockets and heartbeats stay up, no postgres_changes are sent
-    drop_fraction: float = 0.0  # fraction of change events silently dropped, 0.0 to 1.0
+    silent_until: float = 0.0  # sockets and heartbeats stay up, no database events are sent
+    replication_down_until: float = 0.0  # Broadcast from Database is not read (nor sent) until then
+    drop_fraction: float = 0.0  # fraction of database events (changes, broadcasts) dropped, 0.0 to 1.0
     # Extra messages counted towards Realtime's per-project message quota (hosted profile only):
     # message_rate a second from message_rate_from until message_rate_until (monotonic times).
     message_rate: float = 0.0
@@ -40,6 +41,12 @@ class Faults:
 
     def go_silent(self, seconds: float) -> None:
         self.silent_until = time.monotonic() + seconds
+
+    def take_replication_down(self, seconds: float) -> None:
+        self.replication_down_until = time.monotonic() + seconds
+
+    def replication_down(self) -> bool:
+        return time.monotonic() < self.replication_down_until
 
     def drop_events(self, fraction: float) -> None:
         if not 0.0 <= fraction <= 1.0:

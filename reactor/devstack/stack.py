@@ -99,8 +99,10 @@ async def _end_transaction(conn: asyncpg.Connection) -> None:
 def _fault_admin(keys: Keys, faults: Faults, realtime: Realtime):
     """POST /_devstack/faults with the service_role key and one fault as JSON, for example
     {"close": 1006}, {"silent": 20}, {"refuse_websockets": 60}, {"rest_status": 503, "seconds": 5},
-    {"rest_hang": 5}, {"drop_fraction": 0.5}, {"message_rate": 1000, "seconds": 10} (messages
-    counted towards the hosted message quota) or {"clear": true}."""
+    {"rest_hang": 5}, {"drop_fraction": 0.5}, {"replication_down": 10} (Broadcast from Database not
+    read: joins wait for "Replication connection established", broadcasts are lost),
+    {"message_rate": 1000, "seconds": 10} (messages counted towards the hosted message quota) or
+    {"clear": true}."""
 
     async def handle(request: web.Request) -> web.Response:
         key = request.headers.get("apikey", "")
@@ -131,6 +133,8 @@ async def _apply(faults: Faults, realtime: Realtime, body: dict) -> None:
         faults.hang_rest(float(body["rest_hang"]))
     elif "message_rate" in body:
         faults.count_messages(float(body["message_rate"]), float(body["seconds"]))
+    elif "replication_down" in body:
+        faults.take_replication_down(float(body["replication_down"]))
     elif "drop_fraction" in body:
         faults.drop_events(float(body["drop_fraction"]))
     elif body.get("clear"):

@@ -61,6 +61,9 @@ WORKER_CALLS = [
     "select * from reactor.webhooks",
     "select reactor.set_unique_window('jobs', 't', 60)",
     "select * from reactor.unique_windows",
+    "select public.reactor_worker_topic('w')",
+    "select reactor.worker_topic('w')",
+    "select * from reactor.topic_key",
 ]
 
 

@@ -188,7 +188,7 @@ def echo_app() -> Reactor:
 
 
 async def subscribed(app: Reactor, times: int = 1) -> None:
-    """Wait for the `times`-th subscription to be live: its "Subscribed to PostgreSQL" arrived."""
+    """Wait for the `times`-th subscription to be live: its "Replication connection established" arrived."""
 
     async def check() -> bool:
         listener = app.worker.listener

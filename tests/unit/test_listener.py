@@ -1,6 +1,7 @@
-"""What the listener does with each change Realtime brings, without a socket: the payloads are
-shaped as the official client hands them to a postgres_changes callback. The connection, its
-supervisor and the probe run against the local stack in tests/worker/test_realtime.py."""
+"""What the listener does with each row Realtime brings, without a socket: the payloads are shaped
+as the official client hands them to a postgres_changes callback (`heard`) or to a broadcast
+callback for the database's announcements (`announced`). The connection, its supervisor and the
+probe run against the local stack in tests/worker/test_realtime.py."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ class Heard:
         self.calls.append(("health_changed",))
 
 
+async def topic() -> str:
+    return "reactor:topic-w1"
+
+
 @pytest.fixture
 def heard() -> Heard:
     return Heard()
@@ -55,6 +60,7 @@ def listener(heard: Heard) -> Listener:
         30.0,
         heard.handed,
         Counter(),
+        topic,
     )
 
 
@@ -136,7 +142,7 @@ def test_any_change_counts_as_the_feed_being_alive(listener: Listener) -> None:
 def test_hearing_all_a_worker_with_hand_offs_off_claims_for_any_pending_insert(heard: Heard) -> None:
     listener = Listener(
         "http://127.0.0.1:1", "key", {"jobs": ["mine"]}, "w1", Feed(True), heard.wake, heard, 30.0,
-        heard.handed, Counter(), hear_all=True,
+        heard.handed, Counter(), topic, hear_all=True,
     )  # fmt: skip
     listener.heard(change(status="pending", locked_by=None))
     listener.heard(change(status="processing", locked_by="w2"))  # another's hand-off: not its own
@@ -145,7 +151,7 @@ def test_hearing_all_a_worker_with_hand_offs_off_claims_for_any_pending_insert(h
 
 
 def test_hearing_all_narrows_inserts_by_job_type_on_the_server() -> None:
-    assert insert_filter(["a", "b.c"]) == {"filter": f"job_type=in.(a,b.c,{PROBE_JOB_TYPE})"}
+    assert insert_filter(["a", "b.c"]) == {"filter": "job_type=in.(a,b.c)"}  # probes come announced
     assert insert_filter(["with,comma"]) == {}  # the `in` filter cannot say it: the worker filters
 
 
@@ -153,7 +159,7 @@ def test_a_cancel_signal_naming_this_worker_stops_that_job(heard: Heard) -> None
     cancelled: list[tuple[str, int]] = []
     listener = Listener(
         "http://127.0.0.1:1", "key", {"jobs": ["mine"]}, "w1", Feed(True), heard.wake, heard, 30.0,
-        heard.handed, Counter(), cancel=lambda table, job_id: cancelled.append((table, job_id)),
+        heard.handed, Counter(), topic, cancel=lambda table, job_id: cancelled.append((table, job_id)),
     )  # fmt: skip
     listener.heard(
         change(job_type=PROBE_JOB_TYPE, status="cancelled", payload={"worker": "w1", "cancel": 42})
@@ -163,3 +169,83 @@ def test_a_cancel_signal_naming_this_worker_stops_that_job(heard: Heard) -> None
         change(job_type=PROBE_JOB_TYPE, status="cancelled", locked_by="w2", payload={"cancel": 43})
     )
     assert cancelled == [("jobs", 42)] and heard.calls == []
+
+
+def announcement(
+    replayed: bool = False, event: str = "job", table: str = "jobs", **record: Any
+) -> dict[str, Any]:
+    """A broadcast from reactor.announce, as the official client hands it to the callback."""
+    row = {"id": 7, "job_type": "mine", "locked_by": "w1", **record}
+    message: dict[str, Any] = {
+        "type": "broadcast",
+        "event": event,
+        "payload": {"table": table, "record": row},
+    }
+    if replayed:
+        message["meta"] = {"replayed": True, "id": "m1"}
+    return message
+
+
+def test_an_announced_hand_off_starts_from_its_record(listener: Listener, heard: Heard) -> None:
+    listener.last_event = 0.0
+    listener.announced(announcement(status="processing"))
+    assert heard.calls == [("handed", "jobs", 7)] and listener.last_event > 0.0
+
+
+def test_an_announced_pending_job_wakes_a_claim_of_its_table(listener: Listener, heard: Heard) -> None:
+    listener.announced(announcement(table="other", job_type="theirs", status="pending"))
+    assert heard.calls == [("wake", "other")]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        announcement(event="other", status="processing"),
+        announcement(status="processing", locked_by="w2"),
+        {"type": "broadcast", "event": "job", "payload": {"table": "jobs", "record": "not a row"}},
+        {"type": "broadcast", "event": "job", "payload": "not an object"},
+        {"type": "broadcast", "event": "job"},
+        {},
+    ],
+)
+def test_announcements_that_are_not_work_for_this_worker_ask_nothing(
+    listener: Listener, heard: Heard, message: dict[str, Any]
+) -> None:
+    listener.announced(message)
+    assert heard.calls == []
+
+
+def test_a_replayed_hand_off_starts_only_while_its_lease_runs(listener: Listener, heard: Heard) -> None:
+    running = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+    ended = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    listener.announced(announcement(replayed=True, status="processing", lease_expires_at=ended))
+    listener.announced(announcement(replayed=True, status="processing", lease_expires_at=None))
+    assert heard.calls == []  # the reaper gives it back, and a claim takes it
+    listener.announced(announcement(replayed=True, status="processing", lease_expires_at=running))
+    assert heard.calls == [("handed", "jobs", 7)]
+
+
+def test_a_replayed_probe_proves_nothing_about_the_feed_now(listener: Listener, heard: Heard) -> None:
+    listener._probe_seen = seen = anyio.Event()
+    listener.last_event = 0.0
+    listener.announced(announcement(replayed=True, job_type=PROBE_JOB_TYPE, status="cancelled", payload={}))
+    assert not seen.is_set() and listener.last_event == 0.0 and heard.calls == []
+
+
+def test_a_replayed_cancel_signal_still_stops_its_job(heard: Heard) -> None:
+    cancelled: list[tuple[str, int]] = []
+    listener = Listener(
+        "http://127.0.0.1:1", "key", {"jobs": ["mine"]}, "w1", Feed(True), heard.wake, heard, 30.0,
+        heard.handed, Counter(), topic, cancel=lambda table, job_id: cancelled.append((table, job_id)),
+    )  # fmt: skip
+    listener._probe_seen = seen = anyio.Event()
+    signal = {"worker": "w1", "cancel": 42}
+    listener.announced(
+        announcement(replayed=True, job_type=PROBE_JOB_TYPE, status="cancelled", payload=signal)
+    )
+    assert cancelled == [("jobs", 42)] and not seen.is_set()
+
+
+def test_a_replayed_pending_job_still_wakes_a_claim(listener: Listener, heard: Heard) -> None:
+    listener.announced(announcement(replayed=True, status="pending"))
+    assert heard.calls == [("wake", "jobs")]

@@ -176,22 +176,17 @@ async def test_a_hand_off_beyond_the_concurrency_is_handed_back_and_runs_when_a_
     assert most == 1
 
 
-async def test_a_worker_stands_by_only_once_its_feed_is_live(stack, db, database_url) -> None:
-    """Between SUBSCRIBED and "Subscribed to PostgreSQL" Realtime delivers no changes, so a job
-    handed over then would wait out its lease: the worker claims, but offers no slots yet."""
-    holder = await asyncpg.connect(database_url)
-    try:
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute("lock table _realtime.wanted in exclusive mode")  # holds the feed back
-        app = echo_app()
-        async with running(app, worker_config(stack, **NO_POLLING)):
-            await wait_until(lambda: _true(app.worker.listener is not None and app.worker.listener.healthy()))
-            await wait_until(lambda: _true(claims(app) >= 1))
-            assert app.metrics.events["realtime_live"] == 0
-            assert await standby(db) == {}
-            await tx.rollback()
-            await subscribed(app)
-            await wait_until(lambda: standby(db))
-    finally:
-        await holder.close()
+async def test_a_worker_stands_by_only_once_its_feed_is_live(stack, db) -> None:
+    """Between SUBSCRIBED and "Replication connection established" Realtime delivers no broadcasts
+    from the database, so a job handed over then would wait out its lease: the worker claims, but
+    offers no slots yet."""
+    stack.faults.take_replication_down(60)
+    app = echo_app()
+    async with running(app, worker_config(stack, **NO_POLLING)):
+        await wait_until(lambda: _true(app.worker.listener is not None and app.worker.listener.healthy()))
+        await wait_until(lambda: _true(claims(app) >= 1))
+        assert app.metrics.events["realtime_live"] == 0
+        assert await standby(db) == {}
+        stack.faults.clear()
+        await subscribed(app)
+        await wait_until(lambda: standby(db))

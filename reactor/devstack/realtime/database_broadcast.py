@@ -66,6 +66,7 @@ class MessageFeed:
         self._on_message = on_message
         self._pending: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self.reading = False  # listening now: a broadcast committed now will be delivered
 
     async def start(self) -> None:
         await install(self._pool)
@@ -95,6 +96,7 @@ class MessageFeed:
         conn.add_termination_listener(lambda _c: lost.done() or lost.set_result(None))
         try:
             await conn.add_listener(CHANNEL, lambda _c, _p, _ch, payload: self._pending.put_nowait(payload))
+            self.reading = True
             if not connected.done():
                 connected.set_result(None)
             while not lost.done():
@@ -104,6 +106,7 @@ class MessageFeed:
                         f"delete from realtime.messages where inserted_at < now() - interval '{_RETENTION}'"
                     )
         finally:
+            self.reading = False
             await conn.close()
 
     async def _read(self) -> None:

@@ -86,6 +86,12 @@ class Counters:
     _waiters: set[asyncio.Event] = field(default_factory=set, repr=False)
 
     @property
+    def messages(self) -> int:
+        """Every message delivered that the hosted service counts and bills: changes and
+        broadcasts, a copy to each subscriber."""
+        return self.delivered + self.broadcasts
+
+    @property
     def lag_mean(self) -> float:
         return self.lag_total / self.polled if self.polled else 0.0
 
@@ -209,6 +215,8 @@ class Realtime:
         if self.event_rate is not None and self.event_rate.triggered:
             self.counters.broadcasts_dropped += 1
             return
+        if self._faults.replication_down() or self._faults.event_suppressed():
+            return  # not read from the database, a silent feed, or a dropped event
         self._count_event()
         broadcast = UserBroadcast(message.event, message.payload, json_payload=True, meta={"id": message.id})
         self.hub.broadcast(None, message.topic, message.private, broadcast, True)
@@ -341,6 +349,7 @@ class Realtime:
             self.hub,
             self._pool,
             self._count_event,
+            lambda: self._messages.reading and not self._faults.replication_down(),
         )
         self._sockets.add(socket)
         try:

@@ -18,6 +18,9 @@ no longer read. Frames from one socket are handled in order, each check before t
 A private join with `config.broadcast.replay` gets the topic's stored broadcasts (replay.py) right
 after its reply, each a `broadcast` push with `meta.replayed`; the hub then skips those messages
 if they also arrive live. On a public channel, or with a bad `since`/`limit`, the join is refused.
+A join with `config.broadcast.replication_ready` gets the system message "Replication connection
+established" once broadcasts from the database are being read (at once, unless the gateway's
+listener is reconnecting).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from reactor.devstack.realtime.hub import Hub, UserBroadcast, decode_user_broadc
 from reactor.devstack.realtime.phoenix import Frame
 
 IDLE_TIMEOUT_SECONDS = 60  # Phoenix drops a socket that sent nothing for this long
+REPLICATION_READY_SECONDS = 60.0  # Realtime's replication_ready_timeout
+REPLICATION_CHECK_SECONDS = 0.5  # and its check interval
 NO_READ = "You do not have permissions to read from this Channel topic: "
 READ_REVOKED = "You no longer have permission to read from this Channel topic: "
 
@@ -222,6 +227,7 @@ class Socket:
         hub: Hub | None = None,
         pool: asyncpg.Pool | None = None,
         count_sent: Callable[[], None] | None = None,
+        replication: Callable[[], bool] = lambda: True,
     ) -> None:
         self.ws = ws
         self.request = request
@@ -236,6 +242,7 @@ class Socket:
         self._hub = hub or Hub()
         self._pool = pool  # for Realtime Authorization's checks; without one, private is public
         self._count_sent = count_sent  # a broadcast sent, counted against the message quota
+        self._replication = replication  # whether Broadcast from Database is being read now
         self.delay = delay  # seconds each frame is held, each way: half the profile's round trip
         self.delivered = 0  # postgres_changes pushes sent to this socket
         # (when to send, text or bytes), or None: close the socket once everything before it was sent.
@@ -482,7 +489,21 @@ class Socket:
         self._watch_expiry(channel)
         if bindings:
             self._spawn(channel, self._subscribe(channel, bindings))
+        broadcast = config.get("broadcast") if isinstance(config, dict) else None
+        if isinstance(broadcast, dict) and broadcast.get("replication_ready"):
+            self._spawn(channel, self._notify_replication_ready(channel))
         return None
+
+    async def _notify_replication_ready(self, channel: Channel) -> None:
+        """Realtime's `:notify_replication_ready` for a join that opts in: once Broadcast from
+        Database is being read, a system message says so; a minute without, the channel is shut."""
+        deadline = time.monotonic() + REPLICATION_READY_SECONDS
+        while not self._replication():
+            if time.monotonic() >= deadline:
+                self._shutdown(channel, "Replication connection was not established in time")
+                return
+            await asyncio.sleep(REPLICATION_CHECK_SECONDS)
+        self._system(channel, "system", "ok", "Replication connection established")
 
     async def _replay(self, channel: Channel, config: Any) -> list[replay.Stored]:
         """can_replay? and maybe_replay_messages: the stored broadcasts the join asks for, or
