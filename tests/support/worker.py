@@ -204,3 +204,8 @@ async def subscribed(app: Reactor, times: int = 1) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def claims(app: Reactor) -> int:
+    """The claim requests the worker has made so far."""
+    return sum(n for (function, _), n in app.worker.store.calls.items() if function == "reactor_claim_batch")

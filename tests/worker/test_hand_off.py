@@ -10,6 +10,7 @@ import pytest
 from reactor import Job, Reactor
 from tests.support.worker import (
     NO_POLLING,
+    claims,
     echo_app,
     insert,
     row,
@@ -25,10 +26,6 @@ pytestmark = pytest.mark.anyio
 
 async def standby(db: asyncpg.Connection) -> dict[str, int]:
     return dict(await db.fetch("select worker, slots from reactor.standby order by worker"))
-
-
-def claims(app: Reactor) -> int:
-    return sum(n for (function, _), n in app.worker.store.calls.items() if function == "reactor_claim_batch")
 
 
 async def test_a_worker_standing_by_starts_inserted_jobs_without_claiming_them(stack, db) -> None:

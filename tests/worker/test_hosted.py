@@ -8,12 +8,12 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from reactor import Reactor
 from reactor.devstack.profile import Profile
 from reactor.devstack.stack import serve
 from reactor.store import Store
 from tests.support.worker import (
     NO_POLLING,
+    claims,
     echo_app,
     insert,
     row,
@@ -48,10 +48,6 @@ async def test_a_claim_past_max_rows_reaches_the_worker_whole(
     assert {(job["id"], job["lease_token"]) for job in claimed} == {
         (r["id"], r["lease_token"]) for r in leased
     }
-
-
-def claims(app: Reactor) -> int:
-    return sum(n for (function, _), n in app.worker.store.calls.items() if function == "reactor_claim_batch")
 
 
 async def test_on_a_project_that_allows_private_channels_only_jobs_are_still_handed_off_over_realtime(
