@@ -34,6 +34,7 @@ EVENTS = {
         "Inserts left unannounced for reactor's Realtime budget, as this worker's ticks saw them.",
     ),
     "scheduled_jobs": ("reactor_scheduled_jobs", "Jobs this worker enqueued for schedules (@app.cron)."),
+    "hand_offs": ("reactor_hand_offs", "Jobs started from a hand-off's announcement, with no claim request."),
 }
 
 

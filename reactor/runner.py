@@ -88,6 +88,8 @@ class JobRunner:
         job._log = JobLog(self._store, self._redactor, job)
         running = Running(job, handler, confirmed=confirmed)
         self._running.add(running)
+        if confirmed is not None:
+            self._metrics.events["hand_offs"] += 1
         if job.run_at is not None:
             pickup = (datetime.now(UTC) - job.run_at).total_seconds()
             self._metrics.pickup_seconds.observe((job.table,), max(pickup, 0.0))
