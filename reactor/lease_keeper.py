@@ -51,10 +51,7 @@ class LeaseKeeper:
                 await self.beat()
 
     async def beat(self) -> None:
-        held = self._running.leases()
-        for table, leases in self._unreported().items():
-            held.setdefault(table, []).extend(leases)
-        for table, leases in held.items():
+        for table, leases in self._held().items():
             for start in range(0, len(leases), MAX_BATCH):
                 batch = leases[start : start + MAX_BATCH]
                 try:
@@ -65,6 +62,18 @@ class LeaseKeeper:
                 cancelled = set(answer.get("cancelled", []))
                 for job_id in answer.get("stale", []):
                     self._running.lease_lost(table, job_id, cancelled=job_id in cancelled)
+
+    def _held(self) -> dict[str, list[dict[str, Any]]]:
+        """Each table's leases to extend, one per job: the database refuses a batch naming a job
+        twice. A job can be listed twice when its outcome waits to be recorded while it was reaped
+        and claimed again by this worker; the later lease is the one that can hold, and the one a
+        running job has is later than any waiting outcome's."""
+        held: dict[str, dict[int, dict[str, Any]]] = {}
+        for table, leases in self._unreported().items():
+            held.setdefault(table, {}).update((lease["id"], lease) for lease in leases)
+        for table, leases in self._running.leases().items():
+            held.setdefault(table, {}).update((lease["id"], lease) for lease in leases)
+        return {table: list(by_id.values()) for table, by_id in held.items()}
 
     def confirm(self, table: str, lease: dict[str, Any]) -> None:
         self._to_confirm.setdefault(table, []).append((time.monotonic() + HAND_OFF_SECONDS, lease))

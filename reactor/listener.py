@@ -116,6 +116,9 @@ class Listener:
         self._probe_table = next(iter(job_types))
         self._probe_seen = anyio.Event()
         self._lost_at: float | None = None  # when the last connection ended, in epoch seconds
+        # Hand-offs heard lately, (table, id) -> when: a replay repeats the messages of the second
+        # before a drop, and a hand-off already started must not start again.
+        self._handed_lately: dict[tuple[str, Any], float] = {}
 
     @property
     def state(self) -> str:
@@ -240,7 +243,18 @@ class Listener:
         replayed = bool((message.get("meta") or {}).get("replayed"))
         if replayed and not _still_useful(record):
             return
+        if record.get("status") == "processing" and not self._first_hearing(table, record.get("id")):
+            return
         self.heard({"data": {"type": "INSERT", "table": table, "record": record}}, replayed=replayed)
+
+    def _first_hearing(self, table: Any, job_id: Any) -> bool:
+        """Whether this hand-off was not heard within the last minute (far past its 5 s lease)."""
+        now = time.monotonic()
+        self._handed_lately = {k: t for k, t in self._handed_lately.items() if now - t < 60}
+        if (table, job_id) in self._handed_lately:
+            return False
+        self._handed_lately[(table, job_id)] = now
+        return True
 
     def heard(self, payload: dict[str, Any], replayed: bool = False) -> None:
         """An insert naming this worker arrived (or, hearing all, any insert of its types): start a

@@ -498,7 +498,13 @@ class MemoryStore:
         return picked
 
     def _held(self, rows: dict[int, _Row], leases: list[dict[str, Any]]) -> list[_Row]:
-        """The rows of these leases that are still held with these tokens, in the batch's order."""
+        """The rows of these leases that are still held with these tokens, in the batch's order; a
+        batch naming a job twice is refused whole, as reactor.batch_items() refuses it."""
+        seen: set[int] = set()
+        for n, lease in enumerate(leases):
+            if lease["id"] in seen:
+                raise Rejected(f"item {n}: job {lease['id']} appears twice in one batch (HTTP 400)", 400)
+            seen.add(lease["id"])
         return [
             row
             for lease in leases

@@ -139,6 +139,23 @@ async def test_a_beat_keeps_the_leases_of_finished_jobs_whose_outcome_waits() ->
     ]
 
 
+async def test_a_job_listed_twice_is_beaten_once_with_its_latest_lease() -> None:
+    """A finished job's outcome waits (the API is down) while the job is reaped and this worker
+    claims it again: both leases are listed, and a batch naming a job twice is refused whole."""
+    store, running = Beating(), RunningJobs()
+    (job,) = await claim(store, 1)
+    first = lease(job)
+    store.tables["jobs"][job.id].status = "pending"  # reaped
+    (again,) = await store.claim("jobs", "w1", ["echo"], 1, 60)
+    rerun = Job(again["id"], "jobs", "echo", {}, again["attempt"], 5, again["lease_token"])
+    run_all(running, [rerun])
+    waiting = {"jobs": [first, first]}  # and an earlier outcome of the same run, listed again
+    async with logged() as lines:
+        await LeaseKeeper(store, running, lambda: waiting, 60).beat()
+    assert [ids for _, ids, _ in store.beats] == [[job.id]] and lines == []
+    assert not any(r.lost for r in running)
+
+
 async def test_a_failed_heartbeat_batch_is_logged_and_the_next_is_still_sent() -> None:
     store, running = Beating(), RunningJobs()
     jobs = await claim(store, MAX_BATCH + 1)

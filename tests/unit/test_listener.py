@@ -249,3 +249,12 @@ def test_a_replayed_cancel_signal_still_stops_its_job(heard: Heard) -> None:
 def test_a_replayed_pending_job_still_wakes_a_claim(listener: Listener, heard: Heard) -> None:
     listener.announced(announcement(replayed=True, status="pending"))
     assert heard.calls == [("wake", "jobs")]
+
+
+def test_a_hand_off_heard_live_and_then_replayed_starts_once(listener: Listener, heard: Heard) -> None:
+    """A rejoin replays the second before the drop, which the worker may have heard already."""
+    running = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+    listener.announced(announcement(status="processing", lease_expires_at=running))
+    listener.announced(announcement(replayed=True, status="processing", lease_expires_at=running))
+    listener.announced(announcement(table="other", job_type="theirs", status="processing"))
+    assert heard.calls == [("handed", "jobs", 7), ("handed", "other", 7)]
