@@ -2,8 +2,9 @@
 
 The job fans out: it spawns one `vehicle_quote` child per combination and waits; each child is an
 ordinary job, retried on its own, run by whichever worker of the fleet is free. The quote API
-allows 2 requests a second per key, so the child's handler declares `rate="2/s"`, a limit the
-database holds across every worker (three replicas still send 2 a second), and snoozes through
+allows 2 requests a second per key, so the child's handler declares `rate="3/2s"`, a limit the
+database holds across every worker (three replicas still send 1.5 a second: a margin, since a
+request leaves a round trip after its start is counted), and snoozes through
 any 429 it still gets. A combination the API refuses for good fails its child, not the job: once
 every child has finished, the job runs again and combines the quotes with the failures.
 
@@ -48,7 +49,7 @@ async def vehicle_quotes(job: Job) -> dict:
     return {"vehicle": vehicle, "quotes": quotes, "failed": len(failures), "failures": failures}
 
 
-@app.handler("vehicle_quote", rate="2/s", timeout=60)
+@app.handler("vehicle_quote", rate="3/2s", timeout=60)
 async def vehicle_quote(job: Job) -> dict:
     """One quote; fails for good when the API refuses this combination."""
     async with httpx.AsyncClient(base_url=QUOTE_API_URL, timeout=30) as client:
