@@ -250,7 +250,11 @@ class Listener:
     def _first_hearing(self, table: Any, job_id: Any) -> bool:
         """Whether this hand-off was not heard within the last minute (far past its 5 s lease)."""
         now = time.monotonic()
-        self._handed_lately = {k: t for k, t in self._handed_lately.items() if now - t < 60}
+        while self._handed_lately:  # oldest first: insertion order is time order
+            oldest, heard_at = next(iter(self._handed_lately.items()))
+            if now - heard_at < 60:
+                break
+            del self._handed_lately[oldest]
         if (table, job_id) in self._handed_lately:
             return False
         self._handed_lately[(table, job_id)] = now
