@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0022 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0023 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0022_announce_by_broadcast') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0023_owner_share') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -65,7 +65,8 @@ revoke all on reactor.standby from public;
 -- its inserts may cause. Change it with an update; it applies at once.
 create table if not exists reactor.realtime_budget (
   only_row boolean primary key default true check (only_row),
-  messages_per_second integer not null default 50 check (messages_per_second >= 0)
+  messages_per_second integer not null default 50 check (messages_per_second >= 0),
+  per_owner_per_second integer not null default 5 check (per_owner_per_second >= 0)
 );
 insert into reactor.realtime_budget default values on conflict do nothing;
 revoke all on reactor.realtime_budget from public;
@@ -973,7 +974,10 @@ $$;
 -- which claims it or sets a timer for its run_at (on a pending row `locked_by` means only that).
 -- Each worker hears only the rows that name it, so a job costs one Realtime message however many
 -- workers run. Past reactor's Realtime budget for the second, the first row still names a herald,
--- whose one claim sweeps the backlog, and the rows after it name nobody and cost nothing.
+-- whose one claim sweeps the backlog, and the rows after it name nobody and cost nothing. One
+-- owner's rows get a share of that budget, per_owner_per_second in the last second: past it, the
+-- next row names a herald and the rows after it nobody, so no user's burst spends the messages
+-- that announce everyone else's jobs. Rows without an owner (the project's own) have no share.
 create or replace function reactor.hand_off() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -984,6 +988,8 @@ declare
   paused boolean;
   duplicate bigint;
   unique_seconds integer;
+  share integer;
+  owned bigint;  -- the owner's rows in the last second, this one not counted; null: no owner
 begin
   if pg_column_size(new.payload) > 1048576 or reactor.too_deep(new.payload) then  -- max_payload_bytes()
     raise exception '%', reactor.payload_problem(new.payload) using errcode = 'PT413';
@@ -1030,7 +1036,14 @@ begin
   if paused then
     return new;
   end if;
-  if new.run_at <= now() and paused is null then
+  if new.user_id is not null then
+    share := (select b.per_owner_per_second from reactor.realtime_budget b);
+    execute format($q$
+      select count(*) from (select 1 from public.%I
+                            where user_id = $1 and created_at > now() - interval '1 second' limit $2) s
+    $q$, tg_table_name) using new.user_id, share + 1 into owned;
+  end if;
+  if new.run_at <= now() and paused is null and coalesce(owned < share, true) then
     select s.worker into taker from reactor.standby s
     where s.job_table = tg_table_name and s.slots > 0 and s.expires_at > now()
       and new.job_type = any(s.job_types)
@@ -1045,6 +1058,10 @@ begin
     limit 1;
   end if;
   if coalesce(taker, herald) is null then
+    return new;
+  end if;
+  if owned > share then
+    perform nextval('reactor.withheld');
     return new;
   end if;
   n := reactor.announcement();
@@ -2653,5 +2670,6 @@ insert into reactor.schema_migrations (version) values
   ('0019_unique_window'),
   ('0020_overview'),
   ('0021_heartbeat_knows_cancels'),
-  ('0022_announce_by_broadcast')
+  ('0022_announce_by_broadcast'),
+  ('0023_owner_share')
 on conflict do nothing;

@@ -201,3 +201,21 @@ async def test_a_frontend_double_submit_gets_409_and_the_job_it_already_has(stac
     assert caught.value.code == "23505"  # PostgREST's 409 Conflict
     assert json.loads(caught.value.details) == {"id": first["id"]}  # watch this one instead
     assert await db.fetchval("select count(*) from public.jobs where unique_key = 'checkout-42'") == 1
+
+
+async def test_one_users_burst_cannot_spend_the_realtime_budget_others_jobs_are_announced_with(stack, db) -> None:
+    """A user's burst used to spend the whole second's budget, leaving everyone else's job of that
+    second unannounced until a tick; with no ticks at all here, Bob's job would never start."""
+    await db.execute("select reactor.allow_insert('jobs', 'echo')")
+    await db.execute("update reactor.realtime_budget set messages_per_second = 20")
+    app = echo_app()
+    async with running(app, worker_config(stack, concurrency=50, **NO_POLLING)):
+        await subscribed(app)
+        await wait_until(lambda: db.fetchval("select count(*) from reactor.standby"))
+        alice = (await user_client(stack)).table("jobs")
+        burst = (await alice.insert([{"job_type": "echo"}] * 30).select("id").execute()).data
+        bob = (await user_client(stack, str(uuid.uuid4()))).table("jobs")
+        [bobs] = (await bob.insert({"job_type": "echo"}).select("id").execute()).data
+        assert (await status_is(db, bobs["id"], "completed"))["attempts"] == 1
+        for job in burst:  # the herald's one claim took the rest of Alice's burst
+            assert (await status_is(db, job["id"], "completed"))["attempts"] == 1

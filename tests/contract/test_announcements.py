@@ -4,6 +4,7 @@ for the second is spent."""
 
 import datetime as dt
 import json
+import uuid
 
 import asyncpg
 import pytest
@@ -86,3 +87,31 @@ async def test_a_worker_id_longer_than_realtime_keeps_in_a_cut_record_is_refused
     with pytest.raises(asyncpg.RaiseError, match="1 to 64 bytes"):
         await db.fetch("select * from public.reactor_claim('jobs', $1, array['t'], 1)", "é" * 33)
     assert await db.fetch("select * from public.reactor_claim('jobs', $1, array['t'], 1)", "w" * 64) == []
+
+
+async def test_one_owners_burst_gets_its_share_then_a_herald_then_nobody(db):
+    await stand_by(db, "w1", 16)
+    await db.execute("update reactor.realtime_budget set per_owner_per_second = 3")
+    burst = await enqueue(db, "t", 8, user_id=uuid.uuid4())  # one statement: one second
+    rows = await named(db, burst)
+    assert rows == [("processing", "w1")] * 3 + [("pending", "w1")] + [("pending", None)] * 4
+    # Everyone else keeps their hand-offs: another owner, and the project's own rows (no owner).
+    others = await enqueue(db, "t", user_id=uuid.uuid4()) + await enqueue(db, "t")
+    assert await named(db, others) == [("processing", "w1")] * 2
+    assert (await withheld_in_all(db)) == 4  # so workers tick fast to claim them
+
+
+async def test_an_owners_share_counts_the_last_second_only(db):
+    await stand_by(db, "w1", 16)
+    await db.execute("update reactor.realtime_budget set per_owner_per_second = 2")
+    owner = uuid.uuid4()
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2)
+    await enqueue(db, "u", 5, user_id=owner, created_at=earlier)  # no standby for "u": not announced
+    assert await named(db, await enqueue(db, "t", user_id=owner)) == [("processing", "w1")]
+
+
+async def test_an_owner_with_no_share_gets_one_herald_a_second(db):
+    await stand_by(db, "w1", 16)
+    await db.execute("update reactor.realtime_budget set per_owner_per_second = 0")
+    rows = await named(db, await enqueue(db, "t", 3, user_id=uuid.uuid4()))
+    assert rows == [("pending", "w1"), ("pending", None), ("pending", None)]
