@@ -7,7 +7,8 @@ worktree with this tree's bench/ copied in, so both run the same measurement aga
 worker, SQL and stack) and this tree, each quiet and flooded; and, as a control, this tree while
 the same flood goes to a neighbour (another project on the same machine): what the flood's
 requests cost the shared cores alone, whatever they insert; and this tree while the user sends
-only rows the policy takes, at the same pace (`allowed`): the cost of the work a user is allowed.
+only the flood's requests whose rows the policy takes, when the flood sends them (`allowed`): the
+cost of the work a user is allowed, which an honest user could ask for as well.
 Each measures bench/worker.py's pickup through Realtime (40 inserts a second for 10 s, hand-offs
 on) and its drain of 20,000 no-op jobs by one worker at concurrency 1,000.
 
@@ -63,8 +64,9 @@ STEADY = [
 
 async def flood(url: str, anon: str, token: str, hostile: bool) -> None:
     """One user's requests, from a process of its own as a frontend's are from its own machine;
-    without `hostile`, only the rows the policy takes, at the same pace. Prints `backlog done`
-    once the backlog is sent, and the answers' statuses as JSON when terminated."""
+    without `hostile`, only the requests whose rows the policy takes, when the flood sends them
+    (no backlog, and nothing in the other slots). Prints `backlog done` once the backlog is sent,
+    and the answers' statuses as JSON when terminated."""
     statuses: Counter[int] = Counter()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -74,11 +76,12 @@ async def flood(url: str, anon: str, token: str, hostile: bool) -> None:
         for _ in range(100 if hostile else 0):
             statuses[(await client.post("/jobs", json=backlog)).status_code] += 1
         print("backlog done", flush=True)
-        steady = STEADY if hostile else STEADY[:1]
+        steady = STEADY if hostile else [STEADY[0], None, None, None]
         n = 0
         while not stop.is_set():
             started = time.monotonic()
-            statuses[(await client.post("/jobs", json=steady[n % len(steady)])).status_code] += 1
+            if (row := steady[n % len(steady)]) is not None:
+                statuses[(await client.post("/jobs", json=row)).status_code] += 1
             n += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, 0.05 - (time.monotonic() - started)))

@@ -59,9 +59,15 @@ class LeaseKeeper:
                 except StoreError as exc:
                     logger.warning(f"heartbeat for {len(batch)} jobs in {table} failed: {exc}")
                     continue
-                cancelled = set(answer.get("cancelled", []))
-                for job_id in answer.get("stale", []):
-                    self._running.lease_lost(table, job_id, cancelled=job_id in cancelled)
+                self._lost(table, batch, answer)
+
+    def _lost(self, table: str, leases: list[dict[str, Any]], answer: dict[str, Any]) -> None:
+        """Stop the jobs whose leases a heartbeat found stale. Each is named with the lease sent,
+        so a stale answer about an earlier attempt leaves a later one of this worker's alone."""
+        sent = {lease["id"]: lease["lease_token"] for lease in leases}
+        cancelled = set(answer.get("cancelled", []))
+        for job_id in answer.get("stale", []):
+            self._running.lease_lost(table, job_id, job_id in cancelled, sent.get(job_id))
 
     def _held(self) -> dict[str, list[dict[str, Any]]]:
         """Each table's leases to extend, one per job: the database refuses a batch naming a job
@@ -106,9 +112,7 @@ class LeaseKeeper:
             logger.warning(f"confirming {len(items)} hand-offs in {table} failed: {exc}")
             self._to_confirm.setdefault(table, []).extend(keep)
             return bool(keep)
-        cancelled = set(answer.get("cancelled", []))
-        for job_id in answer.get("stale", []):
-            self._running.lease_lost(table, job_id, cancelled=job_id in cancelled)
+        self._lost(table, [lease for _, lease in items], answer)
         for job_id in answer.get("extended", []):
             self._running.confirmed(table, job_id)
         return False

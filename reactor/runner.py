@@ -174,7 +174,7 @@ class JobRunner:
                 job.logger.warning(f"could not write progress: {exc}")
                 return True
             if not held:
-                self._running.lease_lost(job.table, job.id)
+                self._running.lease_lost(job.table, job.id, lease_token=job.lease_token)
             return held
 
         return write

@@ -43,10 +43,18 @@ class RunningJobs:
         return iter(list(self._jobs.values()))
 
     def add(self, running: Running) -> None:
-        self._jobs[(running.job.table, running.job.id)] = running
+        """A job starts. If this worker still runs an earlier attempt of it, that attempt's lease
+        was reaped before the worker learned so: it is lost, as if another worker had claimed it."""
+        key = (running.job.table, running.job.id)
+        if key in self._jobs:
+            self.lease_lost(*key)
+        self._jobs[key] = running
 
     def remove(self, running: Running) -> None:
-        del self._jobs[(running.job.table, running.job.id)]
+        key = (running.job.table, running.job.id)
+        if self._jobs.get(key) is not running:
+            return  # an earlier attempt, lost to a later one of this worker's (`add`)
+        del self._jobs[key]
         if not self._jobs:
             self._emptied.set()
             self._emptied = anyio.Event()
@@ -68,21 +76,25 @@ class RunningJobs:
                 by_table.setdefault(table, []).append({"id": job_id, "lease_token": running.job.lease_token})
         return by_table
 
-    def lease_lost(self, table: str, job_id: int, cancelled: bool = False) -> None:
+    def lease_lost(
+        self, table: str, job_id: int, cancelled: bool = False, lease_token: str | None = None
+    ) -> None:
         """The job has a new owner, or was cancelled on request: stop the handler; its outcome is
-        never reported (the row says what happened)."""
+        never reported (the row says what happened). With `lease_token`, only if the running
+        attempt holds that lease: an answer about an earlier lease leaves a later attempt alone."""
         running = self._jobs.get((table, job_id))
-        if running is not None and not running.lost:
-            running.lost, running.cancelled = True, cancelled
-            running.scope.cancel()
-            if running.confirmed is not None:
-                running.confirmed.set()
-            if cancelled:
-                log = running.job.logger.bind(outcome="cancelled")
-                log.warning("job cancelled on request: stopping the handler")
-            else:
-                log = running.job.logger.bind(outcome="lost")
-                log.warning("lease lost: cancelling the job, it has a new owner")
+        if running is None or running.lost or lease_token not in (None, running.job.lease_token):
+            return
+        running.lost, running.cancelled = True, cancelled
+        running.scope.cancel()
+        if running.confirmed is not None:
+            running.confirmed.set()
+        if cancelled:
+            log = running.job.logger.bind(outcome="cancelled")
+            log.warning("job cancelled on request: stopping the handler")
+        else:
+            log = running.job.logger.bind(outcome="lost")
+            log.warning("lease lost: cancelling the job, it has a new owner")
 
     def confirmed(self, table: str, job_id: int) -> None:
         """A hand-off's confirmation was answered, or given up on: its outcome may be reported."""

@@ -203,7 +203,9 @@ async def test_a_frontend_double_submit_gets_409_and_the_job_it_already_has(stac
     assert await db.fetchval("select count(*) from public.jobs where unique_key = 'checkout-42'") == 1
 
 
-async def test_one_users_burst_cannot_spend_the_realtime_budget_others_jobs_are_announced_with(stack, db) -> None:
+async def test_one_users_burst_cannot_spend_the_realtime_budget_others_jobs_are_announced_with(
+    stack, db
+) -> None:
     """A user's burst used to spend the whole second's budget, leaving everyone else's job of that
     second unannounced until a tick; with no ticks at all here, Bob's job would never start."""
     await db.execute("select reactor.allow_insert('jobs', 'echo')")

@@ -21,10 +21,13 @@ class Faults:
     replication_down_until: float = 0.0  # Broadcast from Database is not read (nor sent) until then
     drop_fraction: float = 0.0  # fraction of database events (changes, broadcasts) dropped, 0.0 to 1.0
     # Extra messages counted towards Realtime's per-project message quota (hosted profile only):
-    # message_rate a second from message_rate_from until message_rate_until (monotonic times).
+    # message_rate a second from message_rate_from until message_rate_until (monotonic times), as
+    # postgres changes, and with message_rate_broadcasts as broadcasts too (the app's own traffic
+    # of either kind: Realtime counts the two apart, and each has the quota).
     message_rate: float = 0.0
     message_rate_from: float = 0.0
     message_rate_until: float = 0.0
+    message_rate_broadcasts: bool = False
 
     def fail_rest(self, status: int, seconds: float) -> None:
         if status not in (502, 503):
@@ -53,16 +56,21 @@ class Faults:
             raise ValueError(f"drop fraction must be between 0 and 1, got {fraction}")
         self.drop_fraction = fraction
 
-    def count_messages(self, rate: float, seconds: float) -> None:
+    def count_messages(self, rate: float, seconds: float, broadcasts: bool = False) -> None:
         if rate < 0 or seconds < 0:
             raise ValueError(f"message rate and seconds must not be negative, got {rate}, {seconds}")
         now = time.monotonic()
         self.message_rate, self.message_rate_from, self.message_rate_until = rate, now, now + seconds
+        self.message_rate_broadcasts = broadcasts
 
     def extra_messages(self, since: float, until: float) -> float:
-        """The messages the `message_rate` fault adds between two monotonic times."""
+        """The postgres changes the `message_rate` fault adds between two monotonic times."""
         overlap = min(until, self.message_rate_until) - max(since, self.message_rate_from)
         return self.message_rate * overlap if overlap > 0 else 0.0
+
+    def extra_broadcasts(self, since: float, until: float) -> float:
+        """The broadcasts the `message_rate` fault adds between two monotonic times."""
+        return self.extra_messages(since, until) if self.message_rate_broadcasts else 0.0
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]

@@ -101,7 +101,8 @@ def _fault_admin(keys: Keys, faults: Faults, realtime: Realtime):
     {"close": 1006}, {"silent": 20}, {"refuse_websockets": 60}, {"rest_status": 503, "seconds": 5},
     {"rest_hang": 5}, {"drop_fraction": 0.5}, {"replication_down": 10} (Broadcast from Database not
     read: joins wait for "Replication connection established", broadcasts are lost),
-    {"message_rate": 1000, "seconds": 10} (messages counted towards the hosted message quota) or
+    {"message_rate": 1000, "seconds": 10} (postgres changes counted towards the hosted message
+    quota; with "broadcasts": true, broadcasts too) or
     {"clear": true}."""
 
     async def handle(request: web.Request) -> web.Response:
@@ -132,7 +133,10 @@ async def _apply(faults: Faults, realtime: Realtime, body: dict) -> None:
     elif "rest_hang" in body:
         faults.hang_rest(float(body["rest_hang"]))
     elif "message_rate" in body:
-        faults.count_messages(float(body["message_rate"]), float(body["seconds"]))
+        broadcasts = body.get("broadcasts", False)
+        if not isinstance(broadcasts, bool):
+            raise ValueError(f"broadcasts must be true or false, got {broadcasts!r}")
+        faults.count_messages(float(body["message_rate"]), float(body["seconds"]), broadcasts)
     elif "replication_down" in body:
         faults.take_replication_down(float(body["replication_down"]))
     elif "drop_fraction" in body:

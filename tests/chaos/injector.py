@@ -65,7 +65,9 @@ class Injector:
             if stack.profile.messages_per_second is None:
                 raise ValueError("a quota breach needs a profile with a message quota")
             rate = QUOTA_BREACH_FACTOR * stack.profile.messages_per_second
-            stack.faults.count_messages(rate, QUOTA_BREACH_SECONDS)
+            # The app's own traffic of both kinds: postgres changes, and broadcasts, which the
+            # workers' announcements are.
+            stack.faults.count_messages(rate, QUOTA_BREACH_SECONDS, broadcasts=True)
             return f"{rate} messages/s for {QUOTA_BREACH_SECONDS:.0f} s", QUOTA_BREACH_SECONDS
         if fault.kind == "restart_gateway":
             await self._gateway.restart()

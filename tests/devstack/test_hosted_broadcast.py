@@ -56,3 +56,26 @@ async def test_over_the_quota_broadcast_channels_shut_loudly(database_url, db) -
 async def test_local_broadcast_has_no_quota(database_url) -> None:
     async with serve(database_url, port=0, profile=Profile.local()) as stack:
         assert stack.realtime.event_rate is None
+
+
+async def test_the_quota_fault_counts_broadcasts_when_asked(database_url) -> None:
+    profile = Profile.hosted("free", round_trip_ms=0.0, messages_per_second=100)
+    async with serve(database_url, port=0, profile=profile) as stack:
+        async with httpx.AsyncClient(base_url=stack.url) as http:
+            fault = {"message_rate": 1000, "seconds": 10, "broadcasts": True}
+            answer = await http.post(
+                "/_devstack/faults", json=fault, headers={"apikey": stack.keys.service_role}
+            )
+            assert answer.status_code == 200
+            bad = {"message_rate": 1000, "seconds": 10, "broadcasts": "yes"}
+            answer = await http.post(
+                "/_devstack/faults", json=bad, headers={"apikey": stack.keys.service_role}
+            )
+            assert (answer.status_code, answer.json()) == (
+                400,
+                {"error": "bad fault request: broadcasts must be true or false, got 'yes'"},
+            )
+        rates = stack.realtime.message_rate, stack.realtime.event_rate
+        assert rates[0] is not None and rates[1] is not None
+        await stack.realtime.counters.until(lambda c: rates[0].triggered and rates[1].triggered)
+        assert stack.realtime.counters.broadcast_quota_reached == 1

@@ -129,6 +129,7 @@ async def test_hosted_quota_drops_every_polled_change_silently(database_url, db:
 
             assert counters.delivered == 0 and feed.changes.empty()
             assert stack.realtime.message_rate is not None and stack.realtime.message_rate.avg >= 5
+            assert stack.realtime.event_rate is not None and not stack.realtime.event_rate.triggered
             assert lines.count(QUOTA_LOG) == 1  # logged once, when the limit triggered
             await sb.realtime.close()
     finally:

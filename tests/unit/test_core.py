@@ -419,6 +419,37 @@ async def test_a_stale_heartbeat_cancels_the_job_which_is_never_reported() -> No
     assert app.metrics.jobs[("jobs", "long", "lost")] == 1
 
 
+async def test_a_job_reaped_and_claimed_again_by_its_own_worker_runs_once_more_not_twice_at_once() -> None:
+    """Its lease lapsed while it ran (heartbeats not getting through), a reaper put it back, and
+    this worker claimed it again: the earlier attempt is lost, as to any other worker, and the
+    later one holds the slot, the heartbeats and the outcome."""
+    app, store = Reactor(), MemoryStore()
+    first_started, first_stopped = anyio.Event(), anyio.Event()
+
+    @app.handler("long")
+    async def long(job: Job) -> str:
+        if job.attempt == 1:
+            first_started.set()
+            try:
+                await anyio.sleep(60)
+            finally:
+                first_stopped.set()
+        await anyio.sleep(1.5)  # past a heartbeat, which must not name the first lease's loss
+        return f"attempt {job.attempt}"
+
+    job_id = await store.enqueue("jobs", {"job_type": "long"})
+    async with serving(app, store, lease_seconds=1):
+        await first_started.wait()
+        row = store.tables["jobs"][job_id]  # reaped: back to pending, due now
+        row.status, row.locked_by, row.lease_token, row.lease_expires_at = "pending", None, None, None
+        await until(first_stopped.is_set)
+        await until(lambda: status(store, job_id) == "completed")
+        assert len(app.worker.running) == 0
+    assert store.row("jobs", job_id)["result"] == "attempt 2"
+    assert app.metrics.jobs[("jobs", "long", "lost")] == 1
+    assert app.metrics.jobs[("jobs", "long", "completed")] == 1
+
+
 async def test_heartbeats_keep_a_long_job_leased() -> None:
     app, store = Reactor(), MemoryStore()
     started, release = anyio.Event(), anyio.Event()

@@ -333,3 +333,26 @@ async def test_a_stale_lease_of_a_cancelled_job_stops_it_as_cancelled_on_a_beat_
     ]
     outcomes = {line["job_id"]: line["outcome"] for line in lines}
     assert outcomes == {beaten.id: "cancelled", confirmed.id: "cancelled", reaped.id: "lost"}
+
+
+async def test_a_stale_answer_about_an_earlier_lease_leaves_a_later_attempt_alone() -> None:
+    """The job was reaped and claimed again by this worker while a heartbeat naming its earlier
+    lease travelled: the answer calls that lease stale, which says nothing of the later one."""
+    store, running = Beating(), RunningJobs()
+    [job] = await claim(store, 1)
+    [earlier] = run_all(running, [job])
+    later_job = Job(job.id, "jobs", "echo", {}, 2, 5, "00000000-0000-4000-8000-00000000beef")
+    store.tables["jobs"][job.id].lease_token = later_job.lease_token
+    beat, later = store.heartbeat, []
+
+    async def in_flight(table: str, leases: list[dict[str, Any]], lease_seconds: int) -> dict[str, Any]:
+        answer = await beat(table, leases, lease_seconds)
+        later.extend(run_all(running, [later_job]))  # starts while the answer is on its way
+        return answer
+
+    store.heartbeat = in_flight  # type: ignore[method-assign]
+    await LeaseKeeper(store, running, dict, 120).beat()
+    assert [r.lost for r in (earlier, *later)] == [True, False]
+    assert running.leases() == {"jobs": [lease(later_job)]}
+    running.remove(earlier)  # the earlier attempt ends: the later one stays
+    assert len(running) == 1

@@ -239,7 +239,7 @@ class Realtime:
             if self.join_rate is not None:
                 self.join_rate.tick()
             if self.event_rate is not None:
-                self.event_rate.tick()
+                self.event_rate.tick(self._faults.extra_broadcasts(last, now))
             last = now
             self.counters.changed()
 
