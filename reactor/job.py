@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger as _root_logger
 
@@ -59,7 +59,17 @@ class LeaseLost(Exception):
     """The job's lease went to another worker, or the job was cancelled: it can spawn no more."""
 
 
-ProgressWriter = Callable[[int, str | None], Awaitable[bool]]
+class JobServices(Protocol):
+    """What a job reaches its worker through: one object serves every job of a worker, and a job
+    makes its log and its family only when its handler first uses them. So a finished job is in
+    no reference cycle and is freed at once, rather than left for the cyclic garbage collector,
+    whose passes over thousands of running jobs cost a busy worker a third of its throughput."""
+
+    async def progress(self, job: Job, percent: int, message: str | None) -> bool: ...
+
+    def family(self, job: Job) -> Family: ...
+
+    def job_log(self, job: Job) -> JobLog: ...
 
 
 @dataclass
@@ -86,7 +96,7 @@ class Job:
     resumed: int = 0  # how often its children finishing woke it (WaitForChildren)
     parent_id: int | None = None  # the job that spawned this one
     log_context: dict[str, Any] = field(default_factory=dict, repr=False)  # the fields of its log lines
-    _progress: ProgressWriter | None = field(default=None, repr=False)
+    _services: JobServices | None = field(default=None, repr=False)
     _logger: Any = field(default=None, repr=False)
     _family: Family | None = field(default=None, repr=False)
     _log: JobLog | None = field(default=None, repr=False)
@@ -103,15 +113,17 @@ class Job:
         """Write progress (0-100) and a short message to the row; False once the lease is lost."""
         if not 0 <= percent <= 100:
             raise ValueError(f"progress must be between 0 and 100, got {percent}")
-        if self._progress is None:
+        if self._services is None:
             return False
-        return await self._progress(percent, message)
+        return await self._services.progress(self, percent, message)
 
     async def log(self, message: str, level: str = "info") -> bool:
         """Write a line the job's owner reads (public.job_logs, at most 1,000 a job) and the
         worker's log; `level` is debug, info, warning or error. False once the lease is lost."""
         if self._log is None:
-            raise RuntimeError("this job was not claimed by a worker, so it has no log")
+            if self._services is None:
+                raise RuntimeError("this job was not claimed by a worker, so it has no log")
+            self._log = self._services.job_log(self)
         return await self._log.write(message, level)
 
     async def spawn(
@@ -157,5 +169,7 @@ class Job:
 
     def _children(self) -> Family:
         if self._family is None:
-            raise RuntimeError("this job was not claimed by a worker, so it has no children")
+            if self._services is None:
+                raise RuntimeError("this job was not claimed by a worker, so it has no children")
+            self._family = self._services.family(self)
         return self._family

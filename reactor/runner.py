@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import anyio
@@ -83,9 +83,7 @@ class JobRunner:
             "attempt": job.attempt,
             "worker_id": self._worker_id,
         }
-        job._progress = self._progress_writer(job)
-        job._family = Family(self._store, job)
-        job._log = JobLog(self._store, self._redactor, job)
+        job._services = self
         running = Running(job, handler, confirmed=confirmed)
         self._running.add(running)
         if confirmed is not None:
@@ -164,17 +162,21 @@ class JobRunner:
         if outcome.retry_at is not None:
             self._schedule(job.table, outcome.retry_at)
 
-    def _progress_writer(self, job: Job) -> Callable[[int, str | None], Awaitable[bool]]:
-        async def write(percent: int, message: str | None) -> bool:
-            if message is not None:
-                message = self._redactor.storable(message)
-            try:
-                held = await self._store.progress(job.table, job.id, job.lease_token, percent, message)
-            except StoreError as exc:
-                job.logger.warning(f"could not write progress: {exc}")
-                return True
-            if not held:
-                self._running.lease_lost(job.table, job.id, lease_token=job.lease_token)
-            return held
+    async def progress(self, job: Job, percent: int, message: str | None) -> bool:
+        """`job.set_progress` (the runner serves as every job's JobServices)."""
+        if message is not None:
+            message = self._redactor.storable(message)
+        try:
+            held = await self._store.progress(job.table, job.id, job.lease_token, percent, message)
+        except StoreError as exc:
+            job.logger.warning(f"could not write progress: {exc}")
+            return True
+        if not held:
+            self._running.lease_lost(job.table, job.id, lease_token=job.lease_token)
+        return held
 
-        return write
+    def family(self, job: Job) -> Family:
+        return Family(self._store, job)
+
+    def job_log(self, job: Job) -> JobLog:
+        return JobLog(self._store, self._redactor, job)

@@ -66,6 +66,37 @@ class _Children:
         return list(self._children)
 
 
+class _Log:
+    """A job's log with no database: each line as it would be stored."""
+
+    def __init__(self, job: Job, lines: list[tuple[str, str]]) -> None:
+        self._job = job
+        self._lines = lines
+
+    async def write(self, message: str, level: str) -> bool:
+        self._lines.append((level, line(self._job, Redactor([]), message, level)["message"]))
+        return True
+
+
+class _Services:
+    """The worker's side of one performed job: progress and log lines recorded, children given."""
+
+    def __init__(self, children: _Children) -> None:
+        self._children = children
+        self.progressed: list[tuple[int, str | None]] = []
+        self.logs: list[tuple[str, str]] = []
+
+    async def progress(self, job: Job, percent: int, message: str | None) -> bool:
+        self.progressed.append((percent, message))
+        return True
+
+    def family(self, job: Job) -> _Children:
+        return self._children
+
+    def job_log(self, job: Job) -> _Log:
+        return _Log(job, self.logs)
+
+
 async def perform(
     app: Reactor,
     job_type: str,
@@ -103,27 +134,12 @@ async def perform(
         user_id=user_id,
         resumed=resumed,
     )
-    family = _Children(job, children or [])
-    job._family = family  # type: ignore[assignment]
-    progress: list[tuple[int, str | None]] = []
-
-    async def record(percent: int, message: str | None) -> bool:
-        progress.append((percent, message))
-        return True
-
-    job._progress = record
-    logs: list[tuple[str, str]] = []
-
-    class _Log:
-        async def write(self, message: str, level: str) -> bool:
-            logs.append((level, line(job, Redactor([]), message, level)["message"]))
-            return True
-
-    job._log = _Log()  # type: ignore[assignment]
+    services = _Services(_Children(job, children or []))
+    job._services = services
     policy = policy or RetryPolicy()
     outcome: Outcome | None = None
     with anyio.move_on_after(handler.timeout or float("inf")):
         outcome = await executor.call(job, handler, policy, app.middlewares)
     if outcome is None:
         outcome = executor.timed_out(job, handler, policy)
-    return Performed(outcome, progress, family.recorded, logs)
+    return Performed(outcome, services.progressed, services.family(job).recorded, services.logs)
