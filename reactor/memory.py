@@ -134,9 +134,9 @@ class MemoryStore:
         lease_seconds: int,
         standby_seconds: int = 0,
     ) -> list[dict[str, Any]]:
-        self._table("reactor_claim_batch", table)
+        self._table("reactor_claim_jobs", table)
         limit = min(limit, MAX_BATCH)  # as Store sends it
-        _check_range("reactor_claim_batch", "p_limit", limit, 1, MAX_BATCH)
+        _check_range("reactor_claim_jobs", "p_limit", limit, 1, MAX_BATCH)
         return self._claim(table, worker, job_types, limit, lease_seconds)
 
     async def stand_down(self, table: str, worker: str) -> None:

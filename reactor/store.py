@@ -197,10 +197,10 @@ class Store:
         standby_seconds: int = 0,
     ) -> list[dict[str, Any]]:
         """Claim up to `limit` jobs; with `standby_seconds`, offer the slots left for hand-offs. The
-        claim comes back as one JSON array (reactor_claim_batch), which PostgREST's Max rows
+        claim comes back as one JSON array (reactor_claim_jobs), which PostgREST's Max rows
         cannot cut as it cuts the rows of reactor_claim."""
         return await self.call(
-            "reactor_claim_batch",
+            "reactor_claim_jobs",
             {
                 "p_table": table,
                 "p_worker": worker,

@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0023 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0024 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0023_owner_share') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0024_claim_as_json') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -1322,7 +1322,7 @@ end
 $$;
 
 
--- The claim as rows (reactor_claim_batch is the worker's): the rows of reactor.claim without
+-- The claim as rows (reactor_claim_jobs is the worker's): the rows of reactor.claim without
 -- `resumed` and `parent_id`, as before they existed.
 create or replace function public.reactor_claim(
   p_table text, p_worker text, p_job_types text[], p_limit integer default 1,
@@ -1347,6 +1347,25 @@ create or replace function public.reactor_claim_batch(
 ) returns jsonb
 language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
   select coalesce(jsonb_agg(jsonb_build_object(
+           'id', c.id, 'job_type', c.job_type, 'payload', c.payload, 'priority', c.priority,
+           'attempt', c.attempt, 'max_attempts', c.max_attempts, 'lease_token', c.lease_token,
+           'run_at', c.run_at, 'created_at', c.created_at, 'user_id', c.user_id,
+           'resumed', c.resumed, 'parent_id', c.parent_id
+         ) order by c.ordinality), '[]')
+  from reactor.claim(p_table, p_worker, p_job_types, p_limit, p_lease_seconds, p_standby_seconds)
+       with ordinality as c
+$$;
+
+-- The worker's claim: reactor_claim_batch's array built as json rather than jsonb, which cost more
+-- than the claim itself (docs/benchmarks.md, "Where a no-op job's CPU went"). A function's return
+-- type cannot change in place, hence the new name; reactor_claim_batch stays for workers of
+-- earlier versions during a rolling upgrade.
+create or replace function public.reactor_claim_jobs(
+  p_table text, p_worker text, p_job_types text[], p_limit integer default 1,
+  p_lease_seconds integer default 60, p_standby_seconds integer default 0
+) returns json
+language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
+  select coalesce(json_agg(json_build_object(
            'id', c.id, 'job_type', c.job_type, 'payload', c.payload, 'priority', c.priority,
            'attempt', c.attempt, 'max_attempts', c.max_attempts, 'lease_token', c.lease_token,
            'run_at', c.run_at, 'created_at', c.created_at, 'user_id', c.user_id,
@@ -2671,5 +2690,6 @@ insert into reactor.schema_migrations (version) values
   ('0020_overview'),
   ('0021_heartbeat_knows_cancels'),
   ('0022_announce_by_broadcast'),
-  ('0023_owner_share')
+  ('0023_owner_share'),
+  ('0024_claim_as_json')
 on conflict do nothing;

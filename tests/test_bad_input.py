@@ -186,7 +186,7 @@ async def test_a_database_without_reactors_functions_is_reported_and_no_job_is_t
     stack, db: asyncpg.Connection
 ) -> None:
     job_id = await insert(db, "echo")
-    await db.execute("drop function public.reactor_tick, public.reactor_claim_batch")
+    await db.execute("drop function public.reactor_tick, public.reactor_claim_jobs")
     async with worker_process(worker_env(stack)) as worker:
         await worker.wait_for_output("cannot claim jobs")
         worker.signal(signal.SIGTERM)

@@ -108,10 +108,15 @@ async def test_a_claim_commits_without_waiting_for_the_disk_and_nothing_else_doe
     assert (await row(db, job["id"]))["status"] == "completed"
 
 
-async def test_the_batch_claim_returns_the_claim_as_one_array_in_claim_order(db: asyncpg.Connection):
+@pytest.mark.parametrize("function", ["reactor_claim_jobs", "reactor_claim_batch"])
+async def test_the_batch_claim_returns_the_claim_as_one_array_in_claim_order(
+    db: asyncpg.Connection, function
+):
+    """reactor_claim_jobs (json) is the worker's; reactor_claim_batch (jsonb) stays for workers of
+    earlier versions during a rolling upgrade, and both answer alike."""
     low = await enqueue(db, "t", 2)
     high = await enqueue(db, "t", 1, priority=5)
-    answer = await claim_batch(db, 3)
+    answer = await claim_batch(db, 3, function)
     assert [job["id"] for job in answer] == [*high, *low]
     assert set(answer[0]) == {
         "id",
@@ -131,9 +136,9 @@ async def test_the_batch_claim_returns_the_claim_as_one_array_in_claim_order(db:
         "select id, lease_token::text from public.jobs where status = 'processing' order by id"
     )
     assert sorted((job["id"], job["lease_token"]) for job in answer) == [tuple(r) for r in stored]
-    assert await claim_batch(db, 1) == []
+    assert await claim_batch(db, 1, function) == []
 
 
-async def claim_batch(db: asyncpg.Connection, limit: int) -> list[dict]:
-    answer = await db.fetchval("select public.reactor_claim_batch('jobs', 'w1', array['t'], $1)", limit)
+async def claim_batch(db: asyncpg.Connection, limit: int, function: str = "reactor_claim_jobs") -> list[dict]:
+    answer = await db.fetchval(f"select public.{function}('jobs', 'w1', array['t'], $1)", limit)
     return json.loads(answer)

@@ -19,7 +19,7 @@ async def set_limits(db: asyncpg.Connection, job_type: str = "t", **limits) -> d
 
 async def claim(db: asyncpg.Connection, worker: str = "w1", types=("t",), limit: int = 10) -> list:
     answer = await db.fetchval(
-        "select public.reactor_claim_batch('jobs', $1, $2, $3)", worker, list(types), limit
+        "select public.reactor_claim_jobs('jobs', $1, $2, $3)", worker, list(types), limit
     )
     return json.loads(answer)
 
@@ -43,7 +43,7 @@ async def test_concurrent_claims_from_many_connections_never_pass_the_concurrenc
     try:
         answers = await asyncio.gather(
             *(
-                c.fetchval("select public.reactor_claim_batch('jobs', $1, array['t'], 10)", f"w{i}")
+                c.fetchval("select public.reactor_claim_jobs('jobs', $1, array['t'], 10)", f"w{i}")
                 for i, c in enumerate(connections)
             )
         )

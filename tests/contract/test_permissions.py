@@ -30,6 +30,7 @@ WORKER_CALLS = [
     "select public.reactor_tick('jobs', 'w', array['t'], 10, 60, true, true, null)",
     "select * from public.reactor_claim('jobs', 'w', array['t'], 10, 60, 30)",
     "select public.reactor_claim_batch('jobs', 'w', array['t'], 10, 60, 30)",
+    "select public.reactor_claim_jobs('jobs', 'w', array['t'], 10, 60, 30)",
     "select public.reactor_stand_down('jobs', 'w')",
     "select public.reactor_snooze('jobs', '[]')",
     'select public.reactor_spawn(\'jobs\', 1, gen_random_uuid(), \'[{"job_type": "t", "key": "k"}]\')',

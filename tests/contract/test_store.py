@@ -234,8 +234,8 @@ async def test_every_call_is_counted_by_function_and_outcome(store):
     await _claim(s, ["t"])
     with pytest.raises(Rejected):
         await s.claim("nope", "w1", ["t"], 1, 60)
-    assert s.calls[("reactor_claim_batch", "ok")] == 1
-    assert s.calls[("reactor_claim_batch", "rejected")] == 1
+    assert s.calls[("reactor_claim_jobs", "ok")] == 1
+    assert s.calls[("reactor_claim_jobs", "rejected")] == 1
 
 
 async def test_a_schedules_due_time_is_enqueued_once_however_often_it_is_sent(store):

@@ -208,4 +208,4 @@ async def _true(value: bool) -> bool:
 
 def claims(app: Reactor) -> int:
     """The claim requests the worker has made so far."""
-    return sum(n for (function, _), n in app.worker.store.calls.items() if function == "reactor_claim_batch")
+    return sum(n for (function, _), n in app.worker.store.calls.items() if function == "reactor_claim_jobs")

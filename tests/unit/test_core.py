@@ -365,12 +365,12 @@ async def test_a_handed_off_job_runs_from_its_record_and_is_confirmed_with_no_cl
         await until(lambda: store.calls[("reactor_tick", "ok")] >= 1)
         job_id = await store.enqueue("jobs", {"job_type": "echo", "payload": [1, 2]})
         await store.claim("jobs", "unit", ["echo"], 1, 5)  # what the insert trigger does
-        claims = store.calls[("reactor_claim_batch", "ok")]
+        claims = store.calls[("reactor_claim_jobs", "ok")]
         app.worker.dispatcher.take("jobs", handed_off(store, job_id))
         await until(lambda: store.calls[("reactor_heartbeat", "ok")] >= 1)  # confirmed at once
         release.set()
         await until(lambda: status(store, job_id) == "completed")
-        assert store.calls[("reactor_claim_batch", "ok")] == claims
+        assert store.calls[("reactor_claim_jobs", "ok")] == claims
     assert store.row("jobs", job_id)["result"] == [1, 2]
 
 

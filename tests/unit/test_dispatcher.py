@@ -99,7 +99,7 @@ async def working(parts: Parts) -> AsyncIterator[Parts]:
             async with anyio.create_task_group() as jobs:
                 jobs.start_soon(parts.dispatcher.run, jobs)
                 parts.wakeups.wake("jobs")  # the first claim makes the offer
-                await until(lambda: parts.store.calls[("reactor_claim_batch", "ok")] >= 1)
+                await until(lambda: parts.store.calls[("reactor_claim_jobs", "ok")] >= 1)
                 yield parts
                 parts.dispatcher.stop_claiming()
             for table, leases in parts.running.to_release.items():

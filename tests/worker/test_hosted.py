@@ -30,7 +30,7 @@ async def test_a_claim_past_max_rows_reaches_the_worker_whole(
     database_url: str, db: asyncpg.Connection
 ) -> None:
     """PostgREST cuts reactor_claim's rows at Max rows after it leased them all; the worker's claim
-    (reactor_claim_batch, one JSON array) is not cut, so no job is leased and left unseen."""
+    (reactor_claim_jobs, one JSON array) is not cut, so no job is leased and left unseen."""
     await db.execute("insert into public.jobs (job_type) select 'cut' from generate_series(1, 5)")
     async with serve(
         database_url, port=0, profile=Profile.hosted("free", max_rows=2, round_trip_ms=0.0)

@@ -285,7 +285,7 @@ async def test_concurrency_above_the_batch_limit_claims_full_batches_back_to_bac
 
         await wait_until(all_done, timeout=60)
         calls = app.worker.store.calls
-    assert calls[("reactor_claim_batch", "ok")] + calls[("reactor_tick", "ok")] <= 6
+    assert calls[("reactor_claim_jobs", "ok")] + calls[("reactor_tick", "ok")] <= 6
 
 
 async def test_outcomes_of_a_burst_are_recorded_in_batches(stack, db: asyncpg.Connection) -> None:
