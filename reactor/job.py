@@ -63,7 +63,8 @@ class JobServices(Protocol):
     """What a job reaches its worker through: one object serves every job of a worker, and a job
     makes its log and its family only when its handler first uses them. So a finished job is in
     no reference cycle and is freed at once, rather than left for the cyclic garbage collector,
-    whose passes over thousands of running jobs cost a busy worker a third of its throughput."""
+    whose passes over thousands of running jobs took a third of the worker's time in a drain
+    (docs/benchmarks.md, "Where a no-op job's CPU went")."""
 
     async def progress(self, job: Job, percent: int, message: str | None) -> bool: ...
 
