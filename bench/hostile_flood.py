@@ -1,7 +1,7 @@
 """Pickup and throughput while one signed-in user floods the queue with hostile rows, side by side
 with the code from before the insert policy (docs/benchmarks.md, "Hostile rows").
 
-Six measurements, each on a fresh database and local stack (its default profile), taking turns:
+Six measurements, each on a fresh database and local stack, taking turns:
 the code before (`--before`, default the commit before sql/migrations/0008, checked out as a git
 worktree with this tree's bench/ copied in, so both run the same measurement against their own
 worker, SQL and stack) and this tree, each quiet and flooded; and, as a control, this tree while
@@ -23,7 +23,12 @@ Rows that crash the code before (run_at -infinity, a payload nested 3,000 deep) 
 they would stop its worker; tests/test_hostile_rows.py shows them harmless now. The code before
 has no policy and takes every row; this tree takes only the rows within the rule.
 
-    python bench/hostile_flood.py --database-url postgresql://postgres@127.0.0.1:5432/postgres [--turns N]
+The local stack runs its default profile, or with `--profile hosted` hosted Supabase's on the Pro
+plan (20 ms round trips, polled postgres_changes, quotas): there only this tree is measured, since
+the code before knows nothing of the hosted profile's limits.
+
+    python bench/hostile_flood.py --database-url postgresql://postgres@127.0.0.1:5432/postgres \
+        [--turns N] [--profile hosted]
 """
 
 from __future__ import annotations
@@ -116,18 +121,24 @@ async def flooding(stack, hostile: bool):
 
 
 @contextlib.asynccontextmanager
-async def project(server_url: str):
+async def project(server_url: str, profile_name: str):
     """A fresh database with reactor's contract, and a local stack over it."""
     from reactor import migrations
     from reactor.devstack import database
     from reactor.devstack.stack import serve
+
+    options = {}
+    if profile_name == "hosted":
+        from reactor.devstack.profile import Profile
+
+        options["profile"] = Profile.hosted("pro")
 
     name = f"reactor_bench_flood_{uuid.uuid4().hex[:8]}"
     database_url = await database.create_database(server_url, name)
     try:
         await database.bootstrap(database_url)
         await migrations.apply(database_url)
-        async with serve(database_url, port=0) as stack:
+        async with serve(database_url, port=0, **options) as stack:
             db = await asyncpg.connect(database_url)
             try:
                 if await db.fetchval("select to_regproc('reactor.allow_insert') is not null"):
@@ -139,7 +150,7 @@ async def project(server_url: str):
         await database.drop_database(server_url, name)
 
 
-async def measure(server_url: str, flood_at: str) -> dict:
+async def measure(server_url: str, flood_at: str, profile_name: str) -> dict:
     """Pickup and drain of a worker on its own project, while the flood goes to `flood_at`: nowhere,
     the worker's own project (`queue`; `allowed`: only the rows the policy takes), or a neighbour
     (another project on the same machine)."""
@@ -147,10 +158,10 @@ async def measure(server_url: str, flood_at: str) -> dict:
 
     statuses: dict[str, int] = {}
     async with contextlib.AsyncExitStack() as projects:
-        stack, db = await projects.enter_async_context(project(server_url))
+        stack, db = await projects.enter_async_context(project(server_url, profile_name))
         target = stack
         if flood_at == "neighbour":  # the control for the requests' cost
-            target, _ = await projects.enter_async_context(project(server_url))
+            target, _ = await projects.enter_async_context(project(server_url, profile_name))
         async with contextlib.AsyncExitStack() as flood_of:
             if flood_at != "nowhere":
                 statuses = await flood_of.enter_async_context(flooding(target, flood_at != "allowed"))
@@ -175,8 +186,10 @@ def before_tree(commit: str) -> Path:
     return tree
 
 
-def run(tree: Path, server_url: str, flood_at: str) -> dict:
+def run(tree: Path, server_url: str, flood_at: str, profile_name: str) -> dict:
     command = [sys.executable, "bench/hostile_flood.py", "--measure", flood_at, "--database-url", server_url]
+    if profile_name != "local":
+        command += ["--profile", profile_name]
     result = subprocess.run(
         command,
         cwd=tree,
@@ -188,19 +201,20 @@ def run(tree: Path, server_url: str, flood_at: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main(server_url: str | None, commit: str, turns: int) -> None:
+def main(server_url: str | None, commit: str, turns: int, profile_name: str) -> None:
     from reactor.devstack import database
 
-    trees = {"before": before_tree(commit), "now": ROOT}
+    trees = {"now": ROOT} if profile_name == "hosted" else {"before": before_tree(commit), "now": ROOT}
     kinds = {"before": ("nowhere", "queue"), "now": ("nowhere", "queue", "neighbour", "allowed")}
     results: dict[tuple[str, str], list[dict]] = {}
     with database.server(server_url) as url:
         for turn in range(turns):
             for label, tree in trees.items():
                 for flood_at in kinds[label]:
-                    found = run(tree, url, flood_at)
+                    found = run(tree, url, flood_at, profile_name)
                     results.setdefault((label, flood_at), []).append(found)
                     print(f"turn {turn + 1}: {label}, flood at {flood_at}: {json.dumps(found)}", flush=True)
+    print(f"\nProfile: {profile_name}.")
     print("\n| code | flood at | pickup p50 | pickup p99 | drain | flood answers |")
     print("| --- | --- | --- | --- | --- | --- |")
     for (label, flood_at), runs in results.items():
@@ -217,6 +231,7 @@ if __name__ == "__main__":
     parser.add_argument("--database-url", help="a Postgres server; each measurement makes its own database")
     parser.add_argument("--before", default=BEFORE, help="the commit to compare with")
     parser.add_argument("--turns", type=int, default=1, help="measurements of each kind; medians reported")
+    parser.add_argument("--profile", choices=("local", "hosted"), default="local", help="the stack's profile")
     parser.add_argument(
         "--measure", choices=("nowhere", "queue", "neighbour", "allowed"), help=argparse.SUPPRESS
     )
@@ -228,6 +243,6 @@ if __name__ == "__main__":
         url, anon, token, hostile = options.flood
         asyncio.run(flood(url, anon, token, hostile == "True"))
     elif options.measure:
-        print(json.dumps(asyncio.run(measure(options.database_url, options.measure))))
+        print(json.dumps(asyncio.run(measure(options.database_url, options.measure, options.profile))))
     else:
-        main(options.database_url, options.before, options.turns)
+        main(options.database_url, options.before, options.turns, options.profile)

@@ -104,9 +104,7 @@ async def test_a_waiting_parent_runs_again_once_its_last_child_has_finished(db):
     assert "resumed" not in answer and (await row(db, parent["id"]))["status"] == "waiting"
     answer = await rpc(db, "reactor_fail", p_table="jobs", p_jobs=leases([b], error="no", permanent=True))
     assert answer["resumed"] == 1  # its worker claims the parent at once
-    [again] = json.loads(
-        await db.fetchval("select public.reactor_claim_jobs('jobs', 'w1', array['parent'])")
-    )
+    [again] = json.loads(await db.fetchval("select public.reactor_claim_jobs('jobs', 'w1', array['parent'])"))
     assert (again["id"], again["resumed"], again["attempt"]) == (parent["id"], 1, 1)
     children = (await rpc(db, "reactor_children", p_table="jobs", p_parent=parent["id"]))["children"]
     assert [(c["key"], c["status"], c["result"], c["last_error"]) for c in children] == [
