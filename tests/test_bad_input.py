@@ -3,6 +3,7 @@ problem, and no job is lost or changed. docs/reliability.md lists every bad inpu
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import subprocess
@@ -266,6 +267,39 @@ async def test_a_result_the_database_refuses_fails_only_its_own_job_at_once_and_
     assert refused["last_error"].startswith(says), refused["last_error"]
     assert [g["attempts"] for g in goods] == [1, 1, 1]
     assert sorted(runs) == sorted([bad_id, *good_ids])  # nobody ran twice
+
+
+async def test_payloads_that_are_not_objects_reach_their_handlers_as_they_are(
+    stack, db: asyncpg.Connection
+) -> None:
+    app = Reactor()
+
+    @app.handler("echo")
+    async def echo(job: Job) -> dict:
+        return {"type": type(job.payload).__name__, "payload": job.payload}
+
+    payloads = [[1, "two"], 7, 2.5, "text", True]
+    async with running(app, worker_config(stack)):
+        ids = [await insert(db, "echo", payload) for payload in payloads]
+        found = [await status_is(db, job_id, "completed") for job_id in ids]
+    assert [json.loads(f["result"]) for f in found] == [
+        {"type": type(p).__name__, "payload": p} for p in payloads
+    ]
+
+
+async def test_a_handler_error_over_ten_thousand_characters_is_kept_to_its_first_ten_thousand(
+    stack, db: asyncpg.Connection
+) -> None:
+    app = Reactor()
+
+    @app.handler("loud")
+    async def loud(job: Job) -> None:
+        raise ValueError("x" * 20_000)
+
+    async with running(app, worker_config(stack)):
+        job_id = await insert(db, "loud", max_attempts=1)
+        found = await status_is(db, job_id, "failed")
+    assert found["last_error"] == "ValueError: " + "x" * (10_000 - len("ValueError: "))
 
 
 async def test_reactor_migrate_on_a_postgres_without_supabases_schemas_names_what_is_missing(

@@ -54,6 +54,32 @@ async def test_the_schema_pasted_over_itself_is_accepted(server_url: str):
         )
 
 
+async def test_the_schema_pasted_again_restores_the_job_logs_policy_and_publication(server_url: str):
+    # public.jobs has a policy of the same name and is in the same publication: the checks must
+    # look at job_logs alone.
+    async with bootstrapped(server_url) as conn:
+        await conn.execute(schema_under_test())
+        await conn.execute(
+            "drop policy reactor_owner_reads on public.job_logs;"
+            " alter publication supabase_realtime drop table public.job_logs"
+        )
+        await conn.execute(schema_under_test())
+        assert (
+            await conn.fetchval(
+                "select count(*) from pg_policies where schemaname = 'public' and tablename = 'job_logs'"
+                " and policyname = 'reactor_owner_reads'"
+            )
+            == 1
+        )
+        assert (
+            await conn.fetchval(
+                "select count(*) from pg_publication_tables where pubname = 'supabase_realtime'"
+                " and schemaname = 'public' and tablename = 'job_logs'"
+            )
+            == 1
+        )
+
+
 async def test_statistics_count_each_status_and_each_kind_of_pending_job_apart(db: asyncpg.Connection):
     await db.execute(
         """
