@@ -190,6 +190,9 @@ class Dispatcher:
                     " or paste `reactor sql` into the SQL editor; if they ran, the API's schema"
                     " cache is stale: run `notify pgrst, 'reload schema';` in the SQL editor)"
                 )
+            elif isinstance(exc, Rejected) and exc.status == 404:
+                # A project's API names a missing function (above); a bare 404 is another server.
+                hint = " (check SUPABASE_URL: the server there is not a Supabase project's API)"
             logger.error(f"cannot claim jobs: {message}{hint}; retrying on the next tick")
             self._api_complaint = message
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import anyio
 import asyncpg
 import pytest
+from aiohttp import web
 
 from reactor import Job, Reactor, RetryLater
 from reactor.config import load
@@ -179,6 +180,38 @@ async def test_a_project_url_with_a_path_is_reported_and_no_job_is_touched(
         assert await worker.wait() == 2
     assert "SUPABASE_URL is malformed" in worker.output
     assert "expected the project URL without the API path, e.g. https://<ref>.supabase.co" in worker.output
+    assert "Traceback" not in worker.output
+    assert (await row(db, job_id))["status"] == "pending"
+
+
+async def test_a_project_url_that_answers_but_is_not_supabase_is_reported_and_no_job_is_touched(
+    stack, db: asyncpg.Connection
+) -> None:
+    """Another web server at SUPABASE_URL (a typo of the host, the app's own site): it answers 404
+    to every request, as a static site does."""
+    job_id = await insert(db, "echo")
+
+    async def not_found(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="<html><body>Not Found</body></html>", content_type="text/html")
+
+    site = web.Application()
+    site.router.add_route("*", "/{path:.*}", not_found)
+    runner = web.AppRunner(site)
+    await runner.setup()
+    server = web.TCPSite(runner, "127.0.0.1", 0)
+    await server.start()
+    port = server._server.sockets[0].getsockname()[1]
+    try:
+        async with worker_process(worker_env(stack, SUPABASE_URL=f"http://127.0.0.1:{port}")) as worker:
+            await worker.wait_for_output("cannot claim jobs")
+            worker.signal(signal.SIGTERM)
+            assert await worker.wait() == 0
+    finally:
+        await runner.cleanup()
+    assert (
+        "cannot claim jobs: reactor_declare_limits: <html><body>Not Found</body></html> (HTTP 404)"
+        " (check SUPABASE_URL: the server there is not a Supabase project's API); retrying on the next tick"
+    ) in worker.output
     assert "Traceback" not in worker.output
     assert (await row(db, job_id))["status"] == "pending"
 
