@@ -19,6 +19,7 @@ from aiohttp import web
 from reactor import Job, Reactor, RetryLater
 from reactor.config import load
 from reactor.devstack import database
+from tests.support.http_server import http_server
 from tests.support.worker import (
     insert,
     row,
@@ -196,18 +197,10 @@ async def test_a_project_url_that_answers_but_is_not_supabase_is_reported_and_no
 
     site = web.Application()
     site.router.add_route("*", "/{path:.*}", not_found)
-    runner = web.AppRunner(site)
-    await runner.setup()
-    server = web.TCPSite(runner, "127.0.0.1", 0)
-    await server.start()
-    port = server._server.sockets[0].getsockname()[1]
-    try:
-        async with worker_process(worker_env(stack, SUPABASE_URL=f"http://127.0.0.1:{port}")) as worker:
-            await worker.wait_for_output("cannot claim jobs")
-            worker.signal(signal.SIGTERM)
-            assert await worker.wait() == 0
-    finally:
-        await runner.cleanup()
+    async with http_server(site) as url, worker_process(worker_env(stack, SUPABASE_URL=url)) as worker:
+        await worker.wait_for_output("cannot claim jobs")
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait() == 0
     assert (
         "cannot claim jobs: reactor_declare_limits: <html><body>Not Found</body></html> (HTTP 404)"
         " (check SUPABASE_URL: the server there is not a Supabase project's API); retrying on the next tick"

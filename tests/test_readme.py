@@ -19,6 +19,7 @@ import pytest
 from reactor import config, migrations
 from reactor.devstack.stack import serve
 from tests.support.contract import acting_as, install_pg_cron_stand_in, install_pg_net_stand_in
+from tests.support.http_server import http_server
 from tests.support.worker import WorkerProcess, insert, status_is, wait_until, worker_env, worker_process
 
 pytestmark = pytest.mark.anyio
@@ -441,26 +442,16 @@ async def test_readme_hooks_example_tells_the_shop_after_the_outcome_is_recorded
         received.append((body, status))
         return web.Response(status=503 if len(received) == 1 else 200)
 
-    server = web.Application()
-    server.router.add_post("/orders", webhook)
-    runner = web.AppRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        async with serve(database_url, port=0) as stack:
-            env = worker_env(
-                stack, PYTHONPATH=str(tmp_path), SHOP_WEBHOOK_URL=f"http://127.0.0.1:{port}/orders"
-            )
-            job_id = await insert(db, "ship_order", {"order": 7})
-            async with worker_process(env, app="orders_worker:app") as worker:
-                await status_is(db, job_id, "completed", "failed", timeout=30)
-                await wait_until(lambda: _true(len(received) == 2), timeout=30)
-                worker.signal(signal.SIGTERM)
-                assert await worker.wait() == 0
-    finally:
-        await runner.cleanup()
+    shop = web.Application()
+    shop.router.add_post("/orders", webhook)
+    async with http_server(shop) as shop_url, serve(database_url, port=0) as stack:
+        env = worker_env(stack, PYTHONPATH=str(tmp_path), SHOP_WEBHOOK_URL=f"{shop_url}/orders")
+        job_id = await insert(db, "ship_order", {"order": 7})
+        async with worker_process(env, app="orders_worker:app") as worker:
+            await status_is(db, job_id, "completed", "failed", timeout=30)
+            await wait_until(lambda: _true(len(received) == 2), timeout=30)
+            worker.signal(signal.SIGTERM)
+            assert await worker.wait() == 0
     sent = {"order": 7, "outcome": "completed", "result": {"tracking": "TRK-7"}}
     assert received == [(sent, "completed"), (sent, "completed")]  # refused once, then accepted
     assert "ship_order took" in worker.output
