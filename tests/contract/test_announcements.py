@@ -73,6 +73,18 @@ async def test_the_budget_caps_the_messages_of_a_second(db):
     assert {status for status, worker in rows if worker is None} == {"pending"}
 
 
+async def test_a_new_second_starts_a_new_budget(db):
+    await stand_by(db, "w1", 16)
+    await db.execute("update reactor.realtime_budget set messages_per_second = 3")
+    # As if a second five seconds ago had spent its budget a hundred times over.
+    await db.execute(
+        "select setval('reactor.announced_second', floor(extract(epoch from clock_timestamp()))::bigint - 5),"
+        " setval('reactor.announced', 300)"
+    )
+    ids = await enqueue(db, "t", 1)
+    assert await named(db, ids) == [("processing", "w1")]
+
+
 async def test_budget_zero_still_lets_workers_claim_everything(db):
     await db.execute("update reactor.realtime_budget set messages_per_second = 0")
     await stand_by(db, "w1", 4)

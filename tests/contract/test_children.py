@@ -4,6 +4,7 @@ runs again, resumed, once the last has finished."""
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -13,6 +14,7 @@ from tests.support.contract import acting_as, claim, enqueue, leases, row, rpc
 pytestmark = pytest.mark.anyio
 
 ALICE = str(uuid.uuid4())
+HOUR_AGO = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
 async def running_parent(db: asyncpg.Connection, **columns) -> asyncpg.Record:
@@ -124,13 +126,23 @@ async def test_a_child_retried_keeps_its_parent_waiting(db):
 
 
 async def test_waiting_after_every_child_has_finished_resumes_at_once(db):
-    parent = await running_parent(db)
+    parent = await running_parent(db, run_at=HOUR_AGO)
     await spawn(db, parent, {"job_type": "quote", "key": "a"})
     [child] = await claim(db, ["quote"])
     assert "resumed" not in await rpc(db, "reactor_complete", p_table="jobs", p_jobs=leases([child]))
+    before = await db.fetchval("select now()")
     assert await wait(db, parent) == {"waiting": [], "resumed": [parent["id"]], "stale": []}
     resumed = await row(db, parent["id"])
     assert (resumed["status"], resumed["resumed"], resumed["attempts"]) == ("pending", 1, 0)
+    assert resumed["run_at"] >= before  # due now, behind the jobs already waiting at its priority
+
+
+async def test_a_parent_left_waiting_keeps_its_run_at(db):
+    parent = await running_parent(db, run_at=HOUR_AGO)
+    await spawn(db, parent, {"job_type": "quote", "key": "a"})
+    await wait(db, parent)
+    waiting = await row(db, parent["id"])
+    assert (waiting["status"], waiting["run_at"]) == ("waiting", HOUR_AGO)
 
 
 async def test_a_stale_wait_changes_nothing(db):

@@ -144,3 +144,20 @@ async def test_every_error_a_jobs_row_records_is_a_line_of_its_log(db):
     ]
     async with acting_as(db, "authenticated", ALICE):
         assert len(await db.fetch("select message from public.job_logs")) == 2
+
+
+async def test_a_jobs_errors_count_against_its_own_lines_only(db):
+    job = await running(db)
+    # A thousand lines of another job of the table, and of a job of another table with this id.
+    for table, job_id in (("jobs", job["id"] + 1000), ("emails", job["id"])):
+        await db.execute(
+            "insert into public.job_logs (job_table, job_id, attempt, level, message)"
+            " select $1, $2, 1, 'info', 'line' from generate_series(1, 1000)",
+            table,
+            job_id,
+        )
+    await rpc(db, "reactor_fail", p_table="jobs", p_jobs=leases([job], error="ValueError: bad"))
+    mine = await db.fetch(
+        "select message from public.job_logs where job_table = 'jobs' and job_id = $1", job["id"]
+    )
+    assert [r["message"] for r in mine] == ["ValueError: bad"]
