@@ -99,7 +99,9 @@ async def test_statistics_count_each_status_and_each_kind_of_pending_job_apart(d
     await db.execute(
         "select public.reactor_set_limits('jobs', 'a', '{\"concurrency\": 5, \"rate\": 10, \"per_seconds\": 60}')"
     )
-    await db.execute("update reactor.job_limits set starts = array[now() - interval '2 minutes', now()]")
+    await db.execute(  # two starts within the 60 s window, one before it
+        "update reactor.job_limits set starts = array[now() - interval '2 minutes', now() - interval '10 s', now()]"
+    )
     stats = await rpc(db, "reactor_stats", p_table="jobs")
     age = stats.pop("oldest_due_age_seconds")
     assert 60 <= age < 120
@@ -118,7 +120,7 @@ async def test_statistics_count_each_status_and_each_kind_of_pending_job_apart(d
                 "per_seconds": 60,
                 "paused": False,
                 "running": 3,
-                "recent_starts": 1,
+                "recent_starts": 2,
             }
         },
     }
