@@ -174,7 +174,8 @@ async def test_the_overview_counts_small_statuses_exactly_and_estimates_the_grow
         insert into public.jobs (job_type, status, run_at, lease_expires_at)
         select 'a', 'completed', now(), null from generate_series(1, 900);
         insert into public.jobs (job_type, status, run_at, lease_expires_at) values
-          ('a', 'pending', now() - interval '60 s', null), ('b', 'pending', now() + interval '1 hour', null),
+          ('a', 'pending', now() - interval '60 s', null), ('a', 'pending', now() - interval '30 s', null),
+          ('b', 'pending', now() + interval '1 hour', null),
           ('a', 'processing', now(), now() - interval '1 s'), ('a', 'waiting', now(), null),
           ('a', 'failed', now(), null), ('a', 'cancelled', now(), null),
           ('reactor.probe', 'cancelled', now(), null)
@@ -188,11 +189,12 @@ async def test_the_overview_counts_small_statuses_exactly_and_estimates_the_grow
     exact = ("pending", "processing", "waiting", "failed")
     assert {k: overview["counts"][k] for k in exact} == {k: stats["counts"][k] for k in exact}
     assert {k: overview["counts"][k] for k in exact} == {
-        "pending": 2,
+        "pending": 3,
         "processing": 1,
         "waiting": 1,
         "failed": 1,
     }
+    assert (overview["due"], overview["scheduled"]) == (2, 1)
     assert 850 <= overview["counts"]["completed"] <= 950  # the planner's estimate
     assert overview["estimated"] == ["completed", "cancelled"]
     for key in ("due", "scheduled", "pending_by_type", "expired_leases", "realtime", "limits"):
