@@ -166,6 +166,20 @@ async def test_creating_a_job_table_again_restores_a_dropped_policy(db: asyncpg.
     assert [r["policyname"] for r in policies] == ["reactor_owner_inserts", "reactor_owner_reads"]
 
 
+async def test_the_overview_lists_the_tables_live_standbys_only(db: asyncpg.Connection):
+    await db.execute("select reactor.create_job_table('emails')")
+    await db.execute(
+        """
+        insert into reactor.standby (job_table, worker, job_types, slots, expires_at) values
+          ('jobs', 'w1', array['a'], 3, now() + interval '1 hour'),
+          ('jobs', 'w0', array['a'], 3, now() - interval '1 s'),
+          ('emails', 'w2', array['a'], 3, now() + interval '1 hour')
+        """
+    )
+    overview = await rpc(db, "reactor_overview", p_table="jobs")
+    assert [(s["worker"], s["slots"]) for s in overview["standing_by"]] == [("w1", 3)]
+
+
 async def test_the_overview_counts_small_statuses_exactly_and_estimates_the_growing_ones(
     db: asyncpg.Connection,
 ):
@@ -195,6 +209,7 @@ async def test_the_overview_counts_small_statuses_exactly_and_estimates_the_grow
         "failed": 1,
     }
     assert (overview["due"], overview["scheduled"]) == (2, 1)
+    assert 60 <= overview["oldest_due_age_seconds"] < 120
     assert 850 <= overview["counts"]["completed"] <= 950  # the planner's estimate
     assert overview["estimated"] == ["completed", "cancelled"]
     for key in ("due", "scheduled", "pending_by_type", "expired_leases", "realtime", "limits"):
