@@ -67,6 +67,14 @@ async def test_a_rate_limit_allows_its_starts_in_any_window_and_the_tick_says_wh
     assert len(await claim(db, "w2")) == 3
 
 
+async def test_a_spent_rate_with_nothing_due_gives_the_tick_no_time(db):
+    await set_limits(db, rate=3, per_seconds=60)
+    await enqueue(db, "t", 3)
+    assert len(await claim(db, "w1")) == 3  # the window is spent, and nothing else is pending
+    tick = json.loads(await db.fetchval("select public.reactor_tick('jobs', 'w2', array['t'], 0)"))
+    assert tick["next_due_seconds"] is None
+
+
 async def test_per_owner_limits_interleave_a_burst_from_one_owner_with_everyone_else(db):
     await set_limits(db, per_user=2)
     burst, trickle = uuid.uuid4(), uuid.uuid4()
