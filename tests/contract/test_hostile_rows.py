@@ -243,18 +243,28 @@ async def test_an_owner_cancels_their_own_pending_or_running_job_and_nothing_els
     running = (await insert_as_user(db))["id"]
     theirs = (await insert_as_user(db, BOB))["id"]
     async with acting_as(db, "service_role"):
-        await db.execute("update public.jobs set status = 'processing' where id = $1", running)
+        await db.execute(
+            "update public.jobs set status = 'processing', locked_by = 'w1' where id = $1", running
+        )
     async with acting_as(db, "authenticated", ALICE):
         assert await rpc(db, "reactor_cancel_own", p_table="jobs", p_id=mine) == {
             "id": mine,
             "cancelled": True,
             "status": "cancelled",
         }
+        assert await db.fetchval("select status from public.jobs where id = $1", running) == "processing"
         assert await rpc(db, "reactor_cancel_own", p_table="jobs", p_id=running) == {
             "id": running,
             "cancelled": True,
             "status": "cancelled",
         }
+    # Only the running job's worker is told, by a cancel signal naming it.
+    signals = await db.fetch(
+        "select locked_by, payload from public.jobs where job_type = 'reactor.probe' order by id"
+    )
+    assert [(r["locked_by"], json.loads(r["payload"])) for r in signals] == [
+        ("w1", {"worker": "w1", "cancel": running})
+    ]
     for job_id in (theirs, 10**12):
         with pytest.raises(asyncpg.PostgresError, match=f"job {job_id} not found in jobs") as caught:
             async with acting_as(db, "authenticated", ALICE):
