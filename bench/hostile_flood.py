@@ -188,8 +188,7 @@ def before_tree(commit: str) -> Path:
 
 def run(tree: Path, server_url: str, flood_at: str, profile_name: str) -> dict:
     command = [sys.executable, "bench/hostile_flood.py", "--measure", flood_at, "--database-url", server_url]
-    if profile_name != "local":
-        command += ["--profile", profile_name]
+    command += ["--profile", profile_name]
     result = subprocess.run(
         command,
         cwd=tree,
