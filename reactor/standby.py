@@ -30,13 +30,15 @@ class Standby:
 
     def claimed(self, table: str, limit: int, claimed: int, seconds: int, tick: bool) -> bool:
         """A claim asked for `limit` jobs, got `claimed`, and offered the rest for `seconds`. True
-        when it stood this worker by where it was not: an insert that committed while that claim
-        ran found no standby to name, so no event told of it, and one more claim must look."""
+        when one more claim must look: this claim stood the worker by where it was not, so an
+        insert that committed while it ran found no standby to name and no event told of it; or it
+        was a tick, which only renews a standby, where no claim has made one yet (a tick and a
+        claim asked for at the same look are one tick, as when Realtime goes live)."""
         if not seconds:
             self._offered.pop(table, None)  # a claim without a standby withdraws it
             self._made.discard(table)
             return False
-        new = not tick and table not in self._made
+        new = table not in self._made
         if not tick:
             self._made.add(table)
         offer = min(limit - claimed, MAX_STANDBY_SLOTS)

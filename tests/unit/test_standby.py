@@ -107,8 +107,9 @@ async def test_a_standby_that_cannot_be_withdrawn_is_left_to_lapse() -> None:
 
 def test_only_the_claim_that_first_stands_the_worker_by_asks_for_one_more_look() -> None:
     standby = Standby(MemoryStore(), "w", 30, live_feed("jobs"))
-    assert standby.claimed("jobs", limit=10, claimed=0, seconds=30, tick=True) is False  # a tick makes none
+    assert standby.claimed("jobs", limit=10, claimed=0, seconds=30, tick=True) is True  # a tick makes none
     assert standby.claimed("jobs", limit=10, claimed=0, seconds=30, tick=False) is True
     assert standby.claimed("jobs", limit=10, claimed=0, seconds=30, tick=False) is False  # renewed only
+    assert standby.claimed("jobs", limit=10, claimed=0, seconds=30, tick=True) is False
     assert standby.claimed("jobs", limit=10, claimed=0, seconds=0, tick=False) is False  # withdrawn
     assert standby.claimed("jobs", limit=10, claimed=0, seconds=30, tick=False) is True  # made again

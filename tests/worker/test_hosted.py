@@ -91,3 +91,22 @@ async def test_a_hand_off_whose_message_the_dropped_socket_lost_is_replayed_and_
             # Started from the hand-off itself: a lapsed one goes back to pending only once its
             # 5 s lease has run out, and only a claim after that could start it.
             assert done["started_at"] < done["created_at"] + timedelta(seconds=5)
+
+
+async def test_far_from_its_project_a_worker_still_stands_by_once_realtime_is_up(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """600 ms from the project the claim that going live asks for is still in flight when the
+    subscription is confirmed, which asks for a claim and a tick at once; the two are one tick,
+    and a tick only renews a standby. The worker stands by all the same, and an insert is handed
+    to it."""
+    profile = Profile.hosted("free", round_trip_ms=600.0)
+    async with serve(database_url, port=0, profile=profile) as stack:
+        app = echo_app()
+        config = worker_config(stack, **{**NO_POLLING, "poll_fast_seconds": 0.2})
+        async with running(app, config):
+            await subscribed(app)
+            await wait_until(lambda: db.fetchval("select count(*) > 0 from reactor.standby"))
+            job_id = await insert(db, "echo", {"n": 3})
+            assert (await row(db, job_id))["locked_by"] == config.worker_id  # handed off on insert
+            await status_is(db, job_id, "completed")
