@@ -24,8 +24,9 @@ they would stop its worker; tests/test_hostile_rows.py shows them harmless now. 
 has no policy and takes every row; this tree takes only the rows within the rule.
 
 The local stack runs its default profile, or with `--profile hosted` hosted Supabase's on the Pro
-plan (20 ms round trips, polled postgres_changes, quotas): there only this tree is measured, since
-the code before knows nothing of the hosted profile's limits.
+plan (20 ms round trips, polled postgres_changes, quotas): there the code before is measured only
+when `--before` names a commit that has the hosted profile, since the default (before 0008) knows
+nothing of its limits.
 
     python bench/hostile_flood.py --database-url postgresql://postgres@127.0.0.1:5432/postgres \
         [--turns N] [--profile hosted]
@@ -203,7 +204,8 @@ def run(tree: Path, server_url: str, flood_at: str, profile_name: str) -> dict:
 def main(server_url: str | None, commit: str, turns: int, profile_name: str) -> None:
     from reactor.devstack import database
 
-    trees = {"now": ROOT} if profile_name == "hosted" else {"before": before_tree(commit), "now": ROOT}
+    before_has_profile = profile_name == "local" or commit != BEFORE
+    trees = {"before": before_tree(commit), "now": ROOT} if before_has_profile else {"now": ROOT}
     kinds = {"before": ("nowhere", "queue"), "now": ("nowhere", "queue", "neighbour", "allowed")}
     results: dict[tuple[str, str], list[dict]] = {}
     with database.server(server_url) as url:

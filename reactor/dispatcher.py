@@ -101,6 +101,8 @@ class Dispatcher:
             return
         self._runner.start(job, handler, self._group, confirmed=anyio.Event())
         self._confirm(table, lease)
+        if self._standby.low(table, self.free()):
+            self._wakeups.wake(table)  # renew the offer before inserts find it spent
 
     async def run(self, group: TaskGroup) -> None:
         """Claim until `stop_claiming`, starting jobs in `group`; then withdraw the standby."""
@@ -147,17 +149,18 @@ class Dispatcher:
         limit = min(max(self.free(), 0), MAX_BATCH)  # a full answer must read as one
         job_types = self._registry.job_types(table)
         standby = self._standby.seconds(table)
+        heard = self._standby.heard(table)
         try:
             if tick:
                 claimed = await self._ticker.tick(table, job_types, limit, standby)
             else:
                 claimed = await self._store.claim(
-                    table, self._worker_id, job_types, limit, self._lease_seconds, standby
+                    table, self._worker_id, job_types, limit, self._lease_seconds, standby, heard
                 )
         except StoreError as exc:
             self._complain(exc)
             return
-        if self._standby.claimed(table, limit, len(claimed), standby, tick):
+        if self._standby.claimed(table, limit, len(claimed), standby, tick, heard):
             self._wakeups.wake(table)
         if not self.api_ok:
             logger.info(f"claiming from table {table}")

@@ -133,6 +133,7 @@ class MemoryStore:
         limit: int,
         lease_seconds: int,
         standby_seconds: int = 0,
+        heard: int | None = None,
     ) -> list[dict[str, Any]]:
         self._table("reactor_claim_jobs", table)
         limit = min(limit, MAX_BATCH)  # as Store sends it

@@ -60,6 +60,7 @@ class JobStore(Protocol):
         limit: int,
         lease_seconds: int,
         standby_seconds: int = 0,
+        heard: int | None = None,
     ) -> list[dict[str, Any]]: ...
 
     async def stand_down(self, table: str, worker: str) -> None: ...
@@ -195,10 +196,12 @@ class Store:
         limit: int,
         lease_seconds: int,
         standby_seconds: int = 0,
+        heard: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Claim up to `limit` jobs; with `standby_seconds`, offer the slots left for hand-offs. The
-        claim comes back as one JSON array (reactor_claim_jobs), which PostgREST's Max rows
-        cannot cut as it cuts the rows of reactor_claim."""
+        """Claim up to `limit` jobs; with `standby_seconds`, offer the slots left for hand-offs,
+        less those of the hand-offs made that the worker had not `heard` of (its count of them in
+        the table). The claim comes back as one JSON array (reactor_claim_jobs), which PostgREST's
+        Max rows cannot cut as it cuts the rows of reactor_claim."""
         return await self.call(
             "reactor_claim_jobs",
             {
@@ -208,6 +211,7 @@ class Store:
                 "p_limit": min(limit, MAX_BATCH),
                 "p_lease_seconds": lease_seconds,
                 "p_standby_seconds": standby_seconds,
+                "p_heard": heard,
             },
         )
 

@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0024 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0025 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0024_claim_as_json') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0025_standby_counts') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -50,13 +50,14 @@ create table if not exists reactor.job_tables (
 );
 
 -- Workers standing by for hand-offs (section 6): per job table and worker, the job types it takes
--- and its free slots, until expires_at.
+-- and its free slots, until expires_at, and the hand-offs made to it.
 create table if not exists reactor.standby (
   job_table text not null references reactor.job_tables (name) on delete cascade,
   worker text not null,
   job_types text[] not null,
   slots integer not null check (slots >= 0),
   expires_at timestamptz not null,
+  handed bigint not null default 0,  -- hand-offs made to the worker, counted as it counts them
   primary key (job_table, worker)
 );
 revoke all on reactor.standby from public;
@@ -165,6 +166,12 @@ language sql immutable as $$ select 1000 $$;
 -- burst beyond it takes the claim path, which offers the slots again.
 create or replace function reactor.max_standby_slots() returns integer
 language sql immutable as 'select 16';
+
+-- How long an insert waits for a standby row another transaction holds, when every standby with
+-- a free slot is held, and a claim for its own standby row held by an insert: either commits
+-- within it, and no other user's transaction holds up an insert or a claim for longer.
+create or replace function reactor.standby_lock_wait() returns text
+language sql immutable as $$ select '10ms' $$;
 
 -- The job type of probe rows: a worker inserts them as `cancelled`, so no worker claims them, and
 -- hears them over Realtime to check that Realtime still delivers. Statistics leave them out.
@@ -978,6 +985,8 @@ $$;
 -- owner's rows get a share of that budget, per_owner_per_second in the last second: past it, the
 -- next row names a herald and the rows after it nobody, so no user's burst spends the messages
 -- that announce everyone else's jobs. Rows without an owner (the project's own) have no share.
+-- An insert that finds every offer with a free slot held by another transaction waits for one
+-- at most standby_lock_wait(); the slot it takes counts in the offer's `handed`.
 create or replace function reactor.hand_off() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -990,6 +999,7 @@ declare
   unique_seconds integer;
   share integer;
   owned bigint;  -- the owner's rows in the last second, this one not counted; null: no owner
+  lock_wait text;
 begin
   if pg_column_size(new.payload) > 1048576 or reactor.too_deep(new.payload) then  -- max_payload_bytes()
     raise exception '%', reactor.payload_problem(new.payload) using errcode = 'PT413';
@@ -1050,6 +1060,27 @@ begin
     order by s.slots desc
     limit 1
     for update skip locked;
+    if taker is null and exists (
+      select 1 from reactor.standby s
+      where s.job_table = tg_table_name and s.slots > 0 and s.expires_at > now()
+        and new.job_type = any(s.job_types)
+    ) then
+      -- Every offer with a free slot is held, by a claim renewing it or an insert taking a slot:
+      -- wait standby_lock_wait() for one, and past that leave the row to be claimed.
+      lock_wait := current_setting('lock_timeout');
+      begin
+        perform set_config('lock_timeout', reactor.standby_lock_wait(), true);
+        select s.worker into taker from reactor.standby s
+        where s.job_table = tg_table_name and s.slots > 0 and s.expires_at > now()
+          and new.job_type = any(s.job_types)
+        order by s.slots desc
+        limit 1
+        for update;
+        perform set_config('lock_timeout', lock_wait, true);
+      exception when lock_not_available then
+        taker := null;
+      end;
+    end if;
   end if;
   if taker is null then
     select s.worker into herald from reactor.standby s
@@ -1076,7 +1107,8 @@ begin
     new.locked_by := coalesce(herald, taker);
     return new;
   end if;
-  update reactor.standby s set slots = s.slots - 1 where s.job_table = tg_table_name and s.worker = taker;
+  update reactor.standby s set slots = s.slots - 1, handed = s.handed + 1
+  where s.job_table = tg_table_name and s.worker = taker;
   -- clock_timestamp(): the insert's transaction may have started long before this row.
   new.status := 'processing';
   new.attempts := new.attempts + 1;
@@ -1130,21 +1162,32 @@ $$;
 -- like any expired lease, but goes back to `pending` at once and gives its attempt back: the
 -- handler may never have run.
 --
--- Standby rows are only ever locked with SKIP LOCKED or briefly: an insert holds the row it took a
--- slot from until its transaction commits, and a claim that finds its row locked leaves it as it
--- is rather than wait for someone else's transaction.
+-- Standby rows are only ever locked briefly: an insert holds the row it took a slot from until its
+-- transaction commits, a claim holds its worker's row until it commits, and an insert or a claim
+-- that finds the row it needs held waits for it at most standby_lock_wait(), then goes on without.
 
 -- Offer p_slots slots of p_table to hand-offs until p_seconds from now; 0 seconds withdraws the
--- offer. A row some insert holds is left alone: that insert is taking one of its slots. Without
--- p_refill the offer is only renewed, never raised or made: a tick does that, and a tick also runs
--- while the Realtime feed is silent without the worker knowing yet, when jobs handed to it would
--- wait out their hand-off lease. Claims that follow a Realtime event refill. A tick also deletes
--- the table's standby rows that expired more than a minute ago, which every hand-off would
--- otherwise read past.
+-- offer. A row some insert holds is left alone (a claim first waits standby_lock_wait() for it):
+-- that insert is taking one of its slots. Without p_refill the offer is only renewed, never raised
+-- or made: a tick does that, and a tick also runs while the Realtime feed is silent without the
+-- worker knowing yet, when jobs handed to it would wait out their hand-off lease. Claims that
+-- follow a Realtime event refill. A tick also deletes the table's standby rows that expired more
+-- than a minute ago, which every hand-off would otherwise read past.
+-- A claim renews an offer whenever the worker asks, also while hand-offs from it are on their way:
+-- with p_heard, the hand-offs the worker has heard of in the table, the offer is p_slots less
+-- those made (`handed`) that the worker had not heard of, so no slot is offered twice. The count
+-- starts at the worker's own when the offer is made, and follows it up when it is ahead.
 create or replace function reactor.stand_by(
-  p_table text, p_worker text, p_job_types text[], p_slots integer, p_seconds integer, p_refill boolean
+  p_table text, p_worker text, p_job_types text[], p_slots integer, p_seconds integer, p_refill boolean,
+  p_heard bigint default null
 ) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+  held reactor.standby;
+  in_flight bigint := 0;
+  unconfirmed bigint;
+  now_exactly timestamptz;
+  lock_wait text;
 begin
   if not p_refill then
     delete from reactor.standby s where s.ctid = any(array(
@@ -1152,20 +1195,45 @@ begin
       where e.job_table = p_table and e.expires_at < now() - interval '1 minute'
       for update skip locked));
   end if;
-  perform 1 from reactor.standby s where s.job_table = p_table and s.worker = p_worker for update skip locked;
-  if found then
+  select * into held from reactor.standby s where s.job_table = p_table and s.worker = p_worker for update skip locked;
+  if held.worker is null and p_refill
+     and exists (select 1 from reactor.standby s where s.job_table = p_table and s.worker = p_worker) then
+    -- An insert holds the offer, taking a slot: wait for it standby_lock_wait(), as an insert
+    -- waits for a renewing claim, and past that leave the offer as it is.
+    lock_wait := current_setting('lock_timeout');
+    begin
+      perform set_config('lock_timeout', reactor.standby_lock_wait(), true);
+      select * into held from reactor.standby s where s.job_table = p_table and s.worker = p_worker for update;
+      perform set_config('lock_timeout', lock_wait, true);
+    exception when lock_not_available then
+      held := null;
+    end;
+  end if;
+  if held.worker is not null then
     if p_seconds > 0 then
+      if p_refill and p_heard is not null and held.handed > p_heard then
+        -- Hand-offs the worker had not heard of when it asked: as many as are still unconfirmed and
+        -- within their 5 s lease (one lost on the way counts no more once that lease ends).
+        now_exactly := clock_timestamp();
+        execute format($q$
+          select count(*) from public.%I j
+          where j.status = 'processing' and j.lease_expires_at > $1 and j.lease_expires_at <= $2
+            and j.locked_by = $3 and j.started_at is null
+        $q$, p_table) using now_exactly, now_exactly + interval '5 seconds', p_worker into unconfirmed;
+        in_flight := least(held.handed - p_heard, unconfirmed);
+      end if;
       update reactor.standby s
       set job_types = p_job_types, expires_at = now() + make_interval(secs => p_seconds),
-          slots = case when p_refill then p_slots else least(s.slots, p_slots) end
+          slots = case when p_refill then greatest(p_slots - in_flight, 0) else least(s.slots, p_slots) end,
+          handed = greatest(s.handed, coalesce(p_heard, s.handed))
       where s.job_table = p_table and s.worker = p_worker;
     else
       delete from reactor.standby s where s.job_table = p_table and s.worker = p_worker;
     end if;
   elsif p_seconds > 0 and p_refill
         and not exists (select 1 from reactor.standby s where s.job_table = p_table and s.worker = p_worker) then
-    insert into reactor.standby (job_table, worker, job_types, slots, expires_at)
-    values (p_table, p_worker, p_job_types, p_slots, now() + make_interval(secs => p_seconds))
+    insert into reactor.standby (job_table, worker, job_types, slots, expires_at, handed)
+    values (p_table, p_worker, p_job_types, p_slots, now() + make_interval(secs => p_seconds), coalesce(p_heard, 0))
     on conflict do nothing;
   end if;
 end
@@ -1273,10 +1341,11 @@ end
 $$;
 
 
--- The claim: the limited types first, each within its limits (claim_within_limits), then the others.
-create or replace function reactor.claim(
-  p_table text, p_worker text, p_job_types text[], p_limit integer default 1,
-  p_lease_seconds integer default 60, p_standby_seconds integer default 0
+-- The claim: the limited types first, each within its limits (claim_within_limits), then the
+-- others; then the standby, with the worker's count of hand-offs heard (reactor.stand_by).
+create or replace function reactor.claim_and_stand_by(
+  p_table text, p_worker text, p_job_types text[], p_limit integer, p_lease_seconds integer,
+  p_standby_seconds integer, p_heard bigint
 ) returns table (
   id bigint, job_type text, payload jsonb, priority integer, attempt integer, max_attempts integer,
   lease_token uuid, lease_expires_at timestamptz, run_at timestamptz, created_at timestamptz,
@@ -1316,9 +1385,24 @@ begin
   end if;
   if p_standby_seconds is not null then
     perform reactor.stand_by(t, p_worker, p_job_types, least(p_limit - n, reactor.max_standby_slots()),
-                             p_standby_seconds, true);
+                             p_standby_seconds, true, p_heard);
   end if;
 end
+$$;
+
+-- The claim without a count of hand-offs heard: the tick's, and reactor_claim's and
+-- reactor_claim_batch's for callers that never stand by or count nothing.
+create or replace function reactor.claim(
+  p_table text, p_worker text, p_job_types text[], p_limit integer default 1,
+  p_lease_seconds integer default 60, p_standby_seconds integer default 0
+) returns table (
+  id bigint, job_type text, payload jsonb, priority integer, attempt integer, max_attempts integer,
+  lease_token uuid, lease_expires_at timestamptz, run_at timestamptz, created_at timestamptz,
+  started_at timestamptz, user_id uuid, resumed integer, parent_id bigint
+)
+language sql volatile set search_path = pg_catalog, pg_temp as $$
+  select * from reactor.claim_and_stand_by(p_table, p_worker, p_job_types, p_limit, p_lease_seconds,
+                                           p_standby_seconds, null)
 $$;
 
 
@@ -1359,10 +1443,12 @@ $$;
 -- The worker's claim: reactor_claim_batch's array built as json rather than jsonb, which cost more
 -- than the claim itself (docs/benchmarks.md, "Where a no-op job's CPU went"). A function's return
 -- type cannot change in place, hence the new name; reactor_claim_batch stays for workers of
--- earlier versions during a rolling upgrade.
+-- earlier versions during a rolling upgrade. p_heard is the worker's count of the hand-offs it
+-- has heard of in the table, which its standby's renewal needs (reactor.stand_by); a worker of an
+-- earlier version sends none, and its standby is renewed as before.
 create or replace function public.reactor_claim_jobs(
   p_table text, p_worker text, p_job_types text[], p_limit integer default 1,
-  p_lease_seconds integer default 60, p_standby_seconds integer default 0
+  p_lease_seconds integer default 60, p_standby_seconds integer default 0, p_heard bigint default null
 ) returns json
 language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
   select coalesce(json_agg(json_build_object(
@@ -1371,7 +1457,8 @@ language sql volatile security definer set search_path = pg_catalog, pg_temp as 
            'run_at', c.run_at, 'created_at', c.created_at, 'user_id', c.user_id,
            'resumed', c.resumed, 'parent_id', c.parent_id
          ) order by c.ordinality), '[]')
-  from reactor.claim(p_table, p_worker, p_job_types, p_limit, p_lease_seconds, p_standby_seconds)
+  from reactor.claim_and_stand_by(p_table, p_worker, p_job_types, p_limit, p_lease_seconds,
+                                  p_standby_seconds, p_heard)
        with ordinality as c
 $$;
 
@@ -2691,5 +2778,6 @@ insert into reactor.schema_migrations (version) values
   ('0021_heartbeat_knows_cancels'),
   ('0022_announce_by_broadcast'),
   ('0023_owner_share'),
-  ('0024_claim_as_json')
+  ('0024_claim_as_json'),
+  ('0025_standby_counts')
 on conflict do nothing;

@@ -2,6 +2,7 @@
 
 import asyncio
 import datetime as dt
+import json
 
 import asyncpg
 import pytest
@@ -175,3 +176,136 @@ async def test_the_tables_own_insert_triggers_run_before_the_hand_off(db):
     [job_id] = await enqueue(db, "t")
     assert (await row(db, job_id))["status"] == "pending"  # scheduled by the table's trigger: not due
     assert await standby(db) == {"w1": 5}
+
+
+async def renew(db: asyncpg.Connection, worker: str, slots: int, heard: int | None) -> list:
+    """The worker's claim (reactor_claim_jobs) with its count of hand-offs heard."""
+    claimed = await db.fetchval(
+        "select public.reactor_claim_jobs('jobs', $1, array['t'], $2, 60, 30, $3)", worker, slots, heard
+    )
+    return json.loads(claimed)
+
+
+async def handed(db: asyncpg.Connection) -> dict[str, int]:
+    return dict(await db.fetch("select worker, handed from reactor.standby order by worker"))
+
+
+async def test_a_renewal_leaves_out_the_hand_offs_the_worker_has_not_heard_of(db):
+    assert await renew(db, "w1", 10, 0) == []
+    await enqueue(db, "t", 3)
+    assert (await standby(db), await handed(db)) == ({"w1": 7}, {"w1": 3})
+    await renew(db, "w1", 10, 1)  # two of the three are still on their way
+    assert (await standby(db), await handed(db)) == ({"w1": 8}, {"w1": 3})
+    await renew(db, "w1", 10, 3)
+    assert await standby(db) == {"w1": 10}
+    await renew(db, "w1", 10, None)  # a worker of an earlier version: the offer as before
+    assert (await standby(db), await handed(db)) == ({"w1": 10}, {"w1": 3})
+    await renew(db, "w1", 10, 5)  # the worker heard of more: its count is taken up
+    assert (await standby(db), await handed(db)) == ({"w1": 10}, {"w1": 5})
+
+
+async def test_an_offer_counts_from_the_workers_own_count_when_it_is_made(db):
+    await renew(db, "w1", 4, 40)
+    await enqueue(db, "t")
+    assert (await standby(db), await handed(db)) == ({"w1": 3}, {"w1": 41})
+    await renew(db, "w1", 4, 40)
+    assert await standby(db) == {"w1": 3}
+
+
+async def test_a_hand_off_confirmed_or_lost_on_the_way_counts_no_more_as_on_its_way(db):
+    await renew(db, "w1", 10, 0)
+    confirmed, lost, _on_its_way = await enqueue(db, "t", 3)
+    beat = await rpc(
+        db,
+        "reactor_heartbeat",
+        p_table="jobs",
+        p_leases=leases([await row(db, confirmed)]),
+        p_lease_seconds=60,
+    )
+    assert beat == {"extended": [confirmed], "stale": []}
+    await db.execute("update public.jobs set lease_expires_at = now() - interval '1 s' where id = $1", lost)
+    await renew(db, "w1", 10, 0)  # the worker heard of none, yet only one can still reach it
+    assert await standby(db) == {"w1": 9}
+
+
+async def backend_waiting_on_a_lock(db: asyncpg.Connection, query: str) -> None:
+    """Return once a backend running `query` waits for a lock (a safety net, not a timing assertion)."""
+    for _ in range(500):
+        if await db.fetchval(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like $1",
+            f"%{query}%",
+        ):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no backend running {query!r} waited for a lock")
+
+
+async def test_an_insert_waits_for_an_offer_a_renewing_claim_holds_and_takes_its_slot(database_url, db):
+    """The wait is standby_lock_wait(), 10 ms; stretched here, so that the test sees the insert
+    wait and lets the claim commit only then, on a machine of any speed."""
+    await db.execute(
+        "create or replace function reactor.standby_lock_wait() returns text language sql immutable as $$ select '60s' $$"
+    )
+    await renew(db, "w1", 5, 0)
+    claimer, inserter = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        tx = claimer.transaction()
+        await tx.start()
+        await renew(claimer, "w1", 5, 0)  # holds the offer until it commits
+
+        async def insert() -> tuple[int, str]:
+            async with inserter.transaction():
+                job_id = await inserter.fetchval(
+                    "insert into public.jobs (job_type) values ('t') returning id"
+                )
+                return job_id, await inserter.fetchval("show lock_timeout")
+
+        inserting = asyncio.ensure_future(insert())
+        await backend_waiting_on_a_lock(db, "insert into public.jobs")
+        assert not inserting.done()
+        await tx.commit()
+        job_id, lock_timeout = await asyncio.wait_for(inserting, 30)
+        assert ((await row(db, job_id))["status"], (await row(db, job_id))["locked_by"]) == (
+            "processing",
+            "w1",
+        )
+        assert lock_timeout == "0"  # the inserting transaction's own setting is back
+    finally:
+        await claimer.close()
+        await inserter.close()
+
+
+async def test_an_insert_waits_no_longer_than_the_standby_lock_wait_for_a_held_offer(database_url, db):
+    await renew(db, "w1", 5, 0)
+    claimer = await asyncpg.connect(database_url)
+    try:
+        tx = claimer.transaction()
+        await tx.start()
+        await renew(claimer, "w1", 5, 0)
+        [job_id] = await asyncio.wait_for(enqueue(db, "t"), 30)  # answered while the claim holds on
+        job = await row(db, job_id)
+        assert (job["status"], job["locked_by"]) == ("pending", "w1")  # w1 is its herald
+        await tx.commit()
+    finally:
+        await claimer.close()
+
+
+async def test_a_renewing_claim_waits_for_an_insert_taking_a_slot_of_its_offer(database_url, db):
+    await db.execute(
+        "create or replace function reactor.standby_lock_wait() returns text language sql immutable as $$ select '60s' $$"
+    )
+    await renew(db, "w1", 3, 0)
+    inserter, claimer = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        tx = inserter.transaction()
+        await tx.start()
+        await enqueue(inserter, "t")  # holds the offer until it commits
+        renewing = asyncio.ensure_future(renew(claimer, "w1", 5, 1))
+        await backend_waiting_on_a_lock(db, "reactor_claim_jobs")
+        assert not renewing.done()
+        await tx.commit()
+        assert await asyncio.wait_for(renewing, 30) == []
+        assert await standby(db) == {"w1": 5}  # renewed, not left at the 2 the insert left
+    finally:
+        await inserter.close()
+        await claimer.close()

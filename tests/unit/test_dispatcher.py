@@ -287,6 +287,7 @@ class Claims(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.asked: list[tuple[str, str, int, int]] = []  # (function, worker, limit, standby)
+        self.heard: list[int | None] = []  # what each claim said the worker had heard of
 
     async def claim(
         self,
@@ -296,9 +297,11 @@ class Claims(MemoryStore):
         limit: int,
         lease_seconds: int,
         standby_seconds: int = 0,
+        heard: int | None = None,
     ) -> list[dict[str, Any]]:
         self.asked.append(("claim", worker, limit, standby_seconds))
-        return await super().claim(table, worker, job_types, limit, lease_seconds, standby_seconds)
+        self.heard.append(heard)
+        return await super().claim(table, worker, job_types, limit, lease_seconds, standby_seconds, heard)
 
     async def tick(
         self, table: str, worker: str, job_types: Any, limit: int, lease_seconds: int, **kw: Any
@@ -323,6 +326,29 @@ async def test_claims_and_ticks_offer_the_free_slots_while_the_feed_is_live() ->
         gate.set()
     assert store.asked[0] == ("claim", "w1", 3, 30)
     assert ("tick", "w1", 2, 30) in store.asked  # one slot busy: two offered
+
+
+async def test_hand_offs_that_take_half_the_offer_renew_it_saying_how_many_were_heard() -> None:
+    app, ran = echo_app()
+    store = Claims()
+    parts = Parts(app, store, concurrency=8)
+
+    def claims() -> list[tuple[tuple[str, str, int, int], int | None]]:
+        """The worker's claims (Parts.hand_off's stand-in for the insert trigger offers nothing)."""
+        return [(asked, heard) for asked, heard in zip(store.asked, store.heard, strict=True) if asked[3]]
+
+    async with working(parts):
+        await until(lambda: len(claims()) == 2)  # the claim that made the offer, one more look
+        for n in range(1, 4):
+            _, record = await parts.hand_off()
+            parts.dispatcher.take("jobs", record)
+            await until(lambda n=n: len(ran) == n and not parts.running)
+        assert len(claims()) == 2  # 5 of 8 still offered
+        _, record = await parts.hand_off()
+        parts.dispatcher.take("jobs", record)
+        await until(lambda: len(claims()) == 3)
+    (function, _, limit, standby), heard = claims()[2]
+    assert (function, standby, heard) == ("claim", 30, 4) and limit >= 7  # the fourth job may still run
 
 
 async def test_unreadable_rows_in_a_claimed_batch_fail_alone_and_the_rest_start_at_once() -> None:

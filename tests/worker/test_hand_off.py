@@ -45,7 +45,8 @@ async def test_a_worker_standing_by_starts_inserted_jobs_without_claiming_them(s
             )
             assert done["started_at"] is not None  # confirmed before the outcome was written
         assert app.metrics.events["hand_offs"] == 5  # each started from its announcement: no claim
-        assert await standby(db) == {config.worker_id: 5}
+        # Half the offer taken with every slot free again: a claim renewed it before it ran out.
+        await wait_until(lambda: db.fetchval("select slots > 5 from reactor.standby"))
     assert await standby(db) == {}  # withdrawn at shutdown
 
 
