@@ -276,6 +276,16 @@ async def test_an_owner_cancels_their_own_pending_or_running_job_and_nothing_els
             await rpc(db, "reactor_cancel_own", p_table="jobs", p_id=mine)
 
 
+async def test_an_owner_cancelling_their_finished_job_is_told_its_status_and_nothing_changes(db, allowed):
+    done = (await insert_as_user(db))["id"]
+    async with acting_as(db, "service_role"):
+        await db.execute("update public.jobs set status = 'completed', completed_at = now() where id = $1", done)
+    async with acting_as(db, "authenticated", ALICE):
+        answer = await rpc(db, "reactor_cancel_own", p_table="jobs", p_id=done)
+    assert answer == {"id": done, "cancelled": False, "status": "completed"}
+    assert await db.fetchval("select status from public.jobs where id = $1", done) == "completed"
+
+
 async def test_a_tick_deletes_standby_rows_that_expired_a_minute_ago(db):
     await db.execute("""
         insert into reactor.standby (job_table, worker, job_types, slots, expires_at)
