@@ -97,6 +97,13 @@ async def test_a_paused_type_is_neither_claimed_nor_handed_off_nor_announced_unt
     assert [job["id"] for job in await claim(db, "w1")] == [job_id]
 
 
+async def test_clearing_a_types_last_limit_deletes_its_row_and_no_other(db):
+    await set_limits(db, "a", concurrency=1)
+    await set_limits(db, "b", concurrency=2)
+    assert await set_limits(db, "a", concurrency=None) == {}
+    assert await rpc(db, "reactor_limits", p_table="jobs") == {"b": {"concurrency": 2, "paused": False}}
+
+
 async def test_a_limited_type_is_announced_to_a_herald_but_never_handed_off(db):
     await stand_by(db, "w1", 16)
     await set_limits(db, concurrency=5)
