@@ -279,7 +279,9 @@ async def test_an_owner_cancels_their_own_pending_or_running_job_and_nothing_els
 async def test_an_owner_cancelling_their_finished_job_is_told_its_status_and_nothing_changes(db, allowed):
     done = (await insert_as_user(db))["id"]
     async with acting_as(db, "service_role"):
-        await db.execute("update public.jobs set status = 'completed', completed_at = now() where id = $1", done)
+        await db.execute(
+            "update public.jobs set status = 'completed', completed_at = now() where id = $1", done
+        )
     async with acting_as(db, "authenticated", ALICE):
         answer = await rpc(db, "reactor_cancel_own", p_table="jobs", p_id=done)
     assert answer == {"id": done, "cancelled": False, "status": "completed"}

@@ -172,6 +172,18 @@ async def test_declaring_the_same_schedule_again_changes_nothing(db):
     assert again["time_zone"] == first["time_zone"] == "Europe/Berlin"
 
 
+async def test_a_new_payload_or_priority_keeps_the_times_a_changed_cron_starts_over(db):
+    await declare(db)
+    await backdate(db, "nightly", 10)
+    fired_through = await db.fetchval("select fired_through from reactor.schedules")
+    await declare(db, p_payload={"size": "large"}, p_priority=5)  # the same times, other jobs
+    assert await db.fetchval("select fired_through from reactor.schedules") == fired_through
+    await declare(db, cron="*/2 * * * * *")  # other times: none from before the change
+    assert await db.fetchval(
+        "select fired_through > $1::timestamptz + interval '9 seconds' from reactor.schedules", fired_through
+    )
+
+
 async def test_workers_declare_their_schedules_and_hear_only_those_of_their_job_types(db):
     declared = {
         "name": "digest",
