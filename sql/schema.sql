@@ -1,4 +1,4 @@
--- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0025 build.
+-- reactor: the database contract as it stands today, the state sql/migrations/0001 … 0026 build.
 --
 -- Read this file to learn what the database holds. `reactor sql` prints it for a new project: paste
 -- it into the Supabase SQL editor. Every statement is idempotent, so pasting it twice changes
@@ -24,7 +24,7 @@ begin
     return;  -- a new project
   end if;
   if exists (select 1 from reactor.schema_migrations)
-     and not exists (select 1 from reactor.schema_migrations where version = '0025_standby_counts') then
+     and not exists (select 1 from reactor.schema_migrations where version = '0026_set_limits_locks_once') then
     raise exception 'this project has an earlier version of reactor''s contract; this script is for new projects'
       using hint = 'Upgrade it with `reactor migrate`, or paste the output of `reactor sql --upgrade`.';
   end if;
@@ -2258,7 +2258,6 @@ begin
     end if;
   end loop;
   insert into reactor.job_limits (job_table, job_type) values (t, p_job_type) on conflict do nothing;
-  select * into lim from reactor.job_limits l where l.job_table = t and l.job_type = p_job_type for update;
   begin
     update reactor.job_limits l set
       concurrency = case when p_limits ? 'concurrency' then (p_limits ->> 'concurrency')::integer else l.concurrency end,
@@ -2779,5 +2778,6 @@ insert into reactor.schema_migrations (version) values
   ('0022_announce_by_broadcast'),
   ('0023_owner_share'),
   ('0024_claim_as_json'),
-  ('0025_standby_counts')
+  ('0025_standby_counts'),
+  ('0026_set_limits_locks_once')
 on conflict do nothing;
