@@ -88,6 +88,21 @@ async def test_a_cancelled_job_is_posted_and_removing_the_last_webhook_drops_the
     assert await db.fetchval(trigger) == 0
 
 
+async def test_a_tables_trigger_stays_while_a_webhook_of_that_table_is_left(db):
+    await install_pg_net_stand_in(db)
+    await db.execute("select reactor.create_job_table('emails')")
+    for name, table in (("audit", "jobs"), ("billing", "jobs"), ("mail", "emails")):
+        await db.execute("select reactor.add_webhook($1, $2, 'https://hooks.example/x')", name, table)
+    triggers = """
+        select array_agg(c.relname::text order by c.relname) from pg_trigger t join pg_class c on c.oid = t.tgrelid
+        where t.tgname = 'reactor_post_outcome'
+    """
+    await db.execute("select reactor.remove_webhook('audit')")
+    assert await db.fetchval(triggers) == ["emails", "jobs"]  # billing is left on jobs
+    await db.execute("select reactor.remove_webhook('billing')")
+    assert await db.fetchval(triggers) == ["emails"]  # jobs has none left; emails keeps its own
+
+
 @pytest.mark.parametrize(
     "call, problem",
     [
