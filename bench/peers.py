@@ -18,7 +18,8 @@ Each system gets its own fresh database on the same Postgres server and the same
   reactor its HTTP requests (its own RPC counters), for the peers their database's committed and
   rolled-back transactions (pg_stat_database; pg_stat_statements is not loaded on this server);
 - herd: 4 worker processes while jobs arrive one at a time at 50 a second: claim calls per
-  completed job (reactor: reactor_claim_batch and reactor_tick requests from each worker's /metrics;
+  completed job (reactor: reactor_claim_jobs, reactor_claim_batch and reactor_tick requests from
+  each worker's /metrics;
   the peers: calls to their dequeue query, counted by wrapping it in the worker process);
 - raw limit: bench/sql_claim_complete.py's claim-and-complete loop, batch 100, one connection.
 
@@ -174,7 +175,7 @@ async def claim_requests(ports: list[int]) -> int:
             total += sum(
                 int(float(n))
                 for n in re.findall(
-                    r'^reactor_rpc_calls_total\{function="reactor_(?:claim_batch|tick)",[^}]*\} (\S+)$',
+                    r'^reactor_rpc_calls_total\{function="reactor_(?:claim_jobs|claim_batch|tick)",[^}]*\} (\S+)$',
                     metrics,
                     re.M,
                 )
